@@ -1,0 +1,118 @@
+"""The atlas: ``P`` bitmaps of one size, as a coverage mask and optional colours."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import validation as V
+
+__all__ = ["Atlas"]
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (np.ndarray, jax.Array))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Atlas:
+    """``P`` bitmaps of one size ``h x w``.
+
+    Attributes:
+      mask: ``[P, h, w]`` float32 coverage (alpha) in [0, 1].
+      rgb: optional ``[P, h, w, 3]`` float32 colours in [0, 1], the bitmaps' own
+        colours, used when ``render(..., color_blend > 0)``.
+
+    A registered pytree: it can cross ``jit`` and be differentiated
+    (``render(..., atlas_grad=True)``).
+    """
+
+    mask: jax.Array
+    rgb: jax.Array | None = None
+
+    def __post_init__(self):
+        # jax rebuilds pytrees with placeholder leaves; check real arrays only.
+        if not _is_array(self.mask):
+            return
+        mask = self.mask
+        if mask.ndim != 3:
+            raise ValueError(f"Atlas.mask must have shape (P, h, w), got {tuple(mask.shape)}")
+        if mask.shape[0] == 0:
+            raise ValueError("Atlas.mask is empty: the atlas needs at least one bitmap (P >= 1)")
+        if mask.shape[1] == 0 or mask.shape[2] == 0:
+            raise ValueError(f"Atlas.mask bitmaps must be non-empty, got size {tuple(mask.shape[1:])}")
+        if not jnp.issubdtype(mask.dtype, jnp.floating):
+            raise TypeError(f"Atlas.mask must be a float array, got dtype {mask.dtype}")
+        if _is_array(self.rgb):
+            rgb = self.rgb
+            if rgb.shape != tuple(mask.shape) + (3,):
+                raise ValueError(
+                    f"Atlas.rgb must have shape {tuple(mask.shape) + (3,)} to match mask, got {tuple(rgb.shape)}")
+            if not jnp.issubdtype(rgb.dtype, jnp.floating):
+                raise TypeError(f"Atlas.rgb must be a float array, got dtype {rgb.dtype}")
+        for name, x in (("Atlas.mask", self.mask), ("Atlas.rgb", self.rgb)):
+            if _is_array(x) and V.is_concrete(x):
+                V.check_finite(name, x)
+                V.check_range(name, x, 0.0, 1.0)
+
+    @classmethod
+    def from_arrays(cls, mask, rgb=None) -> "Atlas":
+        """Builds an atlas from array-likes, converting to float32.
+
+        Args:
+          mask: ``[P, h, w]`` (or ``[h, w]`` for one bitmap) in [0, 1].
+          rgb: optional ``[P, h, w, 3]`` (or ``[h, w, 3]``) in [0, 1].
+        """
+        mask = np.asarray(mask, np.float32)
+        if mask.ndim == 2:
+            mask = mask[None]
+        if rgb is not None:
+            rgb = np.asarray(rgb, np.float32)
+            if rgb.ndim == 3:
+                rgb = rgb[None]
+            rgb = jnp.asarray(rgb)
+        return cls(mask=jnp.asarray(mask), rgb=rgb)
+
+    @property
+    def num(self) -> int:
+        """Number of bitmaps ``P``."""
+        return self.mask.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Bitmap size ``(h, w)`` in pixels."""
+        return tuple(self.mask.shape[1:3])
+
+    @property
+    def colors(self) -> jax.Array:
+        """``[P, h, w, 3]`` colours: ``rgb`` if present, else white."""
+        if self.rgb is None:
+            return jnp.ones(self.mask.shape + (3,), self.mask.dtype)
+        return self.rgb
+
+    @classmethod
+    def from_files(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], size: int = 64,
+                   mask_rule: str = "auto", background=(1.0, 1.0, 1.0)) -> "Atlas":
+        """Loads bitmaps into one atlas of ``size x size`` bitmaps.
+
+        Each image is resized to fit (aspect kept) and centred on transparent
+        padding. Accepts files, folders and glob patterns (see
+        :func:`diffbmp_jax.sources.expand_paths`).
+
+        Args:
+          paths: image files (PNG/JPG/WebP/...), folders or globs.
+          size: output bitmap side in pixels.
+          mask_rule: ``"auto"`` (alpha channel if present, else luminance),
+            ``"alpha"``, ``"luminance"`` (dark on a light background is opaque),
+            ``"background"`` (distance from ``background`` colour) or
+            ``"opaque"``.
+          background: RGB in [0, 1] used by ``mask_rule="background"``.
+        """
+        from . import sources
+        return sources.load_images(paths, size=size, mask_rule=mask_rule, background=background)

@@ -1,0 +1,103 @@
+"""``jax.ffi.ffi_call`` wrappers for the tile kernels, tied by ``jax.custom_vjp``.
+
+The forward target returns the premultiplied colour ``C [H, W, 3]``, the final
+transmittance ``T [H, W]`` and, per pixel, the index of the deepest primitive
+it composited before early termination (``stop [H, W]`` int32). ``T`` and
+``stop`` are the only per-pixel residuals: memory ``O(H * W + N)``. The backward
+target recomputes the tile binning and walks each pixel's list again.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import _ffi
+from .primitives import Primitives
+
+
+class KernelConfig(NamedTuple):
+    """Static (hashable) settings of one kernel call."""
+    height: int
+    width: int
+    color_blend: float
+    alpha_max: float
+    use_rgb: bool
+    atlas_grad: bool
+
+
+def _inputs(params: Primitives, template, mask, rgb):
+    return (params.xy, params.scale, params.rotation, params.opacity_logit,
+            params.color_logit, template, mask, rgb)
+
+
+def _attrs(cfg: KernelConfig) -> dict:
+    return dict(color_blend=np.float32(cfg.color_blend), alpha_max=np.float32(cfg.alpha_max),
+                use_rgb=np.int32(cfg.use_rgb))
+
+
+def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
+    h, w = cfg.height, cfg.width
+    out_types = (
+        jax.ShapeDtypeStruct((h, w, 3), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.int32),
+    )
+    call = jax.ffi.ffi_call(_ffi.FORWARD, out_types, vmap_method="sequential")
+    return call(*_inputs(params, template, mask, rgb), **_attrs(cfg))
+
+
+def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
+    n = params.scale.shape[0]
+    atlas_shape = mask.shape if cfg.atlas_grad else (0,)
+    rgb_shape = rgb.shape if (cfg.atlas_grad and cfg.use_rgb) else (0,)
+    out_types = (
+        jax.ShapeDtypeStruct((n, 2), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n, 3), jnp.float32),
+        jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
+        jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
+    )
+    call = jax.ffi.ffi_call(_ffi.BACKWARD, out_types, vmap_method="sequential")
+    return call(*_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
+                atlas_grad=np.int32(cfg.atlas_grad), **_attrs(cfg))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def render_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb):
+    """``(C [H, W, 3], T [H, W])`` from the FFI kernels of the current platform.
+
+    ``rgb`` is ``[P, h, w, 3]`` when ``cfg.use_rgb`` else a ``[1, 1, 1, 3]`` dummy.
+    """
+    color, trans, _ = _forward_call(cfg, params, template, mask, rgb)
+    return color, trans
+
+
+def _fwd(cfg, params, template, mask, rgb):
+    color, trans, stop = _forward_call(cfg, params, template, mask, rgb)
+    return (color, trans), (params, template, mask, rgb, trans, stop)
+
+
+def _bwd(cfg, res, cotangents):
+    params, template, mask, rgb, trans, stop = res
+    d_color, d_trans = cotangents
+    d_xy, d_scale, d_rot, d_op, d_col, d_mask, d_rgb = _backward_call(
+        cfg, params, template, mask, rgb, trans, stop,
+        jnp.asarray(d_color, jnp.float32), jnp.asarray(d_trans, jnp.float32))
+    d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
+    if cfg.atlas_grad:
+        d_mask_out = d_mask
+        d_rgb_out = d_rgb if cfg.use_rgb else jnp.zeros_like(rgb)
+    else:
+        d_mask_out, d_rgb_out = jnp.zeros_like(mask), jnp.zeros_like(rgb)
+    d_template = np.zeros(template.shape, dtype=jax.dtypes.float0)
+    return d_params, d_template, d_mask_out, d_rgb_out
+
+
+render_kernel.defvjp(_fwd, _bwd)

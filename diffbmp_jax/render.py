@@ -1,0 +1,145 @@
+"""The public ``render`` function: validation and backend dispatch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _ffi
+from . import validation as V
+from .atlas import Atlas
+from .ops import KernelConfig, render_kernel
+from .primitives import Primitives
+from .reference import render_reference
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+__all__ = ["render", "composite", "default_template", "BACKENDS"]
+
+
+def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
+    """``[N]`` int32 ids ``n % P``: bitmaps assigned round-robin."""
+    return jnp.arange(num_primitives, dtype=jnp.int32) % num_bitmaps
+
+
+def _check_params(params) -> Primitives:
+    if not isinstance(params, Primitives):
+        raise TypeError(f"params must be a diffbmp_jax.Primitives, got {type(params).__name__}")
+    n = np.shape(params.scale)[0] if np.ndim(params.scale) == 1 else None
+    if n is None:
+        raise ValueError(f"params.scale must have shape (N,), got {tuple(np.shape(params.scale))}")
+    shapes = {"xy": (n, 2), "scale": (n,), "rotation": (n,), "opacity_logit": (n,), "color_logit": (n, 3)}
+    fields = {}
+    for name, shape in shapes.items():
+        x = getattr(params, name)
+        dtype = V.dtype_of(x)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"params.{name} must be a float array, got dtype {dtype}")
+        V.check_shape(f"params.{name}", x, shape)
+        V.check_finite(f"params.{name}", x)
+        fields[name] = jnp.asarray(x).astype(jnp.float32)
+    V.check_range("params.scale", params.scale, 0.0, lo_open=True)
+    return Primitives(**fields)
+
+
+def _check_template(template, n: int, p: int) -> jax.Array:
+    if template is None:
+        return default_template(n, p)
+    dtype = V.dtype_of(template)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"template must be an integer array of bitmap ids, got dtype {dtype}")
+    V.check_shape("template", template, (n,))
+    if V.is_concrete(template):
+        t = np.asarray(template)
+        if t.size and (t.min() < 0 or t.max() >= p):
+            raise ValueError(f"template ids must lie in [0, {p}) for an atlas of {p} bitmaps; "
+                             f"found {int(t.min())}..{int(t.max())}")
+    return jnp.asarray(template).astype(jnp.int32)
+
+
+def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
+           color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
+           atlas_grad: bool = False):
+    """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (DESIGN §1).
+
+    Args:
+      params: :class:`Primitives` with ``N`` entries (differentiable).
+      atlas: :class:`Atlas` of ``P`` bitmaps, mask ``[P, h, w]``.
+      height, width: canvas size in pixels (static Python ints).
+      template: ``[N]`` int32 bitmap id per primitive, default ``n % P``. Not
+        differentiated. Ids outside ``[0, P)`` raise ``ValueError`` on concrete
+        input; inside ``jit`` (where they cannot be checked) the kernels draw such
+        a primitive as invisible and the reference clamps the id.
+      color_blend: ``k`` in [0, 1]: colour ``(1 - k) * tint + k * bitmap rgb``.
+        ``k > 0`` needs an atlas with ``rgb``.
+      alpha_max: cap on per-pixel alpha, in (0, 0.99].
+      backend: ``"auto"`` (the fastest built kernel for the platform the
+        computation runs on, else the reference), ``"cuda"``, ``"cpu"`` or
+        ``"reference"``.
+      atlas_grad: also differentiate the atlas mask/rgb (kernel backends;
+        the reference always differentiates everything).
+
+    Returns:
+      ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
+      coverage ``A``; compose over a background ``B`` with :func:`composite`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    height = V.positive_int("height", height)
+    width = V.positive_int("width", width)
+    color_blend = V.unit_float("color_blend", color_blend)
+    alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
+    if alpha_max == 0.0:
+        raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    params = _check_params(params)
+    n, p = params.num, atlas.num
+    template = _check_template(template, n, p)
+    use_rgb = color_blend > 0.0
+    if use_rgb and atlas.rgb is None:
+        raise ValueError("color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
+    mask = jnp.asarray(atlas.mask, jnp.float32)
+    rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
+
+    if n == 0:
+        return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)
+
+    def reference():
+        safe_template = jnp.clip(template, 0, p - 1)
+        return render_reference(params, mask, rgb, safe_template, height, width, color_blend, alpha_max)
+
+    def kernel():
+        cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad))
+        m = mask if atlas_grad else jax.lax.stop_gradient(mask)
+        r = rgb if use_rgb else jnp.zeros((1, 1, 1, 3), jnp.float32)
+        if not atlas_grad:
+            r = jax.lax.stop_gradient(r)
+        return render_kernel(cfg, params, template, m, r)
+
+    if backend == "reference":
+        color, trans = reference()
+    elif backend in ("cpu", "cuda"):
+        platform = "cpu" if backend == "cpu" else "CUDA"
+        if not _ffi.registered(platform):
+            raise RuntimeError(f"backend={backend!r}: the {backend} kernels are not built in this "
+                               "installation of diffbmp_jax")
+        color, trans = kernel()
+    else:
+        branches = {plat: (kernel if _ffi.registered(name) else reference)
+                    for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
+        color, trans = jax.lax.platform_dependent(**branches, default=reference)
+    return color, 1.0 - trans
+
+
+def composite(color: jax.Array, alpha: jax.Array, background) -> jax.Array:
+    """Image ``C + (1 - A) * B`` ``[..., H, W, 3]`` over a background.
+
+    Args:
+      color: ``[..., H, W, 3]`` premultiplied colour from :func:`render`.
+      alpha: ``[..., H, W]`` coverage.
+      background: anything broadcastable to ``color``: a scalar, an RGB triple,
+        or an image ``[H, W, 3]`` (e.g. noise).
+    """
+    return color + (1.0 - alpha)[..., None] * jnp.asarray(background, jnp.float32)

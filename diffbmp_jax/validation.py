@@ -1,0 +1,98 @@
+"""Input checks shared by every public entry point.
+
+Shapes and dtypes are checked at trace time, always. Values (NaN/inf, ranges)
+can only be checked on concrete arrays, so those checks run whenever the input
+is not a tracer (``render`` outside ``jit``, constructors, ``fit``, export, CLI).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values (not a tracer inside jit/grad/vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def dtype_of(x):
+    """The dtype of an array or array-like, without converting tracers."""
+    dtype = getattr(x, "dtype", None)
+    return dtype if dtype is not None else np.asarray(x).dtype
+
+
+def as_float_array(name: str, x, shape: tuple | None = None) -> jax.Array:
+    """Converts ``x`` to a float32 array, checking its dtype and shape.
+
+    ``shape`` may contain ``None`` for free dimensions.
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
+        dtype = x.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+            or jnp.issubdtype(dtype, jnp.bool_)):
+        raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
+    if shape is not None:
+        check_shape(name, x, shape)
+    return jnp.asarray(x, jnp.float32)
+
+
+def check_shape(name: str, x, shape: tuple) -> None:
+    got = tuple(np.shape(x))
+    ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
+    if not ok:
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {got}")
+
+
+def check_finite(name: str, x) -> None:
+    """Raises ValueError if a concrete ``x`` holds NaN or inf."""
+    if is_concrete(x):
+        a = np.asarray(x)
+        if a.size and not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_range(name: str, x, lo=None, hi=None, *, lo_open=False) -> None:
+    """Raises ValueError if a concrete ``x`` leaves ``[lo, hi]`` (``(lo, hi]`` if lo_open)."""
+    if not is_concrete(x):
+        return
+    a = np.asarray(x)
+    if a.size == 0:
+        return
+    if lo is not None:
+        bad = a <= lo if lo_open else a < lo
+        if np.any(bad):
+            op = ">" if lo_open else ">="
+            raise ValueError(f"{name} must be {op} {lo}; found {a[bad].ravel()[0]!r}")
+    if hi is not None and np.any(a > hi):
+        raise ValueError(f"{name} must be <= {hi}; found {a[a > hi].ravel()[0]!r}")
+
+
+def positive_int(name: str, v) -> int:
+    """Checks a static positive integer (canvas sizes, counts)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {v!r}")
+    if v <= 0:
+        raise ValueError(f"{name} must be a positive int, got {v}")
+    return int(v)
+
+
+def unit_float(name: str, v, lo: float = 0.0, hi: float = 1.0) -> float:
+    """Checks a static float in ``[lo, hi]`` (colour blend, alpha_max)."""
+    try:
+        f = float(v)
+    except Exception as e:
+        raise TypeError(f"{name} must be a float, got {v!r}") from e
+    if not np.isfinite(f) or f < lo or f > hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
+    return f
