@@ -1,0 +1,358 @@
+// C++ CPU backend: the tile-binned rasteriser of DESIGN §4, multithreaded,
+// exposed as the XLA FFI handlers DiffbmpForwardCpu / DiffbmpBackwardCpu.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "render_common.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace diffbmp {
+namespace {
+
+int num_threads(int work_items) {
+  int n = (int)std::thread::hardware_concurrency();
+  if (const char* env = std::getenv("DIFFBMP_NUM_THREADS")) n = std::atoi(env);
+  n = std::max(1, n);
+  return std::min(n, std::max(1, work_items));
+}
+
+// Runs f(item, thread_id) for item in [0, count) on a few threads, handing out
+// items dynamically: tiles differ wildly in cost.
+template <typename F>
+void parallel_for(int count, int threads, F&& f) {
+  if (threads <= 1) {
+    for (int i = 0; i < count; ++i) f(i, 0);
+    return;
+  }
+  std::atomic<int> next{0};
+  auto worker = [&](int tid) {
+    for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i, tid);
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (auto& th : pool) th.join();
+}
+
+inline void atomic_add(float* addr, float v) {
+  uint32_t* p = reinterpret_cast<uint32_t*>(addr);
+  uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED), next;
+  do {
+    float f;
+    std::memcpy(&f, &old, 4);
+    f += v;
+    std::memcpy(&next, &f, 4);
+  } while (!__atomic_compare_exchange_n(p, &old, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+struct Inputs {
+  const float *xy, *scale, *rotation, *opacity_logit, *color_logit;
+  const int32_t* tmpl;
+  const float *mask, *rgb;
+  int N;
+  AtlasDims ad;
+};
+
+// Primitives binned to tiles: the list of tile t is ids[offsets[t] .. offsets[t+1]),
+// ascending primitive index (= depth, back to front).
+struct Binning {
+  int tiles_x, tiles_y;
+  std::vector<Prim> prims;
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> ids;
+};
+
+Binning bin(const Inputs& in, int H, int W) {
+  Binning b;
+  b.tiles_x = (W + kTile - 1) / kTile;
+  b.tiles_y = (H + kTile - 1) / kTile;
+  const int num_tiles = b.tiles_x * b.tiles_y;
+  b.prims.resize(in.N);
+  std::vector<Box> boxes(in.N);
+  std::vector<int64_t> counts(num_tiles + 1, 0);
+  for (int n = 0; n < in.N; ++n) {
+    Box& bx = boxes[n];
+    if (!setup_prim(in.xy, in.scale, in.rotation, in.opacity_logit, in.color_logit, in.tmpl, n,
+                    in.ad, H, W, b.prims[n], bx))
+      continue;
+    for (int ty = bx.y0 / kTile; ty <= bx.y1 / kTile; ++ty)
+      for (int tx = bx.x0 / kTile; tx <= bx.x1 / kTile; ++tx) ++counts[ty * b.tiles_x + tx];
+  }
+  b.offsets.assign(num_tiles + 1, 0);
+  for (int t = 0; t < num_tiles; ++t) b.offsets[t + 1] = b.offsets[t] + counts[t];
+  b.ids.resize(b.offsets[num_tiles]);
+  std::vector<int64_t> fill(b.offsets.begin(), b.offsets.end() - 1);
+  for (int n = 0; n < in.N; ++n) {
+    if (b.prims[n].tmpl < 0) continue;
+    const Box& bx = boxes[n];
+    for (int ty = bx.y0 / kTile; ty <= bx.y1 / kTile; ++ty)
+      for (int tx = bx.x0 / kTile; tx <= bx.x1 / kTile; ++tx) b.ids[fill[ty * b.tiles_x + tx]++] = n;
+  }
+  return b;
+}
+
+template <typename F>
+void for_each_pixel(const Binning& b, int H, int W, F&& f) {
+  const int num_tiles = b.tiles_x * b.tiles_y;
+  parallel_for(num_tiles, num_threads(num_tiles), [&](int tile, int tid) {
+    const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
+    const int32_t* begin = b.ids.data() + b.offsets[tile];
+    const int32_t* end = b.ids.data() + b.offsets[tile + 1];
+    for (int py = y0; py < std::min(y0 + kTile, H); ++py)
+      for (int px = x0; px < std::min(x0 + kTile, W); ++px) f(px, py, begin, end, tid);
+  });
+}
+
+void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W, float* color,
+             float* trans, int32_t* stop) {
+  const Binning b = bin(in, H, W);
+  for_each_pixel(b, H, W, [&](int px, int py, const int32_t* begin, const int32_t* end, int) {
+    float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
+    int32_t stopped = -1;
+    for (const int32_t* it = end; it != begin;) {  // front (top) to back
+      const int n = *--it;
+      const Prim& p = b.prims[n];
+      float u, v, fx, fy;
+      to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+      if (!inside(in.ad, fx, fy)) continue;
+      const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+      const float a = eval_alpha(p, in.mask, t, alpha_max);
+      if (a <= 0.0f) continue;
+      float col[3];
+      eval_color(p, in.rgb, t, k, use_rgb, col);
+      for (int c = 0; c < 3; ++c) C[c] += T * a * col[c];
+      T *= 1.0f - a;
+      if (T < kMinTransmittance) {
+        stopped = n;
+        break;
+      }
+    }
+    const int pix = py * W + px;
+    for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[c];
+    trans[pix] = T;
+    stop[pix] = stopped;
+  });
+}
+
+void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atlas_grad, int H,
+              int W, const float* trans, const int32_t* stop, const float* d_color,
+              const float* d_trans, float* grads /* [N, 8] */, float* d_mask, float* d_rgb) {
+  const Binning b = bin(in, H, W);
+  const int num_tiles = b.tiles_x * b.tiles_y;
+  const int threads = num_threads(num_tiles);
+  // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
+  std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
+  const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
+  parallel_for(num_tiles, threads, [&](int tile, int tid) {
+    float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
+    const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
+    const int32_t* begin = b.ids.data() + b.offsets[tile];
+    const int32_t* end = b.ids.data() + b.offsets[tile + 1];
+    for (int py = y0; py < std::min(y0 + kTile, H); ++py)
+      for (int px = x0; px < std::min(x0 + kTile, W); ++px) {
+        const int pix = py * W + px;
+        const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
+        const float dT = d_trans[pix], T_final = trans[pix];
+        if (dC[0] == 0.0f && dC[1] == 0.0f && dC[2] == 0.0f && dT == 0.0f) continue;
+        // Back to front over what the forward composited (index >= stop).
+        const int32_t* first = std::lower_bound(begin, end, stop[pix]);
+        float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
+        for (const int32_t* it = first; it != end; ++it) {
+          const int n = *it;
+          const Prim& p = b.prims[n];
+          float u, v, fx, fy;
+          to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+          if (!inside(in.ad, fx, fy)) continue;
+          const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+          float m, m_fx, m_fy;
+          sample(in.mask, 1, 0, t, m, m_fx, m_fy);
+          const float a_raw = alpha_max * p.opacity * m;
+          const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
+          if (a <= 0.0f) continue;
+          float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
+          for (int c = 0; c < 3; ++c) {
+            col[c] = p.tint[c];
+            if (use_rgb) {
+              sample(in.rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
+              col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
+            }
+          }
+          const float inv = 1.0f / (1.0f - a);
+          const float T_n = T_after * inv;
+          float ga = -dT * T_final * inv;
+          for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
+          for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
+          T_after = T_n;
+
+          float* g = g_all + (size_t)n * kGradFields;
+          const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;
+          g[4] += g_m * m * (1.0f - p.opacity);  // d/d opacity_logit
+          float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
+          for (int c = 0; c < 3; ++c) {
+            const float gcol = dC[c] * T_n * a;
+            g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
+            if (use_rgb) {
+              g_fx += gcol * k * rgb_fx[c];
+              g_fy += gcol * k * rgb_fy[c];
+            }
+          }
+          geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
+          if (atlas_grad) {
+            for (int q = 0; q < 4; ++q) {
+              if (t.idx[q] < 0) continue;
+              atomic_add(d_mask + t.idx[q], g_m * t.wgt[q]);
+              if (use_rgb)
+                for (int c = 0; c < 3; ++c)
+                  atomic_add(d_rgb + 3 * t.idx[q] + c, dC[c] * T_n * a * k * t.wgt[q]);
+            }
+          }
+        }
+      }
+  });
+  std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
+  for (int th = 0; th < threads; ++th) {
+    const float* src = local.data() + (size_t)th * in.N * kGradFields;
+    for (size_t i = 0; i < (size_t)in.N * kGradFields; ++i) grads[i] += src[i];
+  }
+}
+
+ffi::Error make_inputs(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
+                       ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
+                       ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb, bool use_rgb,
+                       Inputs& in) {
+  const auto md = mask.dimensions();
+  if (md.size() != 3) return ffi::Error::InvalidArgument("mask must have rank 3 [P,h,w]");
+  in.N = (int)scale.element_count();
+  if ((int)xy.element_count() != 2 * in.N || (int)rotation.element_count() != in.N ||
+      (int)opacity_logit.element_count() != in.N || (int)color_logit.element_count() != 3 * in.N ||
+      (int)tmpl.element_count() != in.N)
+    return ffi::Error::InvalidArgument("primitive fields disagree on N");
+  in.ad = make_atlas_dims((int)md[0], (int)md[1], (int)md[2]);
+  if (use_rgb && rgb.element_count() != 3 * mask.element_count())
+    return ffi::Error::InvalidArgument("rgb must have shape [P,h,w,3] when use_rgb");
+  in.xy = xy.typed_data();
+  in.scale = scale.typed_data();
+  in.rotation = rotation.typed_data();
+  in.opacity_logit = opacity_logit.typed_data();
+  in.color_logit = color_logit.typed_data();
+  in.tmpl = tmpl.typed_data();
+  in.mask = mask.typed_data();
+  in.rgb = rgb.typed_data();
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
+                       ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
+                       ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb, float color_blend,
+                       float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
+                       ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
+  Inputs in;
+  if (auto err = make_inputs(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
+                             use_rgb != 0, in);
+      !err.success())
+    return err;
+  const auto td = trans->dimensions();
+  if (td.size() != 2) return ffi::Error::InvalidArgument("transmittance must have rank 2 [H,W]");
+  forward(in, color_blend, alpha_max, use_rgb != 0, (int)td[0], (int)td[1], color->typed_data(),
+          trans->typed_data(), stop->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
+                        ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
+                        ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
+                        ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb,
+                        ffi::Buffer<ffi::F32> trans, ffi::Buffer<ffi::S32> stop,
+                        ffi::Buffer<ffi::F32> d_color, ffi::Buffer<ffi::F32> d_trans,
+                        float color_blend, float alpha_max, int32_t use_rgb, int32_t atlas_grad,
+                        ffi::ResultBuffer<ffi::F32> d_xy, ffi::ResultBuffer<ffi::F32> d_scale,
+                        ffi::ResultBuffer<ffi::F32> d_rotation,
+                        ffi::ResultBuffer<ffi::F32> d_opacity_logit,
+                        ffi::ResultBuffer<ffi::F32> d_color_logit,
+                        ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
+  Inputs in;
+  if (auto err = make_inputs(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
+                             use_rgb != 0, in);
+      !err.success())
+    return err;
+  const auto td = trans.dimensions();
+  const int H = (int)td[0], W = (int)td[1];
+  const bool want_atlas = atlas_grad != 0;
+  if (want_atlas) {
+    if (d_mask->element_count() != mask.element_count())
+      return ffi::Error::InvalidArgument("d_mask must match mask when atlas_grad");
+    std::fill(d_mask->typed_data(), d_mask->typed_data() + d_mask->element_count(), 0.0f);
+    if (use_rgb) {
+      if (d_rgb->element_count() != rgb.element_count())
+        return ffi::Error::InvalidArgument("d_rgb must match rgb when atlas_grad");
+      std::fill(d_rgb->typed_data(), d_rgb->typed_data() + d_rgb->element_count(), 0.0f);
+    }
+  }
+  std::vector<float> grads((size_t)in.N * kGradFields);
+  backward(in, color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, trans.typed_data(),
+           stop.typed_data(), d_color.typed_data(), d_trans.typed_data(), grads.data(),
+           want_atlas ? d_mask->typed_data() : nullptr,
+           want_atlas && use_rgb ? d_rgb->typed_data() : nullptr);
+  float *gxy = d_xy->typed_data(), *gs = d_scale->typed_data(), *gr = d_rotation->typed_data(),
+        *go = d_opacity_logit->typed_data(), *gc = d_color_logit->typed_data();
+  for (int n = 0; n < in.N; ++n) {
+    const float* g = grads.data() + (size_t)n * kGradFields;
+    gxy[2 * n] = g[0];
+    gxy[2 * n + 1] = g[1];
+    gs[n] = g[2];
+    gr[n] = g[3];
+    go[n] = g[4];
+    for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace diffbmp
+
+#define DB_PRIM_ARGS                   \
+  .Arg<ffi::Buffer<ffi::F32>>() /*xy*/ \
+      .Arg<ffi::Buffer<ffi::F32>>()    \
+      .Arg<ffi::Buffer<ffi::F32>>()    \
+      .Arg<ffi::Buffer<ffi::F32>>()    \
+      .Arg<ffi::Buffer<ffi::F32>>()    \
+      .Arg<ffi::Buffer<ffi::S32>>()    \
+      .Arg<ffi::Buffer<ffi::F32>>()    \
+      .Arg<ffi::Buffer<ffi::F32>>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpForwardCpu, diffbmp::ForwardImpl,
+                              ffi::Ffi::Bind() DB_PRIM_ARGS
+                                  .Attr<float>("color_blend")
+                                  .Attr<float>("alpha_max")
+                                  .Attr<int32_t>("use_rgb")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpBackwardCpu, diffbmp::BackwardImpl,
+                              ffi::Ffi::Bind() DB_PRIM_ARGS
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("color_blend")
+                                  .Attr<float>("alpha_max")
+                                  .Attr<int32_t>("use_rgb")
+                                  .Attr<int32_t>("atlas_grad")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,219 @@
+// Shared math of the tile rasteriser: used by the C++ CPU kernels and the CUDA
+// kernels alike, so both backends compute exactly the same function.
+//
+// Buffer contract of the XLA FFI targets (all row-major, float32 unless noted):
+//
+// diffbmp_forward
+//   args:  xy [N,2], scale [N], rotation [N], opacity_logit [N], color_logit [N,3],
+//          template [N] int32, mask [P,h,w], rgb [P,h,w,3] (or [1,1,1,3] unused)
+//   attrs: color_blend (f32), alpha_max (f32), use_rgb (s32, 0/1)
+//   rets:  color [H,W,3] premultiplied, transmittance [H,W] = prod (1 - a_n),
+//          stop [H,W] int32: the primitive index at which front-to-back
+//          compositing stopped early (transmittance < kMinTransmittance), or -1
+//          when every overlapping primitive was composited. Primitives with an
+//          index below `stop` were skipped.
+//
+// diffbmp_backward
+//   args:  the 8 forward args, transmittance [H,W], stop [H,W] int32,
+//          d_color [H,W,3], d_transmittance [H,W]
+//   attrs: color_blend, alpha_max, use_rgb, atlas_grad (s32, 0/1)
+//   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
+//          d_color_logit [N,3], d_mask [P,h,w] (or [0]), d_rgb [P,h,w,3] (or [0])
+//
+// Geometry (DESIGN §1): for pixel centre (px, py),
+//   d = ((px, py) - xy) / scale,  u = cos(r) dx - sin(r) dy,  v = sin(r) dx + cos(r) dy,
+//   fx = u * L/2 + w/2 - 1/2,  fy = v * L/2 + h/2 - 1/2   (L = max(h, w)),
+// and the bitmap is sampled bilinearly at (fx, fy), zero outside.
+//
+// Invalid values inside jit never index out of bounds: a primitive whose
+// template id is outside [0, P), whose scale is not > 0, or whose parameters
+// are not finite is invisible (contributes nothing, receives zero gradient).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define DB_HD __host__ __device__ __forceinline__
+#else
+#define DB_HD inline
+#endif
+
+namespace diffbmp {
+
+constexpr int kTile = 16;                   // tile side in pixels
+constexpr float kMinTransmittance = 1e-6f;  // early termination threshold
+constexpr float kMaxAlpha = 0.999f;         // keeps 1 - a away from 0 for any input
+
+// Per-primitive quantities computed once per render.
+struct Prim {
+  float x, y;       // centre, pixels
+  float inv_scale;  // 1 / scale
+  float cos_r, sin_r;
+  float opacity;    // sigmoid(opacity_logit)
+  float tint[3];    // sigmoid(color_logit)
+  int tmpl;         // bitmap id, -1 if the primitive is invisible
+};
+
+// Inclusive pixel bounding box; empty when x0 > x1 or y0 > y1.
+struct Box {
+  int x0, y0, x1, y1;
+};
+
+struct AtlasDims {
+  int P, h, w;
+  float half;    // L / 2, bitmap pixels per unit of u
+  float off_x;   // w / 2 - 1/2
+  float off_y;   // h / 2 - 1/2
+};
+
+DB_HD AtlasDims make_atlas_dims(int P, int h, int w) {
+  AtlasDims a;
+  a.P = P;
+  a.h = h;
+  a.w = w;
+  a.half = 0.5f * (float)(h > w ? h : w);
+  a.off_x = 0.5f * (float)w - 0.5f;
+  a.off_y = 0.5f * (float)h - 0.5f;
+  return a;
+}
+
+DB_HD float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+DB_HD bool finitef(float x) { return x - x == 0.0f; }
+
+// Fills `p` and its screen box for primitive `n`; returns false if invisible
+// (nothing to draw on an H x W canvas).
+DB_HD bool setup_prim(const float* xy, const float* scale, const float* rotation,
+                      const float* opacity_logit, const float* color_logit,
+                      const int32_t* tmpl, int n, const AtlasDims& ad, int H, int W,
+                      Prim& p, Box& box) {
+  p.tmpl = -1;
+  box.x0 = box.y0 = 0;
+  box.x1 = box.y1 = -1;
+  const float x = xy[2 * n], y = xy[2 * n + 1], s = scale[n], r = rotation[n];
+  const int t = tmpl[n];
+  if (t < 0 || t >= ad.P) return false;
+  if (!(s > 0.0f) || !finitef(s) || !finitef(x) || !finitef(y) || !finitef(r)) return false;
+  if (!finitef(opacity_logit[n])) return false;
+  for (int c = 0; c < 3; ++c)
+    if (!finitef(color_logit[3 * n + c])) return false;
+  p.x = x;
+  p.y = y;
+  p.inv_scale = 1.0f / s;
+  p.cos_r = cosf(r);
+  p.sin_r = sinf(r);
+  p.opacity = sigmoidf(opacity_logit[n]);
+  for (int c = 0; c < 3; ++c) p.tint[c] = sigmoidf(color_logit[3 * n + c]);
+  // Samples are non-zero only for fx in (-1, w), fy in (-1, h): a local
+  // half-extent of (w + 1) / L by (h + 1) / L, rotated into screen space.
+  const float hu = ((float)ad.w + 1.0f) / (2.0f * ad.half);
+  const float hv = ((float)ad.h + 1.0f) / (2.0f * ad.half);
+  const float ac = fabsf(p.cos_r), as = fabsf(p.sin_r);
+  const float ex = s * (ac * hu + as * hv) + 1.0f;  // +1 pixel of slack for rounding
+  const float ey = s * (as * hu + ac * hv) + 1.0f;
+  const float fx0 = fmaxf(x - ex, -1.0f), fx1 = fminf(x + ex, (float)W);
+  const float fy0 = fmaxf(y - ey, -1.0f), fy1 = fminf(y + ey, (float)H);
+  if (!(fx0 <= fx1) || !(fy0 <= fy1)) return false;
+  box.x0 = (int)ceilf(fx0);
+  box.x1 = (int)floorf(fx1);
+  box.y0 = (int)ceilf(fy0);
+  box.y1 = (int)floorf(fy1);
+  if (box.x0 < 0) box.x0 = 0;
+  if (box.y0 < 0) box.y0 = 0;
+  if (box.x1 > W - 1) box.x1 = W - 1;
+  if (box.y1 > H - 1) box.y1 = H - 1;
+  if (box.x0 > box.x1 || box.y0 > box.y1) return false;
+  p.tmpl = t;
+  return true;
+}
+
+// Bitmap coordinates (fx, fy) and local (u, v) of pixel centre (px, py).
+DB_HD void to_bitmap(const Prim& p, const AtlasDims& ad, float px, float py, float& u, float& v,
+                     float& fx, float& fy) {
+  const float dx = (px - p.x) * p.inv_scale;
+  const float dy = (py - p.y) * p.inv_scale;
+  u = p.cos_r * dx - p.sin_r * dy;
+  v = p.sin_r * dx + p.cos_r * dy;
+  fx = u * ad.half + ad.off_x;
+  fy = v * ad.half + ad.off_y;
+}
+
+DB_HD bool inside(const AtlasDims& ad, float fx, float fy) {
+  return fx > -1.0f && fx < (float)ad.w && fy > -1.0f && fy < (float)ad.h;
+}
+
+// Bilinear taps of (fx, fy): the four texel offsets (or -1 when outside the
+// bitmap) and their weights, in the order (x0,y0), (x1,y0), (x0,y1), (x1,y1).
+struct Taps {
+  int idx[4];
+  float wgt[4];
+  float tx, ty;
+};
+
+DB_HD Taps make_taps(const AtlasDims& ad, int tmpl, float fx, float fy) {
+  Taps t;
+  const float x0f = floorf(fx), y0f = floorf(fy);
+  const int x0 = (int)x0f, y0 = (int)y0f;
+  t.tx = fx - x0f;
+  t.ty = fy - y0f;
+  const int base = tmpl * ad.h * ad.w;
+  for (int k = 0; k < 4; ++k) {
+    const int xi = x0 + (k & 1), yi = y0 + (k >> 1);
+    const bool ok = xi >= 0 && xi < ad.w && yi >= 0 && yi < ad.h;
+    t.idx[k] = ok ? base + yi * ad.w + xi : -1;
+  }
+  t.wgt[0] = (1.0f - t.tx) * (1.0f - t.ty);
+  t.wgt[1] = t.tx * (1.0f - t.ty);
+  t.wgt[2] = (1.0f - t.tx) * t.ty;
+  t.wgt[3] = t.tx * t.ty;
+  return t;
+}
+
+// Value and (d/dfx, d/dfy) of a single-channel image with `stride` channels.
+DB_HD void sample(const float* img, int stride, int channel, const Taps& t, float& val,
+                  float& dfx, float& dfy) {
+  float q[4];
+  for (int k = 0; k < 4; ++k) q[k] = t.idx[k] >= 0 ? img[t.idx[k] * stride + channel] : 0.0f;
+  val = t.wgt[0] * q[0] + t.wgt[1] * q[1] + t.wgt[2] * q[2] + t.wgt[3] * q[3];
+  dfx = (1.0f - t.ty) * (q[1] - q[0]) + t.ty * (q[3] - q[2]);
+  dfy = (1.0f - t.tx) * (q[2] - q[0]) + t.tx * (q[3] - q[1]);
+}
+
+DB_HD float sample_value(const float* img, int stride, int channel, const Taps& t) {
+  float v = 0.0f;
+  for (int k = 0; k < 4; ++k)
+    if (t.idx[k] >= 0) v += t.wgt[k] * img[t.idx[k] * stride + channel];
+  return v;
+}
+
+// Alpha and straight colour of primitive `p` at a pixel whose taps are `t`.
+DB_HD float eval_alpha(const Prim& p, const float* mask, const Taps& t, float alpha_max) {
+  const float a = alpha_max * p.opacity * sample_value(mask, 1, 0, t);
+  return fminf(fmaxf(a, 0.0f), kMaxAlpha);
+}
+
+DB_HD void eval_color(const Prim& p, const float* rgb, const Taps& t, float k, bool use_rgb,
+                      float col[3]) {
+  for (int c = 0; c < 3; ++c) {
+    col[c] = p.tint[c];
+    if (use_rgb) col[c] = (1.0f - k) * p.tint[c] + k * sample_value(rgb, 3, c, t);
+  }
+}
+
+// Gradient of the primitive's fields from the cotangents of its sample
+// position (g_fx, g_fy) at local coordinates (u, v); accumulates into g[8]:
+// [x, y, scale, rotation, opacity_logit, color_logit r, g, b].
+DB_HD void geometry_grad(const Prim& p, const AtlasDims& ad, float u, float v, float g_fx,
+                         float g_fy, float* g) {
+  const float gu = g_fx * ad.half, gv = g_fy * ad.half;
+  const float is = p.inv_scale;
+  g[0] += (-gu * p.cos_r - gv * p.sin_r) * is;
+  g[1] += (gu * p.sin_r - gv * p.cos_r) * is;
+  g[2] += -(gu * u + gv * v) * is;
+  g[3] += -gu * v + gv * u;
+}
+
+constexpr int kGradFields = 8;
+
+}  // namespace diffbmp
