@@ -176,7 +176,9 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
           sample(in.mask, 1, 0, t, m, m_fx, m_fy);
           const float a_raw = alpha_max * p.opacity * m;
           const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
-          if (a <= 0.0f) continue;
+          // A transparent sample changes nothing, but its texels still get a
+          // gradient when the atlas itself is differentiated.
+          if (a <= 0.0f && !atlas_grad) continue;
           float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
           for (int c = 0; c < 3; ++c) {
             col[c] = p.tint[c];

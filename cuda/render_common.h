@@ -20,6 +20,9 @@
 //   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
 //          d_color_logit [N,3], d_mask [P,h,w] (or [0]), d_rgb [P,h,w,3] (or [0])
 //
+// Backward note: a sample with alpha 0 changes nothing and is skipped, except
+// when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
+//
 // Geometry (DESIGN §1): for pixel centre (px, py),
 //   d = ((px, py) - xy) / scale,  u = cos(r) dx - sin(r) dy,  v = sin(r) dx + cos(r) dy,
 //   fx = u * L/2 + w/2 - 1/2,  fy = v * L/2 + h/2 - 1/2   (L = max(h, w)),
@@ -171,29 +174,36 @@ DB_HD Taps make_taps(const AtlasDims& ad, int tmpl, float fx, float fy) {
 }
 
 // Value and (d/dfx, d/dfy) of a single-channel image with `stride` channels.
-DB_HD void sample(const float* img, int stride, int channel, const Taps& t, float& val,
+// `TI` is the atlas storage type: float, or a 16-bit float type convertible to
+// float (the CUDA half-precision atlas); arithmetic is always float.
+template <typename TI>
+DB_HD void sample(const TI* img, int stride, int channel, const Taps& t, float& val,
                   float& dfx, float& dfy) {
   float q[4];
-  for (int k = 0; k < 4; ++k) q[k] = t.idx[k] >= 0 ? img[t.idx[k] * stride + channel] : 0.0f;
+  for (int k = 0; k < 4; ++k)
+    q[k] = t.idx[k] >= 0 ? (float)img[t.idx[k] * stride + channel] : 0.0f;
   val = t.wgt[0] * q[0] + t.wgt[1] * q[1] + t.wgt[2] * q[2] + t.wgt[3] * q[3];
   dfx = (1.0f - t.ty) * (q[1] - q[0]) + t.ty * (q[3] - q[2]);
   dfy = (1.0f - t.tx) * (q[2] - q[0]) + t.tx * (q[3] - q[1]);
 }
 
-DB_HD float sample_value(const float* img, int stride, int channel, const Taps& t) {
+template <typename TI>
+DB_HD float sample_value(const TI* img, int stride, int channel, const Taps& t) {
   float v = 0.0f;
   for (int k = 0; k < 4; ++k)
-    if (t.idx[k] >= 0) v += t.wgt[k] * img[t.idx[k] * stride + channel];
+    if (t.idx[k] >= 0) v += t.wgt[k] * (float)img[t.idx[k] * stride + channel];
   return v;
 }
 
 // Alpha and straight colour of primitive `p` at a pixel whose taps are `t`.
-DB_HD float eval_alpha(const Prim& p, const float* mask, const Taps& t, float alpha_max) {
+template <typename TI>
+DB_HD float eval_alpha(const Prim& p, const TI* mask, const Taps& t, float alpha_max) {
   const float a = alpha_max * p.opacity * sample_value(mask, 1, 0, t);
   return fminf(fmaxf(a, 0.0f), kMaxAlpha);
 }
 
-DB_HD void eval_color(const Prim& p, const float* rgb, const Taps& t, float k, bool use_rgb,
+template <typename TI>
+DB_HD void eval_color(const Prim& p, const TI* rgb, const Taps& t, float k, bool use_rgb,
                       float col[3]) {
   for (int c = 0; c < 3; ++c) {
     col[c] = p.tint[c];

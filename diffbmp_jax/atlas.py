@@ -56,10 +56,18 @@ class Atlas:
                     f"Atlas.rgb must have shape {tuple(mask.shape) + (3,)} to match mask, got {tuple(rgb.shape)}")
             if not jnp.issubdtype(rgb.dtype, jnp.floating):
                 raise TypeError(f"Atlas.rgb must be a float array, got dtype {rgb.dtype}")
+
+    def check_values(self) -> "Atlas":
+        """Raises ValueError unless mask and rgb are finite and in [0, 1] (concrete arrays only).
+
+        Not run by ``__init__``: JAX rebuilds atlases to hold gradients, whose values
+        are unbounded. ``from_arrays``, ``from_files`` and ``render`` call it.
+        """
         for name, x in (("Atlas.mask", self.mask), ("Atlas.rgb", self.rgb)):
             if _is_array(x) and V.is_concrete(x):
                 V.check_finite(name, x)
                 V.check_range(name, x, 0.0, 1.0)
+        return self
 
     @classmethod
     def from_arrays(cls, mask, rgb=None) -> "Atlas":
@@ -77,7 +85,7 @@ class Atlas:
             if rgb.ndim == 3:
                 rgb = rgb[None]
             rgb = jnp.asarray(rgb)
-        return cls(mask=jnp.asarray(mask), rgb=rgb)
+        return cls(mask=jnp.asarray(mask), rgb=rgb).check_values()
 
     @property
     def num(self) -> int:

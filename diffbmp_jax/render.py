@@ -26,9 +26,9 @@ def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
 def _check_params(params) -> Primitives:
     if not isinstance(params, Primitives):
         raise TypeError(f"params must be a diffbmp_jax.Primitives, got {type(params).__name__}")
-    n = np.shape(params.scale)[0] if np.ndim(params.scale) == 1 else None
-    if n is None:
-        raise ValueError(f"params.scale must have shape (N,), got {tuple(np.shape(params.scale))}")
+    if np.ndim(params.xy) != 2:
+        raise ValueError(f"params.xy must have shape (N, 2), got {tuple(np.shape(params.xy))}")
+    n = np.shape(params.xy)[0]  # N is read off xy; every other field must agree
     shapes = {"xy": (n, 2), "scale": (n,), "rotation": (n,), "opacity_logit": (n,), "color_logit": (n, 3)}
     fields = {}
     for name, shape in shapes.items():
@@ -94,6 +94,7 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
     if alpha_max == 0.0:
         raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    atlas.check_values()
     params = _check_params(params)
     n, p = params.num, atlas.num
     template = _check_template(template, n, p)

@@ -49,7 +49,7 @@ def check_shape(name: str, x, shape: tuple) -> None:
     got = tuple(np.shape(x))
     ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
     if not ok:
-        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        want = str(tuple("?" if s is None else s for s in shape)).replace("'", "")
         raise ValueError(f"{name} must have shape {want}, got {got}")
 
 

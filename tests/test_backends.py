@@ -1,0 +1,170 @@
+"""The cpu backend against the reference renderer: forward and every gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffbmp_jax as db
+from scenes import random_atlas, random_scene, rel_err, stacked_scene
+
+FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
+FWD_TOL = 1e-5
+GRAD_TOL = 1e-4
+
+
+def _weighted_loss(params, atlas, backend, height, width, wc, wa, **kw):
+    color, alpha = db.render(params, atlas, height=height, width=width, backend=backend, **kw)
+    return jnp.sum(color * wc) + jnp.sum(alpha * wa)
+
+
+def compare(params, atlas, height, width, seed, **kw):
+    rng = np.random.default_rng(seed + 1000)
+    c_ref, a_ref = db.render(params, atlas, height=height, width=width, backend="reference", **kw)
+    c_cpu, a_cpu = db.render(params, atlas, height=height, width=width, backend="cpu", **kw)
+    assert rel_err(c_cpu, c_ref) < FWD_TOL
+    assert rel_err(a_cpu, a_ref) < FWD_TOL
+    # Random cotangents so every pixel and channel matters.
+    wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
+    wa = jnp.asarray(rng.normal(size=(height, width)), jnp.float32)
+    g_ref = jax.grad(_weighted_loss)(params, atlas, "reference", height, width, wc, wa, **kw)
+    g_cpu = jax.grad(_weighted_loss)(params, atlas, "cpu", height, width, wc, wa, **kw)
+    for f in FIELDS:
+        err = rel_err(getattr(g_cpu, f), getattr(g_ref, f))
+        assert err < GRAD_TOL, f"{f}: relative error {err:.2e}"
+    return c_ref
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("color_blend", [0.0, 0.5, 1.0])
+def test_random_scenes(seed, color_blend):
+    rng = np.random.default_rng(seed)
+    height, width = [(33, 47), (40, 24), (32, 32)][seed % 3]
+    atlas = random_atlas(rng, num=1 + seed % 4, h=5 + seed, w=11 - seed)
+    params = random_scene(rng, 30 + 7 * seed, height, width)
+    template = jnp.asarray(rng.integers(0, atlas.num, params.num), jnp.int32)
+    color = compare(params, atlas, height, width, seed, template=template, color_blend=color_blend)
+    assert float(jnp.max(color)) > 0.05  # the scene is not empty
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_deep_stacks(seed):
+    rng = np.random.default_rng(100 + seed)
+    atlas = random_atlas(rng, num=2, h=8, w=8)
+    params = stacked_scene(rng, 80, 24, 24)
+    compare(params, atlas, 24, 24, seed, color_blend=0.5)
+
+
+def test_tiny_and_huge_scales():
+    rng = np.random.default_rng(7)
+    atlas = random_atlas(rng, num=3, h=6, w=10)
+    tiny = random_scene(rng, 20, 30, 30, scale=(0.05, 0.6))
+    huge = random_scene(rng, 6, 30, 30, scale=(40.0, 400.0), opacity=(0.05, 0.3))
+    params = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tiny, huge)
+    compare(params, atlas, 30, 30, 7)
+
+
+def test_alpha_max_and_no_rgb_atlas():
+    rng = np.random.default_rng(8)
+    atlas = random_atlas(rng, num=2, h=7, w=7, with_rgb=False)
+    params = random_scene(rng, 25, 20, 28)
+    compare(params, atlas, 20, 28, 8, alpha_max=0.6)
+
+
+def test_atlas_gradients_match_reference():
+    rng = np.random.default_rng(9)
+    atlas = random_atlas(rng, num=2, h=6, w=5)
+    params = random_scene(rng, 20, 18, 22)
+    wc = jnp.asarray(rng.normal(size=(18, 22, 3)), jnp.float32)
+
+    def loss(atlas, backend, **kw):
+        c, a = db.render(params, atlas, height=18, width=22, backend=backend, color_blend=0.5, **kw)
+        return jnp.sum(c * wc) + jnp.sum(a)
+
+    g_ref = jax.grad(loss)(atlas, "reference")
+    g_cpu = jax.grad(loss)(atlas, "cpu", atlas_grad=True)
+    assert rel_err(g_cpu.mask, g_ref.mask) < GRAD_TOL
+    assert rel_err(g_cpu.rgb, g_ref.rgb) < GRAD_TOL
+    g_off = jax.grad(loss)(atlas, "cpu")
+    assert float(jnp.max(jnp.abs(g_off.mask))) == 0.0  # atlas_grad=False: atlas is constant
+
+
+def test_single_primitive_pixels_exact():
+    """An axis-aligned stamp at scale = half its size maps texels onto pixels 1:1."""
+    mask = np.zeros((1, 4, 4), np.float32)
+    mask[0, 1:3, 1:3] = 1.0
+    atlas = db.Atlas.from_arrays(mask)
+    params = db.Primitives.create([[5.5, 4.5]], [2.0], 0.0, opacity=0.5, color=[1.0, 0.0, 0.0])
+    for backend in ("reference", "cpu"):
+        color, alpha = db.render(params, atlas, height=10, width=12, backend=backend, alpha_max=0.99)
+        a = np.asarray(alpha)
+        expected = np.zeros((10, 12), np.float32)
+        expected[4:6, 5:7] = 0.99 * 0.5
+        np.testing.assert_allclose(a, expected, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(color)[..., 0], expected * (1 - 1e-6), atol=1e-5)
+
+
+def test_rotation_is_counter_clockwise_on_screen():
+    """A bar along +u, rotated by +90 degrees, points up (towards smaller y)."""
+    mask = np.zeros((1, 5, 5), np.float32)
+    mask[0, 2, 3:] = 1.0  # right arm only
+    atlas = db.Atlas.from_arrays(mask)
+    params = db.Primitives.create([[10.0, 10.0]], [5.0], np.pi / 2, opacity=0.9)
+    for backend in ("reference", "cpu"):
+        _, alpha = db.render(params, atlas, height=21, width=21, backend=backend)
+        a = np.asarray(alpha)
+        assert a[6:9, 10].min() > 0.85     # above the centre
+        assert a[12:17, 10].max() < 1e-6   # nothing below
+        assert a[10, 12:17].max() < 1e-6   # nothing to the right any more
+
+
+def test_painters_order_last_on_top():
+    atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))
+    params = db.Primitives.create([[8.0, 8.0], [8.0, 8.0]], [4.0, 4.0], 0.0, opacity=0.99999,
+                                  color=[[1, 0, 0], [0, 0, 1]])
+    for backend in ("reference", "cpu"):
+        color, _ = db.render(params, atlas, height=16, width=16, backend=backend)
+        c = np.asarray(color)[8, 8]
+        assert c[2] > 0.95 and c[0] < 0.02
+
+
+def test_jit_value_and_grad_and_auto():
+    rng = np.random.default_rng(11)
+    atlas = random_atlas(rng)
+    params = random_scene(rng, 15, 20, 20)
+    f = jax.jit(jax.value_and_grad(lambda p: jnp.mean(db.render(p, atlas, height=20, width=20)[0])))
+    v, g = f(params)
+    v_ref = jnp.mean(db.render(params, atlas, height=20, width=20, backend="reference")[0])
+    assert abs(float(v) - float(v_ref)) < 1e-6
+    assert np.all(np.isfinite(np.asarray(g.xy)))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_vmap_equals_loop(backend):
+    rng = np.random.default_rng(12)
+    atlas = random_atlas(rng)
+    scenes = [random_scene(rng, 12, 16, 20) for _ in range(3)]
+    batch = jax.tree.map(lambda *xs: jnp.stack(xs), *scenes)
+
+    def one(p):
+        return db.render(p, atlas, height=16, width=20, backend=backend, color_blend=0.5)
+
+    c_b, a_b = jax.jit(jax.vmap(one))(batch)
+    for i, p in enumerate(scenes):
+        c, a = one(p)
+        np.testing.assert_allclose(np.asarray(c_b[i]), np.asarray(c), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(a_b[i]), np.asarray(a), atol=1e-6)
+    g_b = jax.vmap(jax.grad(lambda p: jnp.sum(one(p)[0] ** 2)))(batch)
+    g_0 = jax.grad(lambda p: jnp.sum(one(p)[0] ** 2))(scenes[1])
+    np.testing.assert_allclose(np.asarray(g_b.xy[1]), np.asarray(g_0.xy), rtol=1e-5, atol=1e-6)
+
+
+def test_empty_scene_and_empty_canvas_tiles():
+    atlas = db.Atlas.from_arrays(np.ones((1, 3, 3), np.float32))
+    params = db.Primitives.create(np.zeros((0, 2)), np.zeros(0))
+    for backend in ("reference", "cpu"):
+        c, a = db.render(params, atlas, height=5, width=6, backend=backend)
+        assert c.shape == (5, 6, 3) and float(jnp.max(a)) == 0.0
+    far = db.Primitives.create([[-100.0, -100.0]], [2.0])
+    c, a = db.render(far, atlas, height=40, width=40, backend="cpu")
+    assert float(jnp.max(a)) == 0.0
