@@ -79,17 +79,53 @@ def layers(params: Primitives, mask, rgb, template, height: int, width: int,
     return a, jnp.broadcast_to(col, a.shape + (3,))
 
 
-def render_reference(params: Primitives, mask, rgb, template, height: int, width: int,
-                     color_blend: float = 0.0, alpha_max: float = 0.99):
-    """Painter's-order composite, primitive ``N-1`` on top.
-
-    Returns ``(C [H, W, 3], T [H, W])``: premultiplied colour and the light that
-    passes every primitive, ``T = prod_n (1 - a_n)`` (coverage is ``1 - T``).
-    """
+def _composite_dense(params: Primitives, mask, rgb, template, height, width, color_blend, alpha_max,
+                     valid=None):
+    """``(C, T)`` of a group of primitives, evaluated densely."""
     a, col = layers(params, mask, rgb, template, height, width, color_blend, alpha_max)
+    if valid is not None:  # padding primitives draw nothing
+        a = a * valid[:, None, None]
     one_minus = 1.0 - a
     # T_n = prod_{m > n} (1 - a_m): exclusive product over the primitives in front.
     inclusive = jnp.cumprod(one_minus[::-1], axis=0)[::-1]
     front = jnp.concatenate([inclusive[1:], jnp.ones_like(inclusive[:1])], axis=0)
     color = jnp.sum((front * a)[..., None] * col, axis=0)
     return color, inclusive[0]
+
+
+def render_reference(params: Primitives, mask, rgb, template, height: int, width: int,
+                     color_blend: float = 0.0, alpha_max: float = 0.99, chunk: int = 64):
+    """Painter's-order composite, primitive ``N-1`` on top.
+
+    Returns ``(C [H, W, 3], T [H, W])``: premultiplied colour and the light that
+    passes every primitive, ``T = prod_n (1 - a_n)`` (coverage is ``1 - T``).
+
+    Up to ``chunk`` primitives are evaluated at once. Larger scenes are composited
+    chunk by chunk, bottom first (``C <- C_chunk + T_chunk * C``,
+    ``T <- T_chunk * T``), each chunk rematerialised in the backward pass, so
+    memory is ``O(chunk * H * W)`` instead of ``O(N * H * W)``.
+    """
+    n = params.xy.shape[0]
+    if n <= chunk:
+        return _composite_dense(params, mask, rgb, template, height, width, color_blend, alpha_max)
+    groups = -(-n // chunk)
+    pad = groups * chunk - n
+
+    def grouped(x, fill):
+        x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)])
+        return x.reshape((groups, chunk) + x.shape[1:])
+
+    stacked = jax.tree_util.tree_map(lambda x: grouped(x, 1), params)
+    valid = grouped(jnp.ones(n, params.xy.dtype), 0)
+
+    @jax.checkpoint
+    def step(carry, group):
+        color, trans = carry
+        p, t, ok = group
+        c_g, t_g = _composite_dense(p, mask, rgb, t, height, width, color_blend, alpha_max, ok)
+        return (c_g + t_g[..., None] * color, t_g * trans), None
+
+    dtype = params.xy.dtype
+    init = (jnp.zeros((height, width, 3), dtype), jnp.ones((height, width), dtype))
+    (color, trans), _ = jax.lax.scan(step, init, (stacked, grouped(template, 0), valid))
+    return color, trans
