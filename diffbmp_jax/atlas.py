@@ -124,3 +124,28 @@ class Atlas:
         """
         from . import sources
         return sources.load_images(paths, size=size, mask_rule=mask_rule, background=background)
+
+    @classmethod
+    def from_svg(cls, paths, size: int = 64) -> "Atlas":
+        """Rasterises SVG files (or markup strings) into one atlas; see :func:`sources.atlas_from_svg`."""
+        from . import sources
+        return sources.atlas_from_svg(paths, size=size)
+
+    @classmethod
+    def from_text(cls, text: str, size: int = 64, *, mode: str = "char", font=None,
+                  color=(0.0, 0.0, 0.0)) -> "Atlas":
+        """One bitmap per character (``mode="char"``) or word (``"word"``) of ``text``."""
+        from . import sources
+        return sources.atlas_from_text(text, size=size, mode=mode, font=font, color=color)
+
+    @classmethod
+    def from_emoji(cls, emoji: str, size: int = 64, *, font=None) -> "Atlas":
+        """One colour bitmap per emoji, from a colour emoji font (RuntimeError if none)."""
+        from . import sources
+        return sources.atlas_from_emoji(emoji, size=size, font=font)
+
+    @classmethod
+    def from_stamps(cls, specs, size: int = 64, mask_rule: str = "auto") -> "Atlas":
+        """Files, folders, globs, ``text:...`` and ``emoji:...`` specs, as the CLI's ``--stamps``."""
+        from . import sources
+        return sources.load_stamps(specs, size=size, mask_rule=mask_rule)

@@ -220,3 +220,13 @@ def test_colour_blend_one_keeps_stamp_colours():
     # Over any background the stamp shows its own colours up to 1 - A.
     img = np.asarray(db.composite(c, a, 1.0))
     np.testing.assert_allclose(img, rgb[0], atol=0.012)
+
+
+def test_atlas_classmethods_match_source_functions(tmp_path):
+    from diffbmp_jax import sources
+    a = db.Atlas.from_text("HI", size=16)
+    b = sources.atlas_from_text("HI", size=16)
+    np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
+    assert float(a.mask.max()) > 0.5
+    c = db.Atlas.from_stamps(["text:HI"], size=16)
+    np.testing.assert_array_equal(np.asarray(c.mask), np.asarray(b.mask))
