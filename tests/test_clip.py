@@ -19,7 +19,7 @@ pytest.importorskip("safetensors")
 import diffbmp_jax as db
 from diffbmp_jax import clip
 from diffbmp_jax.clip import ClipModelNotFoundError, load_clip
-from diffbmp_jax.text_fit import add_text_subcommand, fit_text, run_text
+from diffbmp_jax.text_fit import fit_text
 
 # Tiny BPE vocabulary: letters, their word-final forms, merges for "galaxy" and "star".
 _LETTERS = list(string.ascii_lowercase)
@@ -144,21 +144,28 @@ def test_matches_transformers(tmp_path, eos_token_id):
     with torch.no_grad():
         again = back.get_image_features(pixel_values=torch.tensor(pixels)).pooler_output.numpy()
     np.testing.assert_allclose(again, want_img, atol=1e-5)
+    # pytorch_model.bin (older snapshots) is read through torch when no safetensors file exists.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_bytes((tmp_path / "config.json").read_bytes())
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    np.testing.assert_allclose(np.asarray(load_clip(tmp_path / "bin").encode_text(ids, mask)), want_txt,
+                               atol=1e-4, rtol=1e-4)
 
 
-def test_preprocess_and_cutouts():
+def test_preprocess_and_cutouts(model):
     img = jax.random.uniform(jax.random.key(1), (40, 48, 3))
     x = clip.preprocess(img[None], 32)
     assert x.shape == (1, 32, 32, 3)
     np.testing.assert_allclose(clip.normalize(jnp.asarray(clip.OPENAI_CLIP_MEAN)), 0.0, atol=1e-7)
-    views = clip.random_cutouts(jax.random.key(2), img[:32, :32], 5, 32)
+    cutouts = jax.jit(clip.random_cutouts, static_argnums=(2, 3))
+    views = cutouts(jax.random.key(2), img[:32, :32], 5, 32)
     assert views.shape == (5, 32, 32, 3)
     np.testing.assert_allclose(views[0], img[:32, :32], atol=1e-5)  # view 0: the whole canvas
     assert float(jnp.abs(views[1:] - views[0]).mean()) > 1e-3
-    g = jax.grad(lambda im: jnp.sum(clip.random_cutouts(jax.random.key(3), im, 3, 32) ** 2))(img)
+    g = jax.jit(jax.grad(lambda im: jnp.sum(cutouts(jax.random.key(3), im, 3, 32) ** 2)))(img)
     assert g.shape == img.shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
     with pytest.raises(ValueError, match="resize with clip.preprocess"):
-        clip.ClipModel.from_hf_config(tiny_config()).encode_image(np.zeros((1, 16, 16, 3), np.float32))
+        model.encode_image(np.zeros((1, 16, 16, 3), np.float32))
 
 
 def _disc_atlas():
@@ -176,30 +183,37 @@ def test_fit_text_increases_similarity(model):
     assert np.all(np.isfinite(r.history["loss"][1:]))
 
 
-def test_fit_text_negative_prompt_and_target(model):
-    target = np.zeros((24, 32, 3), np.float32)
-    target[:, :16] = 1.0
-    r = fit_text("a galaxy", _disc_atlas(), model=model, num_primitives=6, steps=2, key=1,
-                 negative_prompts=["star"], target=target, image_weight=0.5, num_cutouts=2, progress=False)
-    assert r.image.shape == (24, 32, 3)  # the target's size wins over height/width
-    assert np.isfinite(r.clip_score)
+def test_fit_text_errors(model):
     with pytest.raises(ValueError, match="prompt contains an empty prompt"):
         fit_text("  ", _disc_atlas(), model=model, num_primitives=2, steps=1, key=0, progress=False)
+    with pytest.raises(ValueError, match="negative_prompts token ids must lie in"):
+        fit_text("star", _disc_atlas(), model=model, num_primitives=2, steps=1, key=0, progress=False,
+                 negative_prompts=np.array([BOS, 999, EOS]))
     with pytest.raises(TypeError, match="model must be"):
         fit_text("x", _disc_atlas(), model=None, num_primitives=2, steps=1, key=0)
 
 
-def test_text_cli(model_dir, tmp_path):
-    import argparse
+def test_text_cli_with_negative_prompt_and_target(model_dir, tmp_path):
+    """`diffbmp-jax text` end to end: string prompt (tokenizer), negative prompt, image target."""
     from PIL import Image
+    from diffbmp_jax.cli import main, run
     stamp = np.zeros((16, 16, 4), np.uint8)
     stamp[4:12, 4:12] = 255
     Image.fromarray(stamp).save(tmp_path / "sq.png")
-    parser = argparse.ArgumentParser()
-    add_text_subcommand(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(["text", "a galaxy", "--stamps", str(tmp_path / "sq.png"), "--clip-model",
-                              str(model_dir), "-n", "6", "--steps", "2", "--size", "24", "32", "--cutouts", "2",
-                              "--stamp-size", "16", "-o", str(tmp_path / "out"), "--quiet"])
-    assert args.func(args) == 0
-    assert Image.open(tmp_path / "out" / "text.png").size == (32, 24)
-    assert np.load(tmp_path / "out" / "text_params.npz")["xy"].shape == (6, 2)
+    target = np.zeros((24, 32, 3), np.uint8)
+    target[:, :16] = 255
+    Image.fromarray(target).save(tmp_path / "target.png")
+    out = tmp_path / "out"
+    summary = run(["text", "a galaxy", "--stamps", str(tmp_path / "sq.png"), "--clip-model", str(model_dir),
+                   "-n", "6", "--steps", "2", "--cutouts", "2", "--negative", "star", "--target",
+                   str(tmp_path / "target.png"), "--image-weight", "0.5", "--stamp-size", "16", "-o", str(out),
+                   "--no-progress", "--frames", "2"])
+    assert np.isfinite(summary["clip_score"])
+    assert Image.open(out / "result.png").size == (32, 24)  # the target's size wins
+    assert np.load(out / "params.npz")["xy"].shape == (6, 2)
+    assert json.loads((out / "history.json").read_text())["prompt"] == "a galaxy"
+    assert (out / "progress.gif").is_file()
+    # A missing model is a one-line-per-fact error with exit status 2, not a traceback.
+    assert main(["text", "x", "--stamps", str(tmp_path / "sq.png"), "--clip-model", str(tmp_path / "none"),
+                 "-o", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2").exists()

@@ -1,0 +1,352 @@
+"""Text-guided compositions: fit bitmap primitives to a prompt through CLIP.
+
+CLIPDraw-style objective: each step renders the canvas over a (noisy)
+background, draws ``num_cutouts`` augmented views (random crops, perspective,
+flips; :func:`diffbmp_jax.clip.random_cutouts`), embeds them with the CLIP
+image tower and maximises their cosine similarity to the prompt's embedding,
+minus a weighted similarity to optional negative prompts. An optional target
+image adds an MSE term::
+
+    loss = text_weight * (-mean cos(views, prompt) + negative_weight * mean cos(views, negatives))
+           + image_weight * MSE(render, target)
+
+The optimiser, its normalised parameter space, learning-rate schedules, atlas
+blur annealing, backgrounds and initialisers are those of :mod:`diffbmp_jax.fit`
+(configured by the same :class:`~diffbmp_jax.fit.FitConfig`). Respawning is
+not used (it needs a per-pixel error, which a prompt does not give).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import init as _init
+from .atlas import Atlas
+from .blur import blur_atlas, blur_sigma, kernel_radius
+from .clip.api import ClipModel, image_features
+from .clip.model import ClipConfig
+from .clip.preprocess import normalize, random_cutouts, resize_center_crop
+# fit.py's optimiser, parameter space and backgrounds, so text fits behave like
+# image fits. (Imported by name: the package namespace exports the function
+# ``fit``, which shadows the submodule attribute.)
+from .fit import FitConfig, as_target
+from .fit import _as_key, _background, _check_count, _optimizer, _to_params, _to_theta
+from .primitives import Primitives
+from .render import composite, render
+
+__all__ = ["fit_text", "TextFitResult", "TEXT_FIT_DEFAULTS", "add_text_subcommand", "run_text"]
+
+# FitConfig fields whose image-fitting defaults do not suit a prompt: there is
+# no target to initialise colours from, and respawn needs a per-pixel error.
+TEXT_FIT_DEFAULTS = {"init": "random", "prune_every": 0, "background": "noise", "output_background": "white",
+                     "coverage": 2.0, "init_opacity": 0.7}
+
+
+@dataclasses.dataclass
+class TextFitResult:
+    """What :func:`fit_text` returns.
+
+    Attributes:
+      params: fitted :class:`Primitives` (pixel units).
+      template: ``[N]`` int32 bitmap ids.
+      image: ``[H, W, 3]`` final render (sharp atlas, ``output_background``).
+      history: lists over logged steps: ``step``, ``loss`` (training loss),
+        ``clip_score`` (cosine similarity of the final-style render, resized
+        to the CLIP input, to the prompt), ``time`` (seconds since the start).
+      clip_score: final cosine similarity to the prompt (mean over prompts).
+      wall_time: seconds, compilation included.
+      config: the :class:`FitConfig` used.
+    """
+
+    params: Primitives
+    template: jax.Array
+    image: jax.Array
+    history: dict
+    clip_score: float
+    wall_time: float
+    config: FitConfig
+
+
+class _Static(NamedTuple):
+    """Hashable settings a compiled chunk depends on."""
+    cfg: FitConfig
+    steps: int
+    height: int
+    width: int
+    chunk: int
+    clip: ClipConfig
+    mean: tuple
+    std: tuple
+    num_cutouts: int
+    crop_scale: tuple
+    distortion: float
+    flip: bool
+    text_weight: float
+    negative_weight: float
+    image_weight: float
+
+
+class _Data(NamedTuple):
+    atlas: Atlas
+    template: jax.Array     # [N] int32
+    clip_params: Any        # CLIP weights: an argument, never a jit constant
+    positive: jax.Array     # [T, D] unit-norm prompt embeddings
+    negative: Any           # [M, D] unit-norm or None
+    target: Any             # [H, W, 3] or None
+    bg_image: Any           # [H, W, 3] or None
+    key: jax.Array
+
+
+def _unit(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _image(static: _Static, params: Primitives, atlas: Atlas, template, bg):
+    cfg = static.cfg
+    color, alpha = render(params, atlas, height=static.height, width=static.width, template=template,
+                          color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend)
+    return composite(color, alpha, bg)
+
+
+def _views_embedding(static: _Static, clip_params, views):
+    """``[K, S, S, 3]`` views in [0, 1] -> ``[K, D]`` unit CLIP embeddings."""
+    return _unit(image_features(static.clip, clip_params, normalize(views, static.mean, static.std)))
+
+
+def _step(static: _Static, data: _Data, carry, t):
+    cfg, h, w = static.cfg, static.height, static.width
+    size = float(max(h, w))
+    opt = _optimizer(cfg, static.steps)
+
+    def do(args):
+        theta, opt_state = args
+        key = jax.random.fold_in(data.key, t)
+        k_bg, k_aug = jax.random.split(key)
+        atlas = data.atlas
+        if cfg.soft_raster and cfg.blur_sigma > 0:
+            sigma = blur_sigma(t, static.steps, cfg.blur_sigma, cfg.blur_anneal)
+            atlas = blur_atlas(atlas, sigma, kernel_radius(cfg.blur_sigma))
+        bg = _background(cfg.background, k_bg, h, w, data.bg_image)
+
+        def loss_fn(th):
+            image = _image(static, _to_params(th, size), atlas, data.template, bg)
+            views = random_cutouts(k_aug, jnp.clip(image, 0.0, 1.0), static.num_cutouts, static.clip.vision.image_size,
+                                   crop_scale=static.crop_scale, distortion=static.distortion,
+                                   flip=static.flip)
+            emb = _views_embedding(static, data.clip_params, views)
+            score = jnp.mean(emb @ data.positive.T)
+            loss = -static.text_weight * score
+            if data.negative is not None:
+                loss = loss + static.text_weight * static.negative_weight * jnp.mean(emb @ data.negative.T)
+            if data.target is not None:
+                loss = loss + static.image_weight * jnp.mean(jnp.square(image - data.target))
+            return loss, score
+
+        (loss, score), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+        # A degenerate primitive must not poison the optimiser state.
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        updates, opt_state = opt.update(grads, opt_state, theta)
+        theta = optax.apply_updates(theta, updates)
+        theta = theta._replace(
+            log_scale=jnp.clip(theta.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
+            xy=jnp.clip(theta.xy, -0.5, 1.5))
+        return (theta, opt_state), (loss, score)
+
+    def skip(args):
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return args, (nan, nan)
+
+    # Fixed-length chunks: one compilation serves every chunk (the tail is skipped).
+    return jax.lax.cond(t < static.steps, do, skip, carry)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_chunk(static: _Static, data: _Data, carry, start):
+    ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
+    return jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate(static: _Static, data: _Data, theta):
+    """Final-style render, its CLIP score (plain resize, no augmentation), params."""
+    params = _to_params(theta, float(max(static.height, static.width)))
+    bg = _background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
+    image = jnp.clip(_image(static, params, data.atlas, data.template, bg), 0.0, 1.0)
+    view = resize_center_crop(image[None], static.clip.vision.image_size)
+    emb = _views_embedding(static, data.clip_params, view)
+    return image, jnp.mean(emb @ data.positive.T), params
+
+
+def _embed_prompts(model: ClipModel, prompts, name: str):
+    """Unit text embeddings ``[T, D]`` from strings or token ids ``[L]`` / ``[T, L]``."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
+        if not prompts:
+            raise ValueError(f"{name} is empty")
+        if any(not p.strip() for p in prompts):
+            raise ValueError(f"{name} contains an empty prompt")
+        return _unit(model.embed_text(list(prompts)))
+    ids = np.asarray(prompts)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must be a string, a list of strings, or integer token ids [L] or [T, L]; "
+                        f"got dtype {ids.dtype}")
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"{name} token ids must have shape (L,) or (T, L), got {tuple(ids.shape)}")
+    if ids.min() < 0 or ids.max() >= model.config.text.vocab_size:
+        raise ValueError(f"{name} token ids must lie in [0, {model.config.text.vocab_size}), found "
+                         f"{ids.min()}..{ids.max()}")
+    return _unit(model.encode_text(ids))
+
+
+def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, steps: int, key,
+             height: int = 224, width: int = 224, negative_prompts=None, target=None,
+             text_weight: float = 1.0, image_weight: float = 1.0, negative_weight: float = 0.3,
+             num_cutouts: int = 8, crop_scale=(0.7, 0.9), distortion: float = 0.5, flip: bool = True,
+             config: FitConfig | dict | None = None, background_image=None, init_params: tuple | None = None,
+             progress: bool = True, callback: Callable | None = None, **options) -> TextFitResult:
+    """Fits ``num_primitives`` stamps from ``atlas`` so the render matches a text prompt under CLIP.
+
+    Args:
+      prompt: a string, a list of strings (their similarities are averaged),
+        or token ids ``[L]`` / ``[T, L]`` int (no tokenizer needed).
+      atlas: the :class:`Atlas` of bitmaps.
+      model: a :class:`~diffbmp_jax.clip.ClipModel` (:func:`diffbmp_jax.clip.load_clip`).
+      num_primitives: ``N >= 1``.
+      steps: optimisation steps ``>= 0``.
+      key: ``jax.random.key`` or an int seed (the fit is deterministic in it).
+      height, width: canvas size in pixels (ignored when ``target`` is given:
+        the target's size is used).
+      negative_prompts: optional prompts (same forms as ``prompt``) to move away from.
+      target: optional ``[H, W, 3]`` image in [0, 1] mixed in by MSE.
+      text_weight, image_weight: weights of the CLIP and MSE terms.
+      negative_weight: weight of the negative-prompt similarity (relative to the prompt's).
+      num_cutouts: augmented views ``K`` per step (view 0 is the whole canvas).
+      crop_scale: (min, max) area fraction of the random crops.
+      distortion: perspective strength in [0, 1].
+      flip: random horizontal flips.
+      config: :class:`~diffbmp_jax.fit.FitConfig` or dict (learning rates,
+        schedule, blur, backgrounds, init, rendering). When ``None``,
+        ``FitConfig(**TEXT_FIT_DEFAULTS)``; ``**options`` override fields.
+      background_image: ``[H, W, 3]`` for ``background="image"``.
+      init_params: optional ``(Primitives, template)`` to start from.
+      progress: tqdm progress bar.
+      callback: ``callback(step, params, image, metrics)`` at step 0 and after
+        every chunk of ``config.log_every`` steps (``metrics``: ``loss``, ``clip_score``).
+
+    Returns:
+      :class:`TextFitResult`.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(model, ClipModel):
+        raise TypeError(f"model must be a diffbmp_jax.clip.ClipModel (see clip.load_clip), got "
+                        f"{type(model).__name__}")
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    if config is None:
+        config = FitConfig(**TEXT_FIT_DEFAULTS)
+    elif isinstance(config, dict):
+        config = FitConfig.from_dict(config)
+    elif not isinstance(config, FitConfig):
+        raise TypeError(f"config must be a FitConfig or dict, got {type(config).__name__}")
+    if options:
+        config = config.replace(**options)
+    n = _check_count("num_primitives", num_primitives, 1)
+    steps = _check_count("steps", steps, 0)
+    num_cutouts = _check_count("num_cutouts", num_cutouts, 1)
+    key = _as_key(key)
+    for name, v in (("text_weight", text_weight), ("image_weight", image_weight),
+                    ("negative_weight", negative_weight)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    lo, hi = (float(c) for c in crop_scale)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale!r}")
+    if not 0.0 <= distortion <= 1.0:
+        raise ValueError(f"distortion must be in [0, 1], got {distortion!r}")
+
+    if target is not None:
+        target = as_target(target)
+        height, width = int(target.shape[0]), int(target.shape[1])
+    else:
+        height = _check_count("height", height, 1)
+        width = _check_count("width", width, 1)
+    bg_image = None
+    if "image" in (config.background, config.output_background):
+        if background_image is None:
+            raise ValueError("background_image is required when background or output_background is 'image'")
+        bg_image = as_target(background_image)
+        if bg_image.shape != (height, width, 3):
+            raise ValueError(f"background_image must have shape {(height, width, 3)}, got {tuple(bg_image.shape)}")
+    if config.color_blend > 0 and atlas.rgb is None:
+        raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
+
+    positive = _embed_prompts(model, prompt, "prompt")
+    negative = None
+    if negative_prompts is not None and not (isinstance(negative_prompts, (list, tuple)) and not negative_prompts):
+        negative = _embed_prompts(model, negative_prompts, "negative_prompts")
+
+    k_init, k_loop = jax.random.split(key)
+    if init_params is None:
+        # Initialisers read colours/structure from a target; a mid-grey canvas
+        # stands in when there is none (the "random" initialiser ignores it).
+        guide = target if target is not None else jnp.full((height, width, 3), 0.5, jnp.float32)
+        params, template = _init.INITIALIZERS[config.init](
+            guide, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity)
+    else:
+        params, template = init_params
+        if not isinstance(params, Primitives) or params.num != n:
+            raise ValueError(f"init_params must be (Primitives with {n} entries, template [{n}])")
+    template = jnp.asarray(template, jnp.int32)
+
+    static = _Static(config, steps, height, width, min(config.log_every, max(steps, 1)), model.config,
+                     tuple(float(c) for c in model.image_mean), tuple(float(c) for c in model.image_std),
+                     num_cutouts, (lo, hi), float(distortion), bool(flip), float(text_weight),
+                     float(negative_weight), float(image_weight))
+    data = _Data(Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, model.params,
+                 positive, negative, target, bg_image, k_loop)
+    size = float(max(height, width))
+    theta = _to_theta(params, size)
+    carry = (theta, _optimizer(config, steps).init(theta))
+    history = {"step": [], "loss": [], "clip_score": [], "time": []}
+
+    def log(step, loss):
+        image, score, prm = _evaluate(static, data, carry[0])
+        score = float(score)
+        history["step"].append(step)
+        history["loss"].append(float(loss))
+        history["clip_score"].append(score)
+        history["time"].append(time.perf_counter() - t0)
+        if callback is not None:
+            callback(step, prm, image, {"loss": float(loss), "clip_score": score})
+        return image, score, prm
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, disable=not progress, unit="it", desc="text", leave=True)
+    try:
+        image, score, params = log(0, float("nan"))
+        for start in range(0, steps, static.chunk):
+            carry, (losses, _) = _run_chunk(static, data, carry, jnp.int32(start))
+            done = min(start + static.chunk, steps)
+            losses = np.asarray(losses)[: done - start]
+            image, score, params = log(done, losses[-1])
+            bar.update(done - start)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}", clip=f"{score:.3f}")
+    finally:
+        bar.close()
+    return TextFitResult(params=params, template=template, image=image, history=history, clip_score=score,
+                         wall_time=time.perf_counter() - t0, config=config)
+
+
+from .text_cli import add_text_subcommand, run_text  # noqa: E402  (re-exported: the CLI's entry points)

@@ -1,0 +1,652 @@
+"""Videos: fitting a sequence of frames with temporally coherent primitives.
+
+Frame 0 is fitted fully with :func:`diffbmp_jax.fit`. Every later frame starts
+from the previous frame's primitives and runs fewer steps (``steps_next``):
+
+* **freezing** -- primitives whose footprint (the disc that can receive any
+  of their alpha, see :func:`footprint_radius`) touches no pixel that changed
+  between the two input frames are frozen: their optimiser updates are
+  multiplied by 0 and the step keeps their old values (bit-identical);
+* **pruning** -- invisible primitives (opacity below ``prune_opacity``, off the
+  canvas, or tiny) are re-initialised where the error is largest (the respawn
+  of :mod:`diffbmp_jax.fit`), at the start of the frame and periodically;
+* **temporal loss** -- optionally ``temporal_weight * mean_n |theta_n - theta_n^prev|^2``
+  (in the optimiser's normalised space) penalises parameter motion.
+
+With ``batch=K > 1`` a window of ``K`` frames is fitted at once: every frame of
+the window starts from the last fitted frame before it and the ``K`` fits run
+as one ``jax.vmap`` of the step function.
+
+The optimiser, parameter space, blur annealing, backgrounds and respawn are
+those of :mod:`diffbmp_jax.fit` (same :class:`~diffbmp_jax.fit.FitConfig`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import init as _init
+from .atlas import Atlas
+from .blur import blur_atlas, blur_sigma, kernel_radius
+from .losses import combined_loss
+from .metrics import psnr as _psnr
+from .primitives import Primitives
+# fit.py's building blocks (imported by name: the package exports the function
+# ``fit``, which shadows the submodule attribute).
+from .fit import FitConfig, Theta, as_target, fit
+from .fit import _as_key, _background, _check_count, _image, _optimizer, _respawn, _to_params, _to_theta
+
+__all__ = ["fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr", "footprint_radius",
+           "synthetic_video", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm")
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- metrics
+
+def flicker(rendered, inputs) -> float:
+    """Flicker added by a rendering of a video (0 = none).
+
+    ``mean |R_{t+1} - R_t| - mean |I_{t+1} - I_t|``: the mean absolute change
+    per pixel and channel between consecutive rendered frames minus that of
+    the input frames (intensities in [0, 1]). Positive values mean the
+    rendering changes more from frame to frame than the video does.
+
+    Args:
+      rendered, inputs: ``[T, H, W, 3]`` (or lists of ``[H, W, 3]``), ``T >= 2``.
+    """
+    r = np.asarray(rendered, np.float32)
+    i = np.asarray(inputs, np.float32)
+    if r.shape != i.shape:
+        raise ValueError(f"rendered and inputs must have the same shape, got {r.shape} and {i.shape}")
+    if r.ndim != 4 or r.shape[0] < 2:
+        raise ValueError(f"rendered must have shape (T, H, W, 3) with T >= 2, got {r.shape}")
+    return float(np.mean(np.abs(np.diff(r, axis=0))) - np.mean(np.abs(np.diff(i, axis=0))))
+
+
+def frame_psnr(rendered, inputs) -> np.ndarray:
+    """``[T]`` PSNR in dB of each rendered frame against its input frame."""
+    r = jnp.asarray(np.asarray(rendered, np.float32))
+    i = jnp.asarray(np.asarray(inputs, np.float32))
+    if r.shape != i.shape or r.ndim != 4:
+        raise ValueError(f"rendered and inputs must both be (T, H, W, 3), got {r.shape} and {i.shape}")
+    return np.asarray(jax.vmap(_psnr)(r, i))
+
+
+def synthetic_video(num_frames: int = 10, height: int = 64, width: int = 64, *, num_shapes: int = 3,
+                    speed: float = 2.0, seed: int = 0) -> np.ndarray:
+    """A small test video ``[T, H, W, 3]`` float32 in [0, 1]: a few coloured
+    discs and squares moving in straight lines (``speed`` pixels per frame)
+    over a static textured background (smooth gradients plus a checker)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    bg = np.stack([0.55 + 0.3 * np.sin(xs / width * 3.0 + 0.5), 0.5 + 0.25 * np.cos(ys / height * 4.0),
+                   0.45 + 0.2 * np.sin((xs + ys) / (height + width) * 5.0)], -1)
+    checker = ((xs // 8 + ys // 8) % 2)[..., None] * 0.12
+    bg = np.clip(bg - checker, 0.0, 1.0)
+    r0 = max(3.0, 0.1 * min(height, width))
+    pos = rng.uniform([r0, r0], [width - r0, height - r0], (num_shapes, 2))
+    ang = rng.uniform(0, 2 * np.pi, num_shapes)
+    vel = speed * np.stack([np.cos(ang), np.sin(ang)], -1)
+    cols = rng.uniform(0.0, 1.0, (num_shapes, 3))
+    out = []
+    for t in range(num_frames):
+        img = bg.copy()
+        for k in range(num_shapes):
+            cx, cy = pos[k] + t * vel[k]
+            if k % 2 == 0:
+                inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= r0 ** 2
+            else:
+                inside = (np.abs(xs - cx) <= r0) & (np.abs(ys - cy) <= r0)
+            img[inside] = cols[k]
+        out.append(img)
+    return np.stack(out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- reading videos
+
+def _resize(frame: np.ndarray, size) -> np.ndarray:
+    if size is None or max(frame.shape[:2]) <= size:
+        return frame
+    from PIL import Image
+    s = size / max(frame.shape[:2])
+    im = Image.fromarray(frame)
+    return np.asarray(im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS))
+
+
+def _to_rgb_u8(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, -1)
+    if a.shape[-1] == 4:  # transparent pixels over white
+        al = a[..., 3:].astype(np.float32) / 255.0
+        a = (a[..., :3] * al + 255.0 * (1 - al) + 0.5).astype(np.uint8)
+    return a[..., :3]
+
+
+def load_video(path, max_frames: int | None = None, size: int | None = None) -> np.ndarray:
+    """Reads a video as float32 ``[T, H, W, 3]`` in [0, 1].
+
+    Args:
+      path: an ``.mp4`` (or other ffmpeg-readable video, through
+        ``imageio-ffmpeg``), an animated ``.gif``, or a folder of frame images
+        (sorted by name).
+      max_frames: keep at most this many leading frames (``None`` = all).
+      size: downscale (Lanczos) so the longer side is at most ``size`` pixels.
+
+    Raises:
+      FileNotFoundError naming ``path``; ValueError when the file cannot be
+      decoded, holds no frames, or frames differ in size.
+    """
+    if max_frames is not None:
+        max_frames = _check_count("max_frames", max_frames, 1)
+    if size is not None:
+        size = _check_count("size", size, 1)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"path: no such file or folder: {str(path)!r}")
+    frames: list[np.ndarray] = []
+    if p.is_dir():
+        from PIL import Image, UnidentifiedImageError
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"path: folder {str(path)!r} holds no frame images ({', '.join(_IMAGE_EXTENSIONS)})")
+        for f in files[:max_frames]:
+            try:
+                with Image.open(f) as im:
+                    frames.append(_to_rgb_u8(np.asarray(im.convert("RGBA"))))
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                raise ValueError(f"path: cannot read frame image {str(f)!r}: {e}") from e
+    else:
+        try:
+            if p.suffix.lower() == ".gif":
+                from PIL import Image, ImageSequence
+                with Image.open(p) as im:
+                    for k, fr in enumerate(ImageSequence.Iterator(im)):
+                        if max_frames is not None and k >= max_frames:
+                            break
+                        frames.append(_to_rgb_u8(np.asarray(fr.convert("RGBA"))))
+            else:
+                import imageio.v2 as iio2
+                with iio2.get_reader(str(p), format="FFMPEG") as reader:
+                    for k, fr in enumerate(reader):
+                        if max_frames is not None and k >= max_frames:
+                            break
+                        frames.append(_to_rgb_u8(np.asarray(fr)))
+        except Exception as e:  # decoders raise many types (OSError, RuntimeError, IndexError...)
+            raise ValueError(f"path: cannot read video {str(path)!r}: {type(e).__name__}: {e}") from e
+    if not frames:
+        raise ValueError(f"path: video {str(path)!r} holds no frames")
+    frames = [_resize(f, size) for f in frames]
+    for k, f in enumerate(frames):
+        if f.shape != frames[0].shape:
+            raise ValueError(f"path: frame {k} of {str(path)!r} has size {f.shape[:2]}, frame 0 has "
+                             f"{frames[0].shape[:2]}")
+    return np.stack(frames).astype(np.float32) / 255.0
+
+
+def as_frames(frames) -> jax.Array:
+    """Validates ``frames`` (``[T, H, W, 3]`` array or list of images) -> float32 ``[T, H, W, 3]``."""
+    if isinstance(frames, (str, bytes, os.PathLike)):
+        raise TypeError("frames must be an array [T, H, W, 3] or a list of images; read files with "
+                        "diffbmp_jax.load_video(path)")
+    if isinstance(frames, (list, tuple)):
+        if not frames:
+            raise ValueError("frames: no frames given")
+        out = []
+        for k, f in enumerate(frames):
+            try:
+                out.append(as_target(f))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"frames[{k}]: {e}") from e
+        for k, f in enumerate(out):
+            if f.shape != out[0].shape:
+                raise ValueError(f"frames[{k}] has shape {tuple(f.shape)}, frames[0] has {tuple(out[0].shape)}")
+        return jnp.stack(out)
+    a = np.asarray(frames)
+    if a.ndim != 4 or a.shape[0] == 0:
+        raise ValueError(f"frames must have shape (T, H, W, 3) with T >= 1, got {a.shape}")
+    try:
+        return jnp.stack([as_target(f) for f in a])
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"frames: {e}") from e
+
+
+# --------------------------------------------------------------------------- footprints
+
+def footprint_radius(atlas: Atlas, slack: float = 1e-3) -> np.ndarray:
+    """``[P]`` radius, in units of ``scale``, of the disc that holds every canvas
+    pixel a primitive showing bitmap ``p`` can give non-zero alpha.
+
+    Bilinear sampling is non-zero only within one texel of a non-zero texel;
+    the radius is the farthest corner of those texel neighbourhoods in the
+    bitmap frame, where ``[-1, 1]`` spans the longer side (the renderer's
+    mapping: texel ``j`` has its centre at ``u = (2 j + 1 - w) / max(h, w)``).
+    A primitive at ``xy`` with scale ``s`` thus draws only inside the disc of
+    radius ``radius * s`` pixels around ``xy``, whatever its rotation.
+    """
+    m = np.asarray(atlas.mask)
+    _, h, w = m.shape
+    half = max(h, w) / 2.0
+    out = np.zeros(m.shape[0], np.float32)
+    for k in range(m.shape[0]):
+        iy, ix = np.nonzero(m[k] > 0)
+        if iy.size == 0:
+            continue
+        # fx in (j - 1, j + 1)  <=>  u in ((j - 1 - w/2 + 0.5) / half, (j + 1 - w/2 + 0.5) / half)
+        ux = np.maximum(np.abs(ix - 1 - w / 2 + 0.5), np.abs(ix + 1 - w / 2 + 0.5)) / half
+        vy = np.maximum(np.abs(iy - 1 - h / 2 + 0.5), np.abs(iy + 1 - h / 2 + 0.5)) / half
+        out[k] = float(np.sqrt(ux * ux + vy * vy).max())
+    return out * (1.0 + slack) + 1e-6
+
+
+# --------------------------------------------------------------------------- masked / constrained steps
+
+class _Static(NamedTuple):
+    """Hashable settings of a compiled chunk (duck-types fit's ``_Static`` for
+    ``_image`` and ``_respawn``)."""
+    cfg: FitConfig
+    steps: int
+    height: int
+    width: int
+    chunk: int
+    unit: float
+    temporal_weight: float
+    constrained: bool
+
+
+class _Region(NamedTuple):
+    """Per-group lookup tables confining primitives (see :mod:`diffbmp_jax.regions`)."""
+    group: jax.Array      # [N] int32 group id
+    nearest: jax.Array    # [G, H, W] int32 flat index of the nearest allowed centre pixel
+    room: jax.Array       # [G, H, W] float32 largest footprint radius (pixels) allowed at a centre
+    radius: jax.Array     # [N] float32 footprint radius per unit scale (footprint_radius)
+
+
+class _Data(NamedTuple):
+    target: jax.Array
+    atlas: Atlas
+    template: jax.Array
+    weight: Any
+    bg_image: Any
+    guide_scale: jax.Array
+    guide_angle: jax.Array
+    key: jax.Array
+    free: jax.Array            # [N] float32: 1 = optimised, 0 = frozen
+    region: Any                # _Region or None
+
+
+def _project(static: _Static, region: _Region, theta: Theta) -> Theta:
+    """Moves each centre into the closed pixel cell of an allowed centre pixel of
+    its group and caps its scale so its footprint disc fits in that pixel's room."""
+    h, w, unit = static.height, static.width, static.unit
+    xy = theta.xy * unit
+    px = jnp.clip(jnp.round(xy[:, 0]), 0, w - 1).astype(jnp.int32)
+    py = jnp.clip(jnp.round(xy[:, 1]), 0, h - 1).astype(jnp.int32)
+    px = jnp.where(jnp.isfinite(xy[:, 0]), px, 0)
+    py = jnp.where(jnp.isfinite(xy[:, 1]), py, 0)
+    idx = region.nearest[region.group, py, px]
+    mx = (idx % w).astype(jnp.float32)
+    my = (idx // w).astype(jnp.float32)
+    # 0.49, not 0.5: xy goes through a division and a multiplication by `unit`.
+    x = jnp.clip(xy[:, 0], mx - 0.49, mx + 0.49)
+    y = jnp.clip(xy[:, 1], my - 0.49, my + 0.49)
+    room = region.room[region.group, my.astype(jnp.int32), mx.astype(jnp.int32)]
+    log_scale = jnp.minimum(theta.log_scale, jnp.log(room / region.radius))
+    return theta._replace(xy=jnp.stack([x, y], -1) / unit, log_scale=log_scale)
+
+
+def _per_n(mask, leaf):
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+
+
+def _step(static: _Static, data: _Data, carry, t):
+    """One masked (and possibly constrained) step; ``carry = (theta, opt_state, anchor)``."""
+    cfg, h, w = static.cfg, static.height, static.width
+    size = float(max(h, w))
+    opt = _optimizer(cfg, static.steps)
+
+    def do(args):
+        theta, opt_state, anchor = args
+        key = jax.random.fold_in(data.key, t)
+        k_bg, k_spawn = jax.random.split(key)
+        atlas = data.atlas
+        if cfg.soft_raster and cfg.blur_sigma > 0:
+            atlas = blur_atlas(atlas, blur_sigma(t, static.steps, cfg.blur_sigma, cfg.blur_anneal),
+                               kernel_radius(cfg.blur_sigma))
+        bg = _background(cfg.background, k_bg, h, w, data.bg_image)
+
+        def loss_fn(th):
+            image = _image(static, _to_params(th, static.unit), atlas, data.template, bg)
+            loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
+                                 ssim_weight=cfg.ssim_weight, weight=data.weight)
+            if static.temporal_weight > 0:
+                # Parameter motion since the previous frame, normalised units
+                # (positions in base half-extents, log scales, radians, logits).
+                motion = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(th, anchor)) / th.log_scale.shape[0]
+                loss = loss + static.temporal_weight * motion
+            return loss, image
+
+        (loss, image), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        updates, opt_state = opt.update(grads, opt_state, theta)
+        # Masked update: frozen primitives get a zero update.
+        updates = jax.tree_util.tree_map(lambda u: u * _per_n(data.free, u), updates)
+        new = optax.apply_updates(theta, updates)
+        new = new._replace(
+            log_scale=jnp.clip(new.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
+            xy=jnp.clip(new.xy, -0.5 * size / static.unit, 1.5 * size / static.unit))
+        if static.constrained:
+            new = _project(static, data.region, new)
+        count = jnp.zeros((), jnp.int32)
+        if cfg.prune_every > 0:
+            due = ((t + 1) % cfg.prune_every == 0) & (t + 1 < cfg.prune_until * static.steps)
+            before = new
+            new, opt_state, count = jax.lax.cond(
+                due, lambda a: _respawn(static, data, a[0], a[1], image, k_spawn),
+                lambda a: (a[0], a[1], jnp.zeros((), jnp.int32)), (new, opt_state))
+            if static.constrained:
+                new = _project(static, data.region, new)
+            # A respawned primitive starts a new life: no pull back to its old place.
+            moved = jnp.any(new.xy != before.xy, axis=-1)
+            anchor = Theta(*(jnp.where(_per_n(moved, b), a, b) for a, b in zip(new, anchor)))
+        # Frozen primitives keep their exact bits (clipping, projection and
+        # respawn above must not touch them either).
+        keep = data.free > 0
+        new = Theta(*(jnp.where(_per_n(keep, a), a, b) for a, b in zip(new, theta)))
+        return (new, opt_state, anchor), (loss, count)
+
+    def skip(args):
+        return args, (jnp.full((), jnp.nan, jnp.float32), jnp.zeros((), jnp.int32))
+
+    return jax.lax.cond(t < static.steps, do, skip, carry)
+
+
+def _run_all(static: _Static, data: _Data, theta: Theta, anchor: Theta):
+    """All ``static.steps`` steps as one ``lax.scan``; returns the final theta and the losses."""
+    carry = (theta, _optimizer(static.cfg, static.steps).init(theta), anchor)
+    ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
+    carry, (loss, _) = jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
+    return carry[0], loss
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_jit(static, data, theta, anchor):
+    return _run_all(static, data, theta, anchor)
+
+
+# Fields of _Data that differ between the frames of a batched window.
+_BATCHED = ("target", "guide_scale", "guide_angle", "key", "free")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_vmap(static, data, theta, anchor):
+    """``_run_all`` over a leading frame axis of ``theta``, ``anchor`` and the
+    per-frame fields of ``data`` (atlas, template, ... are shared)."""
+    axes = _Data(**{f: (0 if f in _BATCHED else None) for f in _Data._fields})
+    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an), in_axes=(axes, 0, 0))(data, theta, anchor)
+
+
+def _stack_data(datas: list) -> _Data:
+    first = datas[0]
+    return first._replace(**{f: jnp.stack([getattr(d, f) for d in datas]) for f in _BATCHED})
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _final(static: _Static, data: _Data, theta: Theta):
+    """Final-style render (sharp atlas, output background) and its PSNR."""
+    params = _to_params(theta, static.unit)
+    bg = _background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
+    image = jnp.clip(_image(static, params, data.atlas, data.template, bg), 0.0, 1.0)
+    return image, _psnr(image, data.target, weight=data.weight), params
+
+
+# --------------------------------------------------------------------------- freezing
+
+def _changed_pixels(prev, cur, threshold: float, dilate: int) -> np.ndarray:
+    """``[H, W]`` bool: pixels whose colour changed by more than ``threshold``
+    (max over channels), grown by ``dilate`` pixels (square neighbourhood)."""
+    from scipy.ndimage import maximum_filter
+    d = np.max(np.abs(np.asarray(cur) - np.asarray(prev)), axis=-1) > threshold
+    if dilate > 0:
+        d = maximum_filter(d, size=2 * dilate + 1, mode="constant", cval=False)
+    return d
+
+
+def _touches(changed: np.ndarray, params: Primitives, radius: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the primitive's footprint box (see :func:`footprint_radius`)
+    holds a changed pixel; an O(1) lookup per primitive in a summed-area table."""
+    h, w = changed.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    sat[1:, 1:] = np.cumsum(np.cumsum(changed, 0), 1)
+    xy = np.asarray(params.xy, np.float64)
+    r = radius * np.asarray(params.scale, np.float64) + 1.0
+    x0 = np.clip(np.floor(xy[:, 0] - r), 0, w).astype(int)
+    x1 = np.clip(np.ceil(xy[:, 0] + r) + 1, 0, w).astype(int)
+    y0 = np.clip(np.floor(xy[:, 1] - r), 0, h).astype(int)
+    y1 = np.clip(np.ceil(xy[:, 1] + r) + 1, 0, h).astype(int)
+    count = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    return count > 0
+
+
+def _dead(static: _Static, theta: Theta) -> np.ndarray:
+    """``[N]`` bool, fit's pruning rule: invisible, off the canvas or tiny."""
+    cfg, h, w = static.cfg, static.height, static.width
+    s = np.exp(np.asarray(theta.log_scale))
+    xy = np.asarray(theta.xy) * static.unit
+    x, y = xy[:, 0], xy[:, 1]
+    off = (x + s < -0.5) | (x - s > w - 0.5) | (y + s < -0.5) | (y - s > h - 0.5)
+    op = 1.0 / (1.0 + np.exp(-np.asarray(theta.opacity_logit)))
+    return (op < cfg.prune_opacity) | off | (s < cfg.prune_min_scale)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _respawn_now(static, data, theta, image, key):
+    opt_state = _optimizer(static.cfg, static.steps).init(theta)
+    theta, _, count = _respawn(static, data, theta, opt_state, image, key)
+    return theta, count
+
+
+# --------------------------------------------------------------------------- fit_video
+
+@dataclasses.dataclass
+class VideoFitResult:
+    """What :func:`fit_video` returns.
+
+    Attributes:
+      params: list of ``T`` :class:`Primitives` (``N`` each, pixel units), one per frame.
+      template: ``[N]`` int32 bitmap ids (shared by all frames).
+      frames: ``[T, H, W, 3]`` float32 renders (sharp atlas, ``output_background``).
+      psnr: ``[T]`` PSNR in dB of each render against its input frame.
+      flicker: added flicker (:func:`flicker`; 0 = none, ``nan`` for one frame).
+      frozen: ``[T]`` number of frozen primitives per frame (0 for frame 0).
+      respawned: ``[T]`` primitives re-initialised at the start of each frame.
+      frame_time: ``[T]`` seconds per frame (compilation included; for a
+        batched window, the window's time split evenly).
+      wall_time: seconds in all.
+      config: the :class:`FitConfig` used.
+    """
+
+    params: list
+    template: jax.Array
+    frames: np.ndarray
+    psnr: np.ndarray
+    flicker: float
+    frozen: np.ndarray
+    respawned: np.ndarray
+    frame_time: np.ndarray
+    wall_time: float
+    config: FitConfig
+
+    def stacked_params(self) -> dict:
+        """Per-frame parameters stacked along a leading ``T`` axis (numpy), plus ``template``."""
+        out = {f: np.stack([np.asarray(getattr(p, f)) for p in self.params])
+               for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit")}
+        out["template"] = np.asarray(self.template, np.int32)
+        return out
+
+
+def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_next: int | None = None,
+              key=0, config: FitConfig | dict | None = None, freeze: bool = True, prune: bool = True,
+              temporal_weight: float = 0.0, change_threshold: float = 0.05, change_dilate: int = 2,
+              warm_start: bool = True, batch: int = 1, background_image=None, progress: bool = False,
+              **options) -> VideoFitResult:
+    """Fits a video frame by frame with temporally coherent primitives.
+
+    Args:
+      frames: ``[T, H, W, 3]`` float in [0, 1] (or uint8), or a list of images.
+      atlas: the :class:`Atlas`.
+      num_primitives: ``N >= 1`` (the same primitives move through the video).
+      steps: optimisation steps for frame 0 (a full :func:`~diffbmp_jax.fit`).
+      steps_next: steps for each later frame (default ``steps // 4``).
+      key: ``jax.random.key`` or int seed.
+      config: :class:`FitConfig` or dict; ``**options`` override fields. The
+        same settings serve every frame (the schedule restarts each frame).
+      freeze: freeze primitives whose footprint touches no changed pixel.
+      prune: re-initialise invisible primitives at the start of each frame
+        (periodic respawn during a frame follows ``config.prune_every``).
+      temporal_weight: weight (>= 0) of the parameter-motion penalty.
+      change_threshold: a pixel changed when some channel moved by more than this.
+      change_dilate: grow the changed region by this many pixels.
+      warm_start: ``False`` fits every frame independently with ``steps``
+        steps and the same key (the baseline; ``freeze``/``prune``/
+        ``temporal_weight`` are then unused).
+      batch: frames fitted together as one ``vmap`` (``K >= 1``); each frame of a
+        window starts from the last frame fitted before the window.
+      background_image: ``[H, W, 3]`` for ``background="image"``.
+      progress: print one line per frame.
+
+    Returns:
+      :class:`VideoFitResult`.
+    """
+    t0 = time.perf_counter()
+    video = as_frames(frames)
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    if config is None:
+        config = FitConfig()
+    elif isinstance(config, dict):
+        config = FitConfig.from_dict(config)
+    elif not isinstance(config, FitConfig):
+        raise TypeError(f"config must be a FitConfig or dict, got {type(config).__name__}")
+    if options:
+        config = config.replace(**options)
+    n = _check_count("num_primitives", num_primitives, 1)
+    steps = _check_count("steps", steps, 0)
+    steps_next = max(1, steps // 4) if steps_next is None else _check_count("steps_next", steps_next, 0)
+    batch = _check_count("batch", batch, 1)
+    change_dilate = _check_count("change_dilate", change_dilate, 0)
+    for name, v in (("temporal_weight", temporal_weight), ("change_threshold", change_threshold)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    key = _as_key(key)
+    t_count, h, w = int(video.shape[0]), int(video.shape[1]), int(video.shape[2])
+    bg_image = None
+    if "image" in (config.background, config.output_background):
+        if background_image is None:
+            raise ValueError("background_image is required when background or output_background is 'image'")
+        bg_image = as_target(background_image)
+        if bg_image.shape != (h, w, 3):
+            raise ValueError(f"background_image must have shape {(h, w, 3)}, got {tuple(bg_image.shape)}")
+
+    k_first, k_rest = jax.random.split(key)
+    fit_kw = dict(num_primitives=n, config=config, progress=False, background_image=background_image)
+    first = fit(video[0], atlas, steps=steps, key=k_first, **fit_kw)
+    template = first.template
+    unit = float(_init.base_scale(h, w, n, config.coverage))
+    theta0 = _to_theta(first.params, unit)
+    atlas_f = Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb)
+    radius = footprint_radius(atlas)[np.asarray(template)]
+
+    chunk = min(config.log_every, max(steps_next, 1))
+    static = _Static(config, steps_next, h, w, chunk, unit, float(temporal_weight), False)
+    eval_static = static
+
+    def data_for(k, free, key_k):
+        maps = _init.structure_maps(video[k], n, coverage=config.coverage)
+        return _Data(video[k], atlas_f, template, None, bg_image, maps["scale"], maps["angle"], key_k,
+                     jnp.asarray(free, jnp.float32), None)
+
+    def finish(k, theta):
+        img, p, params = _final(eval_static, data_for(k, np.ones(n), key), theta)
+        return np.asarray(img), float(p), params
+
+    images, psnrs, params_out = [], [], []
+    frozen, respawned, times = [0], [0], []
+    img, p, prm = finish(0, theta0)
+    images.append(img), psnrs.append(p), params_out.append(prm)
+    times.append(time.perf_counter() - t0)
+    if progress:
+        print(f"frame 0: PSNR {p:.2f} dB ({times[-1]:.1f} s)")
+
+    if not warm_start:
+        for k in range(1, t_count):
+            tk = time.perf_counter()
+            r = fit(video[k], atlas, steps=steps, key=k_first, **fit_kw)
+            img, p, prm = finish(k, _to_theta(r.params, unit))
+            images.append(img), psnrs.append(p), params_out.append(prm)
+            frozen.append(0), respawned.append(0), times.append(time.perf_counter() - tk)
+            if progress:
+                print(f"frame {k}: PSNR {p:.2f} dB ({times[-1]:.1f} s)")
+    else:
+        theta_prev, last = theta0, 0
+        frame_keys = jax.random.split(k_rest, t_count)
+        k = 1
+        while k < t_count:
+            tk = time.perf_counter()
+            window = list(range(k, min(k + batch, t_count)))
+            prev_params = _to_params(theta_prev, unit)
+            starts, datas, n_frozen, n_resp = [], [], [], []
+            for j in window:
+                dead = _dead(static, theta_prev) if prune else np.zeros(n, bool)
+                if freeze:
+                    changed = _changed_pixels(video[last], video[j], change_threshold, change_dilate)
+                    free = _touches(changed, prev_params, radius) | dead
+                else:
+                    free = np.ones(n, bool)
+                k_resp, k_loop = jax.random.split(frame_keys[j])
+                data = data_for(j, free, k_loop)
+                th = theta_prev
+                count = 0
+                if prune and dead.any():
+                    img_prev = _final(eval_static, data, theta_prev)[0]
+                    th, count = _respawn_now(static, data, theta_prev, img_prev, k_resp)
+                    count = int(count)
+                starts.append(th), datas.append(data)
+                n_frozen.append(int(n - free.sum())), n_resp.append(count)
+            if len(window) == 1:
+                results = [_run_jit(static, datas[0], starts[0], starts[0])[0]]
+            else:
+                stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+                out = _run_vmap(static, _stack_data(datas), stack(starts), stack(starts))[0]
+                results = [jax.tree_util.tree_map(lambda a: a[i], out) for i in range(len(window))]
+            jax.block_until_ready(results)  # dispatch is asynchronous: time the work itself
+            dt = (time.perf_counter() - tk) / len(window)
+            for j, th, data, nf, nr in zip(window, results, datas, n_frozen, n_resp):
+                img, p, prm = _final(eval_static, data, th)
+                images.append(np.asarray(img)), psnrs.append(float(p)), params_out.append(prm)
+                frozen.append(nf), respawned.append(nr), times.append(dt)
+                if progress:
+                    print(f"frame {j}: PSNR {float(p):.2f} dB, {nf} frozen, {nr} respawned ({dt:.2f} s)")
+            theta_prev, last = results[-1], window[-1]
+            k = window[-1] + 1
+
+    frames_out = np.stack(images)
+    fl = flicker(frames_out, np.asarray(video)) if t_count > 1 else float("nan")
+    return VideoFitResult(params=params_out, template=template, frames=frames_out, psnr=np.asarray(psnrs),
+                          flicker=fl, frozen=np.asarray(frozen), respawned=np.asarray(respawned),
+                          frame_time=np.asarray(times), wall_time=time.perf_counter() - t0, config=config)

@@ -1,0 +1,81 @@
+"""The diffbmp-jax command line, in-process: outputs, config files, bad inputs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffbmp_jax import cli
+
+STAMPS = str(cli.ASSETS / "stamps")
+
+
+@pytest.fixture
+def target_png(tmp_path):
+    rng = np.random.default_rng(0)
+    img = np.kron(rng.uniform(size=(4, 4, 3)), np.ones((6, 6, 1)))
+    path = tmp_path / "t.png"
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def test_fit_end_to_end(tmp_path, target_png, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["fit", target_png, "--stamps", STAMPS, "-n", "12", "--steps", "10", "-o", str(out),
+                   "--seed", "1", "--stamp-size", "16", "--no-progress", "--color-blend", "0.5"])
+    assert rc == 0
+    assert {p.name for p in out.iterdir()} == {"result.png", "params.npz", "progress.gif", "history.json"}
+    assert Image.open(out / "result.png").size == (24, 24)
+    z = np.load(out / "params.npz")
+    assert z["xy"].shape == (12, 2) and z["color_logit"].shape == (12, 3) and z["template"].dtype == np.int32
+    assert int(z["height"]) == 24 and int(z["width"]) == 24
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["history"]["step"][-1] == 10
+    printed = capsys.readouterr().out
+    assert "PSNR" in printed and "SSIM" in printed and "wall time" in printed
+
+
+def test_config_file_sets_options(tmp_path, target_png):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'stamps = ["{STAMPS}"]\nn = 6\nsteps = 4\nstamp_size = 16\nprogress = false\nframes = 0\n'
+                   'lr_xy = 0.1\n[fit]\ninit = "grid"\nlog_every = 2\n')
+    out = tmp_path / "o"
+    summary = cli.run(["fit", target_png, "--config", str(cfg), "-o", str(out)])
+    assert not (out / "progress.gif").exists()
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["init"] == "grid" and h["config"]["lr_xy"] == 0.1 and h["history"]["step"] == [0, 2, 4]
+    assert np.load(out / "params.npz")["xy"].shape == (6, 2) and np.isfinite(summary["psnr"])
+
+
+def _bad(tmp_path, argv, exc, word):
+    out = tmp_path / "out"
+    with pytest.raises(exc, match=word):
+        cli.run(argv + ["-o", str(out), "--no-progress"])
+    assert not out.exists()  # nothing written
+    assert cli.main(argv + ["-o", str(out), "--no-progress"]) == 2
+    assert not out.exists()
+
+
+def test_missing_and_unreadable_files(tmp_path, target_png):
+    _bad(tmp_path, ["fit", str(tmp_path / "nope.png"), "--stamps", STAMPS], FileNotFoundError, "target")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    _bad(tmp_path, ["fit", str(junk), "--stamps", STAMPS], ValueError, "target")
+    _bad(tmp_path, ["fit", target_png, "--stamps", str(tmp_path / "none.png")], FileNotFoundError, "none.png")
+
+
+def test_bad_numbers_and_config(tmp_path, target_png):
+    base = ["fit", target_png, "--stamps", STAMPS]
+    _bad(tmp_path, base + ["-n", "0"], ValueError, "num_primitives")
+    _bad(tmp_path, base + ["--steps", "-3"], ValueError, "steps")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("n = 4\nlearning_rate = 3\n")
+    _bad(tmp_path, base + ["--config", str(cfg)], ValueError, "learning_rate")
+    cfg.write_text("[fit]\nlr_xyz = 3\n")
+    _bad(tmp_path, base + ["--config", str(cfg)], ValueError, "lr_xyz")
+    cfg.write_text("n = [\n")
+    _bad(tmp_path, base + ["--config", str(cfg)], ValueError, "config")
+    _bad(tmp_path, base + ["--config", str(tmp_path / "missing.toml")], FileNotFoundError, "config")
+    _bad(tmp_path, base + ["--export", "png,nosuchformat"], ValueError, "export")

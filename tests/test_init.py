@@ -1,0 +1,69 @@
+"""Initialisers: shapes, ranges, determinism, and the structure-aware rules."""
+
+import numpy as np
+import jax
+import pytest
+
+import diffbmp_jax as db
+from diffbmp_jax import init
+
+
+def _atlas():
+    yy, xx = np.mgrid[-1:1:16j, -1:1:16j]
+    return db.Atlas.from_arrays(np.stack([(xx ** 2 + yy ** 2 < 0.9).astype(np.float32),
+                                          np.ones((16, 16), np.float32)]))
+
+
+def _target(h=32, w=40):
+    """Flat grey on the left half; horizontal stripes 2 px wide on the right half."""
+    t = np.full((h, w, 3), 0.5, np.float32)
+    rows = (np.arange(h) // 2) % 2 == 0
+    t[rows, w // 2:] = 0.9
+    t[~rows, w // 2:] = 0.1
+    return t
+
+
+@pytest.mark.parametrize("name", sorted(init.INITIALIZERS))
+def test_shapes_ranges_determinism(name):
+    fn = init.INITIALIZERS[name]
+    t, atlas = _target(), _atlas()
+    p, tmpl = fn(t, atlas, 37, jax.random.key(1))
+    assert p.xy.shape == (37, 2) and p.scale.shape == (37,) and p.color_logit.shape == (37, 3)
+    assert tmpl.shape == (37,) and tmpl.dtype == np.int32
+    assert np.all((np.asarray(tmpl) >= 0) & (np.asarray(tmpl) < atlas.num))
+    assert np.all(np.asarray(p.scale) > 0)
+    xy = np.asarray(p.xy)
+    assert np.all((xy > -1) & (xy < [40, 32]))
+    p2, tmpl2 = fn(t, atlas, 37, jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(p.xy), np.asarray(p2.xy))
+    np.testing.assert_array_equal(np.asarray(tmpl), np.asarray(tmpl2))
+
+
+def test_structure_aware_follows_detail():
+    t = _target(48, 64)
+    p, _ = init.structure_aware(t, _atlas(), 400, jax.random.key(0), opacity=0.2)
+    x = np.asarray(p.xy)[:, 0]
+    s = np.asarray(p.scale)
+    right = x >= 32
+    assert right.mean() > 0.65  # more primitives where the detail is
+    assert s[right].mean() < 0.8 * s[~right].mean()  # and smaller there
+    np.testing.assert_allclose(np.asarray(p.opacity), 0.2, rtol=1e-4)  # low start
+    # Horizontal stripes: edges run horizontally, so rotations are 0 mod pi.
+    rot = np.asarray(p.rotation)[right & (x > 40) & (x < 56)]
+    assert np.all(np.abs(np.sin(rot)) < 0.2)
+    # Colours come from the target at each position.
+    col = np.asarray(p.color)[x < 28]
+    np.testing.assert_allclose(col, 0.5, atol=0.02)
+
+
+def test_grid_covers_canvas():
+    p, _ = init.grid(_target(), _atlas(), 20, jax.random.key(0))
+    xy = np.asarray(p.xy)
+    assert xy[:, 0].min() < 8 and xy[:, 0].max() > 32 and xy[:, 1].min() < 8 and xy[:, 1].max() > 24
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_primitives"):
+        init.random(_target(), _atlas(), 0, jax.random.key(0))
+    with pytest.raises(ValueError, match="target"):
+        init.grid(np.zeros((4, 4, 2)), _atlas(), 3, jax.random.key(0))
