@@ -23,17 +23,23 @@ int num_threads(int work_items) {
   return std::min(n, std::max(1, work_items));
 }
 
-// Runs f(item, thread_id) for item in [0, count) on a few threads, handing out
-// items dynamically: tiles differ wildly in cost.
+// Runs f(item, thread_id) for item in [0, count) on a few threads. Dynamic
+// scheduling hands out items on demand (tiles differ wildly in cost); static
+// scheduling gives thread t the items t, t + threads, ... so that per-thread
+// sums, and hence gradients, are the same from run to run.
 template <typename F>
-void parallel_for(int count, int threads, F&& f) {
+void parallel_for(int count, int threads, F&& f, bool dynamic = true) {
   if (threads <= 1) {
     for (int i = 0; i < count; ++i) f(i, 0);
     return;
   }
   std::atomic<int> next{0};
   auto worker = [&](int tid) {
-    for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i, tid);
+    if (dynamic) {
+      for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i, tid);
+    } else {
+      for (int i = tid; i < count; i += threads) f(i, tid);
+    }
   };
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
@@ -218,7 +224,7 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
           }
         }
       }
-  });
+  }, /*dynamic=*/false);
   std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
   for (int th = 0; th < threads; ++th) {
     const float* src = local.data() + (size_t)th * in.N * kGradFields;

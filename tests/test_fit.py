@@ -40,10 +40,10 @@ def test_structure_aware_beats_random_at_equal_steps():
 
 def test_fit_is_deterministic_for_a_key():
     target, atlas = synthetic_target(24, 20)
-    # Bitwise with the reference renderer; a multithreaded kernel backward may
-    # sum gradients in a different order, so "auto" is compared to float precision.
+    # Bitwise with both renderers: the cpu kernel's backward schedules tiles
+    # statically, so its gradient sums do not depend on thread timing.
     kw = dict(num_primitives=10, steps=20, progress=False, log_every=10)
-    for backend, tol in (("reference", 0.0), ("auto", 1e-4)):
+    for backend, tol in (("reference", 0.0), ("auto", 0.0)):
         a = db.fit(target, atlas, key=jax.random.key(5), backend=backend, **kw)
         b = db.fit(target, atlas, key=jax.random.key(5), backend=backend, **kw)
         for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit", "template"):
