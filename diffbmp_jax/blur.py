@@ -99,3 +99,15 @@ def blur_sigma(step, total_steps: int, sigma0: float, anneal_frac: float) -> jax
     end = max(1.0, anneal_frac * total_steps)
     t = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / end, 0.0, 1.0)
     return sigma0 * t * t
+
+
+def annealed_atlas(atlas: Atlas, step, total_steps: int, sigma0: float, anneal_frac: float) -> Atlas:
+    """The atlas a training step renders with (soft rasterisation).
+
+    Masks blurred with the std :func:`blur_sigma` gives at ``step`` (bitmap
+    pixels; the kernel sized for ``sigma0``); ``sigma0 <= 0`` returns
+    ``atlas`` unchanged (sharp).
+    """
+    if sigma0 <= 0:
+        return atlas
+    return blur_atlas(atlas, blur_sigma(step, total_steps, sigma0, anneal_frac), kernel_radius(sigma0))

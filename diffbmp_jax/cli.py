@@ -13,7 +13,7 @@ rotation, opacity_logit, color_logit, template, height, width),
 ``progress.gif`` (the image at logged steps), ``history.json`` and one
 ``result.<fmt>`` per extra ``--export`` format. Everything is written to a
 temporary name first and renamed, and only once the fit has succeeded, so a
-failed run leaves no partial outputs.
+failed run leaves no partial outputs (:class:`diffbmp_jax.io.AtomicWriter`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +111,7 @@ def _read_toml(path) -> dict:
 
 def _split_config(raw: dict, source: str):
     """Splits a parsed TOML dict into (cli options, FitConfig fields)."""
-    from .fit import FitConfig
+    from .config import FitConfig
     fit_fields = set(FitConfig.fields())
     cli, fitcfg = {}, {}
     raw = dict(raw)
@@ -176,6 +175,7 @@ def _demo_sizes(backend: str) -> dict:
 
 
 def _check_options(opts: dict) -> None:
+    from .io import check_out_dir
     from .validation import positive_int
     if opts["target"] is None:
         raise ValueError("target: no target image given (positional TARGET or 'target' in the config)")
@@ -207,56 +207,12 @@ def _check_options(opts: dict) -> None:
         bad = [e for e in extra if known is not None and e not in known]
         if bad:
             raise ValueError(f"export: unknown format(s) {bad}; available: {['png'] + list(known)}")
-    out = Path(opts["out"])
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
-
-
-class _Writer:
-    """Writes files under temporary names and renames them all at the end."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.pending: list[tuple[str, Path]] = []
-
-    def path(self, name: str) -> str:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=Path(name).suffix, dir=self.out)
-        os.close(fd)
-        self.pending.append((tmp, self.out / name))
-        return tmp
-
-    def commit(self):
-        umask = os.umask(0)
-        os.umask(umask)
-        for tmp, final in self.pending:
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-            os.replace(tmp, final)
-        self.pending = []
-
-    def abort(self):
-        for tmp, _ in self.pending:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        self.pending = []
-
-
-def _save_gif(path: str, frames: list[np.ndarray]) -> None:
-    try:
-        import imageio.v2 as imageio
-        imageio.mimsave(path, frames, format="GIF", duration=0.3, loop=0)
-    except ImportError:
-        from PIL import Image
-        ims = [Image.fromarray(f) for f in frames]
-        ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=300, loop=0)
+    check_out_dir(opts["out"])
 
 
 def _json_safe(history: dict) -> dict:
     """NaN (the loss at step 0, before any step) becomes null: strict JSON has no NaN."""
     return {k: [None if isinstance(v, float) and v != v else v for v in vals] for k, vals in history.items()}
-
-
-def _to_u8(img) -> np.ndarray:
-    return (np.clip(np.asarray(img, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def run(argv=None) -> dict:
@@ -273,9 +229,10 @@ def run(argv=None) -> dict:
     _check_options(opts)
 
     import jax
-    from PIL import Image
     from . import sources
-    from .fit import FitConfig, fit
+    from .config import FitConfig
+    from .fit import fit
+    from .io import AtomicWriter, to_u8, write_image_outputs
 
     config = FitConfig.from_dict(fit_fields, source=args.config or "options")
     target = load_target(opts["target"], opts["size"])
@@ -286,29 +243,16 @@ def run(argv=None) -> dict:
 
     def collect(step, params, image, metrics):
         if opts["frames"] > 0:
-            frames.append(_to_u8(image))
+            frames.append(to_u8(image))
 
     result = fit(target, atlas, num_primitives=opts["num_primitives"], steps=opts["steps"],
                  key=jax.random.key(opts["seed"]), config=config, progress=bool(opts["progress"]),
                  callback=collect)
 
     out = Path(opts["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out)
-    outputs = []
-    try:
-        Image.fromarray(_to_u8(result.image)).save(writer.path("result.png"), format="PNG")
-        p = result.params
-        with open(writer.path("params.npz"), "wb") as fh:
-            np.savez(fh, xy=np.asarray(p.xy), scale=np.asarray(p.scale), rotation=np.asarray(p.rotation),
-                     opacity_logit=np.asarray(p.opacity_logit), color_logit=np.asarray(p.color_logit),
-                     template=np.asarray(result.template, np.int32), height=np.int32(h), width=np.int32(w),
-                     color_blend=np.float32(config.color_blend))
-        if frames:
-            if len(frames) > opts["frames"]:
-                idx = np.unique(np.linspace(0, len(frames) - 1, opts["frames"]).round().astype(int))
-                frames = [frames[i] for i in idx]
-            _save_gif(writer.path("progress.gif"), frames)
+    with AtomicWriter(out) as writer:
+        write_image_outputs(writer, result.image, result.params, result.template, h, w, config.color_blend,
+                            frames, opts["frames"])
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time,
                        "history": _json_safe(result.history), "options": {k: opts[k] for k in opts if k != "progress"},
@@ -321,11 +265,7 @@ def run(argv=None) -> dict:
             for fmt in extra:
                 _export.export(fmt, writer.path(f"result.{fmt}"), result.params, atlas, height=h, width=w,
                                template=result.template, color_blend=config.color_blend, background=bg)
-        outputs = [str(final) for _, final in writer.pending]
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    outputs = writer.outputs
     print(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s  "
           f"({opts['num_primitives']} primitives, {opts['steps']} steps, {w}x{h})  -> {out}/")
     return {"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time, "outputs": outputs}

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 
 from . import init as _init
 from .atlas import Atlas
-from .fit import FitConfig, as_target
-from .fit import _as_key, _check_count, _to_params, _to_theta
+from .config import FitConfig, resolve_config
 from .losses import ssim as _ssim
+from .optim import to_theta
 from .primitives import Primitives
+from .validation import as_key, as_target, check_count
 from .video import _Data, _Region, _Static, _final, _project, _run_jit, footprint_radius
 
 __all__ = ["fit_regions", "RegionFitResult", "combine_atlases", "region_tables", "dilate_mask"]
@@ -183,18 +184,11 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     t0 = time.perf_counter()
     target = as_target(target)
     h, w = int(target.shape[0]), int(target.shape[1])
-    if config is None:
-        config = FitConfig()
-    elif isinstance(config, dict):
-        config = FitConfig.from_dict(config)
-    elif not isinstance(config, FitConfig):
-        raise TypeError(f"config must be a FitConfig or dict, got {type(config).__name__}")
-    if options:
-        config = config.replace(**options)
+    config = resolve_config(config, options)
     if "image" in (config.background, config.output_background):
         raise ValueError("fit_regions does not support background='image' / output_background='image'")
-    steps = _check_count("steps", steps, 0)
-    key = _as_key(key)
+    steps = check_count("steps", steps, 0)
+    key = as_key(key)
     for name, v in (("margin", margin), ("min_scale", min_scale)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -212,7 +206,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         if not isinstance(item[1], Atlas):
             raise TypeError(f"groups[{g}] atlas must be a diffbmp_jax.Atlas, got {type(item[1]).__name__}")
         masks.append(m), atlases.append(item[1])
-        counts.append(_check_count(f"groups[{g}] num_primitives", item[2], 1))
+        counts.append(check_count(f"groups[{g}] num_primitives", item[2], 1))
     atlas, offsets = combine_atlases(atlases)
     radius_t = footprint_radius(atlas)
     n = sum(counts)
@@ -254,7 +248,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     static = _Static(config, steps, h, w, 1, unit, 0.0, True)
     data = _Data(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None, None,
                  maps["scale"], maps["angle"], keys[-1], jnp.ones((n,), jnp.float32), region)
-    theta = _project(static, region, _to_theta(params, unit))
+    theta = _project(static, region, to_theta(params, unit))
     theta, _ = _run_jit(static, data, theta, theta)
     # The final projection is the one the guarantee rests on (steps end with
     # one too; this also covers steps=0).

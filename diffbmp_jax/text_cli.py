@@ -11,7 +11,6 @@ Outputs in ``OUT`` (default ``diffbmp_text``), written atomically like ``fit``:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -58,11 +57,11 @@ def run_text(args) -> dict:
     with the list of files to place), ``ValueError`` or ``TypeError`` on bad input.
     """
     import jax
-    from PIL import Image
     from . import sources
-    from .cli import _Writer, _save_gif, _to_u8, load_target
+    from .cli import load_target
     from .clip import load_clip
-    from .fit import FitConfig
+    from .config import FitConfig
+    from .io import AtomicWriter, check_out_dir, to_u8, write_image_outputs
     from .text_fit import TEXT_FIT_DEFAULTS, fit_text
 
     for name in ("num_primitives", "height", "width", "stamp_size", "cutouts"):
@@ -71,9 +70,7 @@ def run_text(args) -> dict:
             raise ValueError(f"{name} must be a positive int, got {v}")
     if args.steps < 0 or args.frames < 0:
         raise ValueError("steps and frames must be non-negative")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    out = check_out_dir(args.out)
 
     model = load_clip(args.clip_model)
     atlas = sources.load_stamps(args.stamps, size=args.stamp_size)
@@ -88,7 +85,7 @@ def run_text(args) -> dict:
 
     def collect(step, params, image, metrics):
         if args.frames > 0:
-            frames.append(_to_u8(image))
+            frames.append(to_u8(image))
 
     result = fit_text(args.prompt, atlas, model=model, num_primitives=args.num_primitives, steps=args.steps,
                       key=jax.random.key(args.seed), height=args.height, width=args.width,
@@ -96,31 +93,15 @@ def run_text(args) -> dict:
                       image_weight=args.image_weight, num_cutouts=args.cutouts, config=config,
                       progress=bool(args.progress), callback=collect)
     h, w = result.image.shape[:2]
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out)
-    try:
-        Image.fromarray(_to_u8(result.image)).save(writer.path("result.png"), format="PNG")
-        p = result.params
-        with open(writer.path("params.npz"), "wb") as fh:
-            np.savez(fh, xy=np.asarray(p.xy), scale=np.asarray(p.scale), rotation=np.asarray(p.rotation),
-                     opacity_logit=np.asarray(p.opacity_logit), color_logit=np.asarray(p.color_logit),
-                     template=np.asarray(result.template, np.int32), height=np.int32(h), width=np.int32(w),
-                     color_blend=np.float32(config.color_blend))
-        if frames:
-            if len(frames) > args.frames:
-                idx = np.unique(np.linspace(0, len(frames) - 1, args.frames).round().astype(int))
-                frames = [frames[i] for i in idx]
-            _save_gif(writer.path("progress.gif"), frames)
+    with AtomicWriter(out) as writer:
+        write_image_outputs(writer, result.image, result.params, result.template, h, w, config.color_blend,
+                            frames, args.frames)
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"prompt": args.prompt, "negative": args.negative, "clip_model": str(model.path),
                        "clip_score": result.clip_score, "wall_time": result.wall_time,
                        "history": result.history,
                        "config": {k: getattr(config, k) for k in config.fields()}}, fh, indent=1)
-        outputs = [str(final) for _, final in writer.pending]
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    outputs = writer.outputs
     print(f"CLIP score {result.clip_score:.4f}  wall time {result.wall_time:.1f} s  "
           f"({args.num_primitives} primitives, {args.steps} steps, {w}x{h})  -> {out}/")
     return {"clip_score": result.clip_score, "wall_time": result.wall_time, "outputs": outputs}

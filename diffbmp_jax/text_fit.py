@@ -10,9 +10,11 @@ image adds an MSE term::
     loss = text_weight * (-mean cos(views, prompt) + negative_weight * mean cos(views, negatives))
            + image_weight * MSE(render, target)
 
-The optimiser, its normalised parameter space, learning-rate schedules, atlas
-blur annealing, backgrounds and initialisers are those of :mod:`diffbmp_jax.fit`
-(configured by the same :class:`~diffbmp_jax.fit.FitConfig`). Respawning is
+The optimiser, its normalised parameter space, learning-rate schedules
+(:mod:`diffbmp_jax.optim`), atlas blur annealing, backgrounds
+(:mod:`diffbmp_jax.canvas`), the chunked loop (:mod:`diffbmp_jax.loop`) and
+initialisers are those of :func:`diffbmp_jax.fit` (configured by the same
+:class:`~diffbmp_jax.config.FitConfig`). Respawning is
 not used (it needs a per-pixel error, which a prompt does not give).
 """
 
@@ -31,17 +33,16 @@ import optax
 
 from . import init as _init
 from .atlas import Atlas
-from .blur import blur_atlas, blur_sigma, kernel_radius
+from .blur import annealed_atlas
+from .canvas import background, check_background_image, render_over
 from .clip.api import ClipModel, image_features
 from .clip.model import ClipConfig
 from .clip.preprocess import normalize, random_cutouts, resize_center_crop
-# fit.py's optimiser, parameter space and backgrounds, so text fits behave like
-# image fits. (Imported by name: the package namespace exports the function
-# ``fit``, which shadows the submodule attribute.)
-from .fit import FitConfig, as_target
-from .fit import _as_key, _background, _check_count, _optimizer, _to_params, _to_theta
+from .config import FitConfig, resolve_config
+from .loop import run_chunks
+from .optim import clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
-from .render import composite, render
+from .validation import as_key, as_target, check_count
 
 __all__ = ["fit_text", "TextFitResult", "TEXT_FIT_DEFAULTS", "add_text_subcommand", "run_text"]
 
@@ -111,10 +112,7 @@ def _unit(x):
 
 
 def _image(static: _Static, params: Primitives, atlas: Atlas, template, bg):
-    cfg = static.cfg
-    color, alpha = render(params, atlas, height=static.height, width=static.width, template=template,
-                          color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend)
-    return composite(color, alpha, bg)
+    return render_over(static.cfg, params, atlas, template, bg, static.height, static.width)
 
 
 def _views_embedding(static: _Static, clip_params, views):
@@ -125,20 +123,19 @@ def _views_embedding(static: _Static, clip_params, views):
 def _step(static: _Static, data: _Data, carry, t):
     cfg, h, w = static.cfg, static.height, static.width
     size = float(max(h, w))
-    opt = _optimizer(cfg, static.steps)
+    opt = make_optimizer(cfg, static.steps)
 
     def do(args):
         theta, opt_state = args
         key = jax.random.fold_in(data.key, t)
         k_bg, k_aug = jax.random.split(key)
-        atlas = data.atlas
-        if cfg.soft_raster and cfg.blur_sigma > 0:
-            sigma = blur_sigma(t, static.steps, cfg.blur_sigma, cfg.blur_anneal)
-            atlas = blur_atlas(atlas, sigma, kernel_radius(cfg.blur_sigma))
-        bg = _background(cfg.background, k_bg, h, w, data.bg_image)
+        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
+                               cfg.blur_anneal)
+        bg = background(cfg.background, k_bg, h, w, data.bg_image)
 
         def loss_fn(th):
-            image = _image(static, _to_params(th, size), atlas, data.template, bg)
+            # Positions in units of the canvas' longer side.
+            image = _image(static, to_params(th, size), atlas, data.template, bg)
             views = random_cutouts(k_aug, jnp.clip(image, 0.0, 1.0), static.num_cutouts, static.clip.vision.image_size,
                                    crop_scale=static.crop_scale, distortion=static.distortion,
                                    flip=static.flip)
@@ -152,13 +149,9 @@ def _step(static: _Static, data: _Data, carry, t):
             return loss, score
 
         (loss, score), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        # A degenerate primitive must not poison the optimiser state.
-        grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        grads = finite_grads(grads)
         updates, opt_state = opt.update(grads, opt_state, theta)
-        theta = optax.apply_updates(theta, updates)
-        theta = theta._replace(
-            log_scale=jnp.clip(theta.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
-            xy=jnp.clip(theta.xy, -0.5, 1.5))
+        theta = clamp_theta(optax.apply_updates(theta, updates), cfg, size, size)
         return (theta, opt_state), (loss, score)
 
     def skip(args):
@@ -170,16 +163,10 @@ def _step(static: _Static, data: _Data, carry, t):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _run_chunk(static: _Static, data: _Data, carry, start):
-    ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _evaluate(static: _Static, data: _Data, theta):
     """Final-style render, its CLIP score (plain resize, no augmentation), params."""
-    params = _to_params(theta, float(max(static.height, static.width)))
-    bg = _background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
+    params = to_params(theta, float(max(static.height, static.width)))
+    bg = background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
     image = jnp.clip(_image(static, params, data.atlas, data.template, bg), 0.0, 1.0)
     view = resize_center_crop(image[None], static.clip.vision.image_size)
     emb = _views_embedding(static, data.clip_params, view)
@@ -254,18 +241,11 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
                         f"{type(model).__name__}")
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    if config is None:
-        config = FitConfig(**TEXT_FIT_DEFAULTS)
-    elif isinstance(config, dict):
-        config = FitConfig.from_dict(config)
-    elif not isinstance(config, FitConfig):
-        raise TypeError(f"config must be a FitConfig or dict, got {type(config).__name__}")
-    if options:
-        config = config.replace(**options)
-    n = _check_count("num_primitives", num_primitives, 1)
-    steps = _check_count("steps", steps, 0)
-    num_cutouts = _check_count("num_cutouts", num_cutouts, 1)
-    key = _as_key(key)
+    config = resolve_config(config, options, defaults=TEXT_FIT_DEFAULTS)
+    n = check_count("num_primitives", num_primitives, 1)
+    steps = check_count("steps", steps, 0)
+    num_cutouts = check_count("num_cutouts", num_cutouts, 1)
+    key = as_key(key)
     for name, v in (("text_weight", text_weight), ("image_weight", image_weight),
                     ("negative_weight", negative_weight)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -280,15 +260,9 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
         target = as_target(target)
         height, width = int(target.shape[0]), int(target.shape[1])
     else:
-        height = _check_count("height", height, 1)
-        width = _check_count("width", width, 1)
-    bg_image = None
-    if "image" in (config.background, config.output_background):
-        if background_image is None:
-            raise ValueError("background_image is required when background or output_background is 'image'")
-        bg_image = as_target(background_image)
-        if bg_image.shape != (height, width, 3):
-            raise ValueError(f"background_image must have shape {(height, width, 3)}, got {tuple(bg_image.shape)}")
+        height = check_count("height", height, 1)
+        width = check_count("width", width, 1)
+    bg_image = check_background_image(config, background_image, height, width)
     if config.color_blend > 0 and atlas.rgb is None:
         raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
 
@@ -317,11 +291,11 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
     data = _Data(Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, model.params,
                  positive, negative, target, bg_image, k_loop)
     size = float(max(height, width))
-    theta = _to_theta(params, size)
-    carry = (theta, _optimizer(config, steps).init(theta))
+    theta = to_theta(params, size)
+    carry = (theta, make_optimizer(config, steps).init(theta))
     history = {"step": [], "loss": [], "clip_score": [], "time": []}
 
-    def log(step, loss):
+    def log(step, carry, loss, aux):
         image, score, prm = _evaluate(static, data, carry[0])
         score = float(score)
         history["step"].append(step)
@@ -330,21 +304,10 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
         history["time"].append(time.perf_counter() - t0)
         if callback is not None:
             callback(step, prm, image, {"loss": float(loss), "clip_score": score})
-        return image, score, prm
+        return (image, score, prm), {"clip": f"{score:.3f}"}
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc="text", leave=True)
-    try:
-        image, score, params = log(0, float("nan"))
-        for start in range(0, steps, static.chunk):
-            carry, (losses, _) = _run_chunk(static, data, carry, jnp.int32(start))
-            done = min(start + static.chunk, steps)
-            losses = np.asarray(losses)[: done - start]
-            image, score, params = log(done, losses[-1])
-            bar.update(done - start)
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", clip=f"{score:.3f}")
-    finally:
-        bar.close()
+    _, (image, score, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,
+                                           desc="text")
     return TextFitResult(params=params, template=template, image=image, history=history, clip_score=score,
                          wall_time=time.perf_counter() - t0, config=config)
 

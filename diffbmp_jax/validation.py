@@ -96,3 +96,55 @@ def unit_float(name: str, v, lo: float = 0.0, hi: float = 1.0) -> float:
     if not np.isfinite(f) or f < lo or f > hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
     return f
+
+
+def check_count(name: str, v, minimum: int) -> int:
+    """Checks a static integer count ``>= minimum`` (primitives, steps, frames); returns it as int.
+
+    TypeError for a non-int (bools included), ValueError below ``minimum``.
+    """
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} int, got {v}")
+    return int(v)
+
+
+def as_key(key) -> jax.Array:
+    """A typed ``jax.random.key`` from a key, raw ``uint32`` key data, or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a jax.random.key (or an int seed), got {type(key).__name__}")
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
+def as_target(target) -> jax.Array:
+    """Validates a target image and returns float32 ``[H, W, 3]`` in [0, 1].
+
+    Accepts ``[H, W, 3]``, ``[H, W]`` (grey) or ``[H, W, 4]`` (alpha dropped),
+    floats in [0, 1] or uint8 (divided by 255).
+    """
+    if isinstance(target, (str, bytes)) or not hasattr(target, "__array__") and not isinstance(target, (list, tuple)):
+        raise TypeError(f"target must be an image array [H, W, 3], got {type(target).__name__} "
+                        "(load files with diffbmp_jax.cli.load_target)")
+    a = np.asarray(target)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"target must be a float or uint8 array, got dtype {a.dtype}")
+    a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, -1)
+    elif a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim != 3 or a.shape[-1] != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"target must have shape (H, W, 3), (H, W) or (H, W, 4), got {tuple(np.shape(target))}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("target contains non-finite values (NaN or inf)")
+    if a.min() < 0.0 or a.max() > 1.0:
+        raise ValueError(f"target values must lie in [0, 1] (or be uint8), found {a.min():g}..{a.max():g}")
+    return jnp.asarray(a)

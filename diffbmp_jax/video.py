@@ -8,8 +8,8 @@ from the previous frame's primitives and runs fewer steps (``steps_next``):
   between the two input frames are frozen: their optimiser updates are
   multiplied by 0 and the step keeps their old values (bit-identical);
 * **pruning** -- invisible primitives (opacity below ``prune_opacity``, off the
-  canvas, or tiny) are re-initialised where the error is largest (the respawn
-  of :mod:`diffbmp_jax.fit`), at the start of the frame and periodically;
+  canvas, or tiny) are re-initialised where the error is largest
+  (:mod:`diffbmp_jax.respawn`), at the start of the frame and periodically;
 * **temporal loss** -- optionally ``temporal_weight * mean_n |theta_n - theta_n^prev|^2``
   (in the optimiser's normalised space) penalises parameter motion.
 
@@ -17,8 +17,9 @@ With ``batch=K > 1`` a window of ``K`` frames is fitted at once: every frame of
 the window starts from the last fitted frame before it and the ``K`` fits run
 as one ``jax.vmap`` of the step function.
 
-The optimiser, parameter space, blur annealing, backgrounds and respawn are
-those of :mod:`diffbmp_jax.fit` (same :class:`~diffbmp_jax.fit.FitConfig`).
+The optimiser and parameter space (:mod:`diffbmp_jax.optim`), blur annealing,
+backgrounds (:mod:`diffbmp_jax.canvas`) and respawn (:mod:`diffbmp_jax.respawn`)
+are those of :func:`diffbmp_jax.fit` (same :class:`~diffbmp_jax.config.FitConfig`).
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ import optax
 
 from . import init as _init
 from .atlas import Atlas
-from .blur import blur_atlas, blur_sigma, kernel_radius
+from .blur import annealed_atlas
+from .canvas import background, check_background_image, render_over
+from .config import FitConfig, resolve_config
+# The function (the package namespace exports it, shadowing the submodule).
+from .fit import fit
 from .losses import combined_loss
 from .metrics import psnr as _psnr
+from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
-# fit.py's building blocks (imported by name: the package exports the function
-# ``fit``, which shadows the submodule attribute).
-from .fit import FitConfig, Theta, as_target, fit
-from .fit import _as_key, _background, _check_count, _image, _optimizer, _respawn, _to_params, _to_theta
+from .respawn import invisible, respawn
+from .validation import as_key, as_target, check_count
 
 __all__ = ["fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr", "footprint_radius",
            "synthetic_video", "VIDEO_EXTENSIONS"]
@@ -153,9 +157,9 @@ def load_video(path, max_frames: int | None = None, size: int | None = None) -> 
       decoded, holds no frames, or frames differ in size.
     """
     if max_frames is not None:
-        max_frames = _check_count("max_frames", max_frames, 1)
+        max_frames = check_count("max_frames", max_frames, 1)
     if size is not None:
-        size = _check_count("size", size, 1)
+        size = check_count("size", size, 1)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"path: no such file or folder: {str(path)!r}")
@@ -257,8 +261,7 @@ def footprint_radius(atlas: Atlas, slack: float = 1e-3) -> np.ndarray:
 # --------------------------------------------------------------------------- masked / constrained steps
 
 class _Static(NamedTuple):
-    """Hashable settings of a compiled chunk (duck-types fit's ``_Static`` for
-    ``_image`` and ``_respawn``)."""
+    """Hashable settings of a compiled run."""
     cfg: FitConfig
     steps: int
     height: int
@@ -310,6 +313,16 @@ def _project(static: _Static, region: _Region, theta: Theta) -> Theta:
     return theta._replace(xy=jnp.stack([x, y], -1) / unit, log_scale=log_scale)
 
 
+def _image(static: _Static, params: Primitives, atlas: Atlas, template, bg):
+    return render_over(static.cfg, params, atlas, template, bg, static.height, static.width)
+
+
+def _respawn(static: _Static, data: _Data, theta: Theta, opt_state, image, key):
+    return respawn(theta, opt_state, image, key, cfg=static.cfg, height=static.height, width=static.width,
+                   unit=static.unit, target=data.target, weight=data.weight, guide_scale=data.guide_scale,
+                   guide_angle=data.guide_angle)
+
+
 def _per_n(mask, leaf):
     return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
 
@@ -318,20 +331,18 @@ def _step(static: _Static, data: _Data, carry, t):
     """One masked (and possibly constrained) step; ``carry = (theta, opt_state, anchor)``."""
     cfg, h, w = static.cfg, static.height, static.width
     size = float(max(h, w))
-    opt = _optimizer(cfg, static.steps)
+    opt = make_optimizer(cfg, static.steps)
 
     def do(args):
         theta, opt_state, anchor = args
         key = jax.random.fold_in(data.key, t)
         k_bg, k_spawn = jax.random.split(key)
-        atlas = data.atlas
-        if cfg.soft_raster and cfg.blur_sigma > 0:
-            atlas = blur_atlas(atlas, blur_sigma(t, static.steps, cfg.blur_sigma, cfg.blur_anneal),
-                               kernel_radius(cfg.blur_sigma))
-        bg = _background(cfg.background, k_bg, h, w, data.bg_image)
+        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
+                               cfg.blur_anneal)
+        bg = background(cfg.background, k_bg, h, w, data.bg_image)
 
         def loss_fn(th):
-            image = _image(static, _to_params(th, static.unit), atlas, data.template, bg)
+            image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
             loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
                                  ssim_weight=cfg.ssim_weight, weight=data.weight)
             if static.temporal_weight > 0:
@@ -342,14 +353,11 @@ def _step(static: _Static, data: _Data, carry, t):
             return loss, image
 
         (loss, image), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        grads = finite_grads(grads)
         updates, opt_state = opt.update(grads, opt_state, theta)
         # Masked update: frozen primitives get a zero update.
         updates = jax.tree_util.tree_map(lambda u: u * _per_n(data.free, u), updates)
-        new = optax.apply_updates(theta, updates)
-        new = new._replace(
-            log_scale=jnp.clip(new.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
-            xy=jnp.clip(new.xy, -0.5 * size / static.unit, 1.5 * size / static.unit))
+        new = clamp_theta(optax.apply_updates(theta, updates), cfg, size, static.unit)
         if static.constrained:
             new = _project(static, data.region, new)
         count = jnp.zeros((), jnp.int32)
@@ -378,7 +386,7 @@ def _step(static: _Static, data: _Data, carry, t):
 
 def _run_all(static: _Static, data: _Data, theta: Theta, anchor: Theta):
     """All ``static.steps`` steps as one ``lax.scan``; returns the final theta and the losses."""
-    carry = (theta, _optimizer(static.cfg, static.steps).init(theta), anchor)
+    carry = (theta, make_optimizer(static.cfg, static.steps).init(theta), anchor)
     ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
     carry, (loss, _) = jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
     return carry[0], loss
@@ -409,8 +417,8 @@ def _stack_data(datas: list) -> _Data:
 @functools.partial(jax.jit, static_argnums=0)
 def _final(static: _Static, data: _Data, theta: Theta):
     """Final-style render (sharp atlas, output background) and its PSNR."""
-    params = _to_params(theta, static.unit)
-    bg = _background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
+    params = to_params(theta, static.unit)
+    bg = background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
     image = jnp.clip(_image(static, params, data.atlas, data.template, bg), 0.0, 1.0)
     return image, _psnr(image, data.target, weight=data.weight), params
 
@@ -445,18 +453,12 @@ def _touches(changed: np.ndarray, params: Primitives, radius: np.ndarray) -> np.
 
 def _dead(static: _Static, theta: Theta) -> np.ndarray:
     """``[N]`` bool, fit's pruning rule: invisible, off the canvas or tiny."""
-    cfg, h, w = static.cfg, static.height, static.width
-    s = np.exp(np.asarray(theta.log_scale))
-    xy = np.asarray(theta.xy) * static.unit
-    x, y = xy[:, 0], xy[:, 1]
-    off = (x + s < -0.5) | (x - s > w - 0.5) | (y + s < -0.5) | (y - s > h - 0.5)
-    op = 1.0 / (1.0 + np.exp(-np.asarray(theta.opacity_logit)))
-    return (op < cfg.prune_opacity) | off | (s < cfg.prune_min_scale)
+    return invisible(theta, static.cfg, static.height, static.width, static.unit, xp=np)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _respawn_now(static, data, theta, image, key):
-    opt_state = _optimizer(static.cfg, static.steps).init(theta)
+    opt_state = make_optimizer(static.cfg, static.steps).init(theta)
     theta, _, count = _respawn(static, data, theta, opt_state, image, key)
     return theta, count
 
@@ -537,38 +539,25 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
     video = as_frames(frames)
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    if config is None:
-        config = FitConfig()
-    elif isinstance(config, dict):
-        config = FitConfig.from_dict(config)
-    elif not isinstance(config, FitConfig):
-        raise TypeError(f"config must be a FitConfig or dict, got {type(config).__name__}")
-    if options:
-        config = config.replace(**options)
-    n = _check_count("num_primitives", num_primitives, 1)
-    steps = _check_count("steps", steps, 0)
-    steps_next = max(1, steps // 4) if steps_next is None else _check_count("steps_next", steps_next, 0)
-    batch = _check_count("batch", batch, 1)
-    change_dilate = _check_count("change_dilate", change_dilate, 0)
+    config = resolve_config(config, options)
+    n = check_count("num_primitives", num_primitives, 1)
+    steps = check_count("steps", steps, 0)
+    steps_next = max(1, steps // 4) if steps_next is None else check_count("steps_next", steps_next, 0)
+    batch = check_count("batch", batch, 1)
+    change_dilate = check_count("change_dilate", change_dilate, 0)
     for name, v in (("temporal_weight", temporal_weight), ("change_threshold", change_threshold)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    key = _as_key(key)
+    key = as_key(key)
     t_count, h, w = int(video.shape[0]), int(video.shape[1]), int(video.shape[2])
-    bg_image = None
-    if "image" in (config.background, config.output_background):
-        if background_image is None:
-            raise ValueError("background_image is required when background or output_background is 'image'")
-        bg_image = as_target(background_image)
-        if bg_image.shape != (h, w, 3):
-            raise ValueError(f"background_image must have shape {(h, w, 3)}, got {tuple(bg_image.shape)}")
+    bg_image = check_background_image(config, background_image, h, w)
 
     k_first, k_rest = jax.random.split(key)
     fit_kw = dict(num_primitives=n, config=config, progress=False, background_image=background_image)
     first = fit(video[0], atlas, steps=steps, key=k_first, **fit_kw)
     template = first.template
     unit = float(_init.base_scale(h, w, n, config.coverage))
-    theta0 = _to_theta(first.params, unit)
+    theta0 = to_theta(first.params, unit)
     atlas_f = Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb)
     radius = footprint_radius(atlas)[np.asarray(template)]
 
@@ -597,7 +586,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
         for k in range(1, t_count):
             tk = time.perf_counter()
             r = fit(video[k], atlas, steps=steps, key=k_first, **fit_kw)
-            img, p, prm = finish(k, _to_theta(r.params, unit))
+            img, p, prm = finish(k, to_theta(r.params, unit))
             images.append(img), psnrs.append(p), params_out.append(prm)
             frozen.append(0), respawned.append(0), times.append(time.perf_counter() - tk)
             if progress:
@@ -609,7 +598,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
         while k < t_count:
             tk = time.perf_counter()
             window = list(range(k, min(k + batch, t_count)))
-            prev_params = _to_params(theta_prev, unit)
+            prev_params = to_params(theta_prev, unit)
             starts, datas, n_frozen, n_resp = [], [], [], []
             for j in window:
                 dead = _dead(static, theta_prev) if prune else np.zeros(n, bool)

@@ -87,10 +87,6 @@ def _fit_fields(args) -> dict:
     return fields
 
 
-def _save_params(fh, stacked: dict, h: int, w: int, color_blend: float, **extra) -> None:
-    np.savez(fh, **stacked, height=np.int32(h), width=np.int32(w), color_blend=np.float32(color_blend), **extra)
-
-
 def run_video(args) -> dict:
     """Runs ``video`` from parsed ``args``; returns a summary dict."""
     for name in ("num_primitives", "stamp_size", "size", "batch"):
@@ -98,14 +94,13 @@ def run_video(args) -> dict:
             raise ValueError(f"{name} must be a positive int, got {getattr(args, name)}")
     if args.steps < 0 or (args.steps_next is not None and args.steps_next < 0):
         raise ValueError("steps and steps_next must be non-negative")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    from .io import check_out_dir
+    out = check_out_dir(args.out)
     import jax
     from . import sources
-    from .cli import _Writer
+    from .config import FitConfig
     from .export.animation import write_frames
-    from .fit import FitConfig
+    from .io import AtomicWriter, save_params
     from .video import fit_video, load_video
 
     frames = load_video(args.input, max_frames=args.max_frames, size=args.size)
@@ -116,22 +111,16 @@ def run_video(args) -> dict:
                     temporal_weight=args.temporal_weight, batch=args.batch, progress=bool(args.progress))
     t, h, w = frames.shape[:3]
     shown = np.concatenate([frames, res.frames], axis=2) if args.side_by_side else res.frames
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out)
-    try:
+    with AtomicWriter(out) as writer:
         write_frames(writer.path(f"video.{args.format}"), list(shown), fps=args.fps, fmt=args.format)
         with open(writer.path("params.npz"), "wb") as fh:
-            _save_params(fh, res.stacked_params(), h, w, config.color_blend)
+            save_params(fh, res.stacked_params(), h, w, config.color_blend)
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"psnr": res.psnr.tolist(), "mean_psnr": float(res.psnr.mean()), "flicker": res.flicker,
                        "frozen": res.frozen.tolist(), "respawned": res.respawned.tolist(),
                        "frame_time": res.frame_time.tolist(), "wall_time": res.wall_time,
                        "input": str(args.input), "frames": int(t)}, fh, indent=1)
-        outputs = [str(final) for _, final in writer.pending]
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    outputs = writer.outputs
     print(f"{t} frames  mean PSNR {res.psnr.mean():.2f} dB  flicker {res.flicker:+.4f}  "
           f"wall time {res.wall_time:.1f} s  -> {out}/")
     return {"psnr": res.psnr.tolist(), "flicker": res.flicker, "wall_time": res.wall_time, "outputs": outputs}
@@ -141,15 +130,15 @@ def run_regions(args) -> dict:
     """Runs ``regions`` from parsed ``args``; returns a summary dict."""
     if args.steps < 0 or args.stamp_size < 1:
         raise ValueError("steps must be non-negative and stamp_size positive")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    from .io import check_out_dir
+    out = check_out_dir(args.out)
     specs = [parse_region(s) for s in args.region]
     import jax
     from PIL import Image
     from . import sources
-    from .cli import _Writer, _to_u8, load_target
-    from .fit import FitConfig
+    from .cli import load_target
+    from .config import FitConfig
+    from .io import AtomicWriter, primitive_arrays, save_params, to_u8
     from .regions import fit_regions
 
     target = load_target(args.target)
@@ -162,22 +151,14 @@ def run_regions(args) -> dict:
     res = fit_regions(target, groups, steps=args.steps, key=jax.random.key(args.seed), config=config,
                       margin=args.margin)
     h, w = target.shape[:2]
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out)
-    try:
-        Image.fromarray(_to_u8(res.image)).save(writer.path("result.png"), format="PNG")
-        p = res.params
-        stacked = {f: np.asarray(getattr(p, f)) for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit")}
+    with AtomicWriter(out) as writer:
+        Image.fromarray(to_u8(res.image)).save(writer.path("result.png"), format="PNG")
         with open(writer.path("params.npz"), "wb") as fh:
-            _save_params(fh, stacked, h, w, config.color_blend, template=np.asarray(res.template, np.int32),
-                         group=res.group)
+            save_params(fh, primitive_arrays(res.params), h, w, config.color_blend,
+                        template=np.asarray(res.template, np.int32), group=res.group)
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time,
                        "regions": list(args.region)}, fh, indent=1)
-        outputs = [str(final) for _, final in writer.pending]
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    outputs = writer.outputs
     print(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  wall time {res.wall_time:.1f} s  -> {out}/")
     return {"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time, "outputs": outputs}

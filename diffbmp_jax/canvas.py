@@ -1,0 +1,69 @@
+"""The canvas: backgrounds, and the rendered primitives composed over one.
+
+A background is named (``"noise"``, ``"white"``, ``"black"``, ``"image"``;
+:data:`diffbmp_jax.config.BACKGROUNDS`) or an RGB triple in [0, 1]; the
+image over a background ``B`` is ``C + (1 - A) * B`` (:func:`diffbmp_jax.composite`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .atlas import Atlas
+from .config import BACKGROUNDS, FitConfig
+from .primitives import Primitives
+from .render import composite, render
+from .validation import as_target
+
+__all__ = ["BACKGROUNDS", "background", "render_over", "check_background_image"]
+
+
+def background(spec, key, height: int, width: int, bg_image) -> jax.Array:
+    """The background for ``spec``: ``[H, W, 3]`` (noise, image) or ``[3]`` (a colour), in [0, 1].
+
+    Args:
+      spec: a name of :data:`BACKGROUNDS` or an RGB triple.
+      key: ``jax.random.key`` for ``"noise"`` (fresh uniform noise); unused otherwise.
+      height, width: canvas size in pixels.
+      bg_image: ``[H, W, 3]`` image returned for ``"image"`` (else unused, may be None).
+    """
+    if spec == "noise":
+        return jax.random.uniform(key, (height, width, 3))
+    if spec == "white":
+        return jnp.ones((3,), jnp.float32)
+    if spec == "black":
+        return jnp.zeros((3,), jnp.float32)
+    if spec == "image":
+        return bg_image
+    return jnp.asarray(spec, jnp.float32)
+
+
+def render_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, height: int,
+                width: int) -> jax.Array:
+    """``[H, W, 3]`` render of ``params`` (pixel units) over ``bg`` (``[H, W, 3]`` or ``[3]``).
+
+    ``template`` is the ``[N]`` int32 bitmap id per primitive; ``cfg`` gives
+    ``color_blend``, ``alpha_max`` and ``backend``. Not clipped to [0, 1].
+    """
+    color, alpha = render(params, atlas, height=height, width=width, template=template,
+                          color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend)
+    return composite(color, alpha, bg)
+
+
+def check_background_image(cfg: FitConfig, image, height: int, width: int, *, name_shape: str = "shape"):
+    """Validates the ``background_image`` argument of a fit; returns float32 ``[H, W, 3]`` or None.
+
+    None when neither ``cfg.background`` nor ``cfg.output_background`` is
+    ``"image"``. Otherwise ``image`` is required and must be ``[height, width, 3]``
+    (ValueError; ``name_shape`` words the expected shape in the message).
+    """
+    if "image" not in (cfg.background, cfg.output_background):
+        return None
+    if image is None:
+        raise ValueError("background_image is required when background or output_background is 'image'")
+    bg_image = as_target(image)
+    if bg_image.shape != (height, width, 3):
+        raise ValueError(f"background_image must have {name_shape} {(height, width, 3)}, "
+                         f"got {tuple(bg_image.shape)}")
+    return bg_image

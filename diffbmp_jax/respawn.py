@@ -1,0 +1,100 @@
+"""Pruning and respawn: invisible primitives are re-initialised where the error is largest.
+
+A primitive is *invisible* when its opacity is below ``cfg.prune_opacity``,
+its footprint square (centre +- scale, pixels) lies entirely off the canvas,
+or its scale is below ``cfg.prune_min_scale`` pixels. Respawned primitives
+are drawn where the (smoothed, weighted) squared error of the current image
+is largest, with size and rotation from the target's structure maps
+(:func:`diffbmp_jax.init.structure_maps`) and fresh optimiser moments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import init as _init
+from .blur import gaussian_filter, kernel_radius
+from .config import FitConfig
+from .optim import Theta
+
+__all__ = ["invisible", "respawn"]
+
+
+def invisible(theta: Theta, cfg: FitConfig, height: int, width: int, unit: float, xp=jnp):
+    """``[N]`` bool: the pruning rule (see module docstring).
+
+    ``theta`` is in optimiser space with ``unit`` pixels per position unit.
+    ``xp=jnp`` works on (traced) JAX arrays; ``xp=np`` on host arrays, in numpy.
+    """
+    s = xp.exp(xp.asarray(theta.log_scale))
+    xy = xp.asarray(theta.xy)
+    x, y = xy[:, 0] * unit, xy[:, 1] * unit
+    off = (x + s < -0.5) | (x - s > width - 0.5) | (y + s < -0.5) | (y - s > height - 0.5)
+    logit = xp.asarray(theta.opacity_logit)
+    opacity = jax.nn.sigmoid(logit) if xp is jnp else 1.0 / (1.0 + np.exp(-logit))
+    return (opacity < cfg.prune_opacity) | off | (s < cfg.prune_min_scale)
+
+
+def respawn(theta: Theta, opt_state, image, key, *, cfg: FitConfig, height: int, width: int, unit: float,
+            target, weight, guide_scale, guide_angle):
+    """Re-initialises invisible primitives where the error of ``image`` is largest.
+
+    Args:
+      theta: optimiser-space parameters, ``N`` primitives, ``unit`` pixels per position unit.
+      opt_state: the Optax state of ``theta``; moments with leading axis ``N`` are
+        zeroed for respawned primitives, so stale momentum does not throw them away.
+      image, target: ``[H, W, 3]`` current render and target, in [0, 1].
+      key: ``jax.random.key``.
+      weight: ``[H, W, 1|3]`` per-pixel loss weights or None.
+      guide_scale: ``[H, W]`` scale (pixels) a primitive respawned at a pixel gets.
+      guide_angle: ``[H, W]`` rotation (radians) around which it gets one.
+
+    Returns:
+      ``(theta, opt_state, count)``, ``count`` the int32 number of respawned primitives.
+    """
+    h, w = height, width
+    size = float(max(h, w))
+    n = theta.log_scale.shape[0]
+    dead = invisible(theta, cfg, h, w, unit)
+
+    err = jnp.sum(jnp.square(image - target), -1)
+    if weight is not None:
+        err = err * jnp.mean(weight, -1)
+    # Smooth over about a stamp so that new primitives go to error regions,
+    # not to isolated noisy pixels.
+    sig = max(1.0, 0.5 * _init.base_scale(h, w, n, cfg.coverage))
+    sig = min(sig, 0.1 * size)
+    err = gaussian_filter(err, sig, min(kernel_radius(sig), max(h, w) // 2 + 1), axes=(0, 1), mode="reflect")
+    k1, k2 = jax.random.split(key)
+    xy = _init.sample_pixels(err.reshape(-1) + 1e-12, k1, n, h, w)
+    new = Theta(
+        xy=xy / unit,
+        log_scale=jnp.log(_init.sample_colors(guide_scale[..., None], xy)[:, 0]),
+        rotation=_init.sample_colors(guide_angle[..., None], xy)[:, 0]
+        + jax.random.uniform(k2, (n,), minval=-0.3, maxval=0.3),
+        opacity_logit=jnp.full((n,), _logit(cfg.init_opacity)),
+        color_logit=_init._logit(_init.sample_colors(target, xy)),
+    )
+
+    def pick(new_leaf, old_leaf):
+        d = dead.reshape((n,) + (1,) * (old_leaf.ndim - 1))
+        return jnp.where(d, new_leaf, old_leaf)
+
+    theta = Theta(*(pick(a, b) for a, b in zip(new, theta)))
+
+    def reset(leaf):
+        if hasattr(leaf, "ndim") and leaf.ndim >= 1 and leaf.shape[0] == n:
+            return jnp.where(dead.reshape((n,) + (1,) * (leaf.ndim - 1)), 0.0, leaf)
+        return leaf
+
+    opt_state = jax.tree_util.tree_map(reset, opt_state)
+    return theta, opt_state, jnp.sum(dead).astype(jnp.int32)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p) - math.log1p(-p)
