@@ -322,7 +322,10 @@ __global__ void __launch_bounds__(kBlock)
           sample(in.mask, 1, 0, t, msk, m_fx, m_fy);
           const float a_raw = alpha_max * p.opacity * msk;
           const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
-          if (a > 0.0f) {
+          // As the CPU backend: a transparent sample changes nothing, but with
+          // atlas_grad its texels (and, through m_fx/m_fy, the geometry) still
+          // receive dL/da * alpha_max * o.
+          if (a > 0.0f || atlas_grad) {
             hit = true;
             float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
             for (int c = 0; c < 3; ++c) {
@@ -394,7 +397,7 @@ inline int grid_for(int64_t n, int block) { return (int)((n + block - 1) / block
 template <typename T>
 ffi::Error scratch_alloc(ffi::ScratchAllocator& scratch, size_t count, T*& ptr) {
   if (count == 0) count = 1;
-  auto mem = scratch.Allocate(count * sizeof(T), 256);
+  auto mem = scratch.Allocate(count * sizeof(T), 16);  // XLA accepts alignments <= 16
   if (!mem.has_value())
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "diffbmp CUDA: scratch allocation of " + std::to_string(count * sizeof(T)) +

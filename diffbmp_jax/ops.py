@@ -28,6 +28,9 @@ class KernelConfig(NamedTuple):
     alpha_max: float
     use_rgb: bool
     atlas_grad: bool
+    # CUDA only: the kernels read the atlas (mask, rgb) as bf16, halving its
+    # memory traffic; arithmetic, parameters and gradients stay fp32.
+    atlas_bf16: bool = False
 
 
 def _inputs(params: Primitives, template, mask, rgb):
@@ -40,14 +43,25 @@ def _attrs(cfg: KernelConfig) -> dict:
                 use_rgb=np.int32(cfg.use_rgb))
 
 
+def _target(name: str, cfg: KernelConfig) -> str:
+    return name + "_bf16" if cfg.atlas_bf16 else name
+
+
+def _atlas_inputs(cfg: KernelConfig, mask, rgb):
+    if cfg.atlas_bf16:
+        return mask.astype(jnp.bfloat16), rgb.astype(jnp.bfloat16)
+    return mask, rgb
+
+
 def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
     h, w = cfg.height, cfg.width
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
     out_types = (
         jax.ShapeDtypeStruct((h, w, 3), jnp.float32),
         jax.ShapeDtypeStruct((h, w), jnp.float32),
         jax.ShapeDtypeStruct((h, w), jnp.int32),
     )
-    call = jax.ffi.ffi_call(_ffi.FORWARD, out_types, vmap_method="sequential")
+    call = jax.ffi.ffi_call(_target(_ffi.FORWARD, cfg), out_types, vmap_method="sequential")
     return call(*_inputs(params, template, mask, rgb), **_attrs(cfg))
 
 
@@ -64,7 +78,8 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
         jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
         jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
     )
-    call = jax.ffi.ffi_call(_ffi.BACKWARD, out_types, vmap_method="sequential")
+    call = jax.ffi.ffi_call(_target(_ffi.BACKWARD, cfg), out_types, vmap_method="sequential")
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
     return call(*_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
                 atlas_grad=np.int32(cfg.atlas_grad), **_attrs(cfg))
 

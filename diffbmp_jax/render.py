@@ -60,7 +60,7 @@ def _check_template(template, n: int, p: int) -> jax.Array:
 
 def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
            color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
-           atlas_grad: bool = False):
+           atlas_grad: bool = False, atlas_bf16: bool = False):
     """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (DESIGN §1).
 
     Args:
@@ -79,6 +79,9 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         ``"reference"``.
       atlas_grad: also differentiate the atlas mask/rgb (kernel backends;
         the reference always differentiates everything).
+      atlas_bf16: ``backend="cuda"`` only: the kernels read the atlas as bf16
+        (half its memory traffic; arithmetic and gradients stay fp32; about
+        2e-3 relative error in the image, see benchmarks/RESULTS.md).
 
     Returns:
       ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
@@ -94,6 +97,8 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
     if alpha_max == 0.0:
         raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    if atlas_bf16 and backend != "cuda":
+        raise ValueError(f"atlas_bf16=True needs backend='cuda', got backend={backend!r}")
     atlas.check_values()
     params = _check_params(params)
     n, p = params.num, atlas.num
@@ -112,7 +117,8 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         return render_reference(params, mask, rgb, safe_template, height, width, color_blend, alpha_max)
 
     def kernel():
-        cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad))
+        cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad),
+                           bool(atlas_bf16))
         m = mask if atlas_grad else jax.lax.stop_gradient(mask)
         r = rgb if use_rgb else jnp.zeros((1, 1, 1, 3), jnp.float32)
         if not atlas_grad:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build + install the package (CUDA kernels for
+# sm_90 only, to save compile time), check the cuda backend, benchmark it.
+#
+#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render]   (default: all)
+#
+# Logs and JSON go to $OUT (the device tool's output folder), else /tmp/diffbmp_gpu.
+# Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S.
+# Scripts run from /tmp so that the source folder does not shadow the
+# installed package. Extra bench_cuda.py arguments: BENCH_ARGS="...".
+set -o pipefail
+STAGE=${1:-all}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/diffbmp_gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+status=0
+
+cd "$REPO" || exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/build.log"
+t0=$(date +%s)
+python3 -m pip install -q --no-build-isolation --no-deps \
+  --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90 \
+  --config-settings=cmake.define.DIFFBMP_CUDA=ON . 2>&1 | tail -30 | tee -a "$OUT/build.log" || exit 2
+echo "build+install: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/build.log"
+
+cd /tmp || exit 1
+python3 -c "import diffbmp_jax, diffbmp_jax._ffi as f; print(diffbmp_jax.__file__, 'cuda_available', f.cuda_available())" \
+  2>&1 | tee -a "$OUT/build.log"
+
+if [[ $STAGE == all || ",$STAGE," == *,check,* ]]; then
+  timeout ${CHECK_S:-300} python3 "$REPO/benchmarks/gpu_check.py" --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" || status=1
+fi
+if [[ $STAGE == all || ",$STAGE," == *,test,* ]]; then
+  if python3 -c "import pytest" 2>/dev/null; then
+    timeout ${TEST_S:-120} python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_cuda.py" 2>&1 | tail -15 | tee "$OUT/pytest_cuda.log" || status=1
+  else
+    echo "pytest not installed: tests/test_cuda.py skipped" | tee "$OUT/pytest_cuda.log"
+  fi
+fi
+if [[ $STAGE == all || ",$STAGE," == *,bench,* ]]; then
+  timeout ${BENCH_S:-200} python3 "$REPO/benchmarks/bench_cuda.py" --json "$OUT/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda.log" || status=1
+  # The bf16 atlas on the two larger targets (table appended to the same log).
+  timeout ${BENCH_S:-200} python3 "$REPO/benchmarks/bench_cuda.py" --atlas-bf16 --canvases 512,1024,2048 \
+    --ns 1000,10000,100000 ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_cuda.log" || status=1
+fi
+if [[ $STAGE == all || ",$STAGE," == *,bench,* || ",$STAGE," == *,render,* ]]; then
+  # The lead's cross-backend benchmark with the cuda column (moderate sizes: the
+  # reference and the cpu backend are slow at the largest ones).
+  timeout ${RENDER_S:-150} python3 "$REPO/benchmarks/bench_render.py" --backends cuda,cpu,reference \
+    --sizes 512,1024 --counts 1000,10000 --repeats 5 --json "$OUT/bench_render.json" 2>&1 | tee "$OUT/bench_render.log" || status=1
+fi
+exit $status

@@ -1,0 +1,134 @@
+"""The cuda backend against the reference (and the cpu backend): needs a GPU.
+
+Skipped where the CUDA kernels are not built or JAX sees no GPU (CI). The
+fuller GPU check, with large scenes, is ``benchmarks/gpu_check.py``.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffbmp_jax as db
+from diffbmp_jax import _ffi
+from scenes import random_atlas, random_scene, rel_err, stacked_scene
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not _ffi.cuda_available(), reason="CUDA kernels not built or no GPU"),
+]
+
+FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
+FWD_TOL = 1e-5
+GRAD_TOL = 1e-4
+
+
+def _run(backend, device, params, atlas, height, width, wc, wa, **kw):
+    with jax.default_device(device):
+        params, atlas, wc, wa = jax.device_put((params, atlas, wc, wa), device)
+        kw = dict(height=height, width=width, backend=backend, **kw)
+        color, alpha = db.render(params, atlas, **kw)
+
+        def loss(p, a):
+            c, al = db.render(p, a, **kw)
+            return jnp.sum(c * wc) + jnp.sum(al * wa)
+
+        gp, ga = jax.grad(loss, argnums=(0, 1))(params, atlas)
+        return np.asarray(color), np.asarray(alpha), gp, ga
+
+
+def compare(params, atlas, height, width, seed, against="reference", fwd_tol=FWD_TOL, **kw):
+    rng = np.random.default_rng(seed + 1000)
+    wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
+    wa = jnp.asarray(rng.normal(size=(height, width)), jnp.float32)
+    gpu = jax.devices("gpu")[0]
+    other = jax.devices("cpu")[0] if against == "cpu" else gpu
+    c_cu, a_cu, g_cu, ga_cu = _run("cuda", gpu, params, atlas, height, width, wc, wa, **kw)
+    c_b, a_b, g_b, ga_b = _run(against, other, params, atlas, height, width, wc, wa, **kw)
+    assert rel_err(c_cu, c_b) < fwd_tol
+    assert rel_err(a_cu, a_b) < fwd_tol
+    for f in FIELDS:
+        err = rel_err(getattr(g_cu, f), getattr(g_b, f))
+        assert err < GRAD_TOL, f"{f}: relative error {err:.2e}"
+    if kw.get("atlas_grad"):
+        assert rel_err(ga_cu.mask, ga_b.mask) < GRAD_TOL
+        if kw.get("color_blend", 0.0) > 0:
+            assert rel_err(ga_cu.rgb, ga_b.rgb) < GRAD_TOL
+    return c_cu
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("color_blend", [0.0, 0.5, 1.0])
+def test_random_scenes(seed, color_blend):
+    rng = np.random.default_rng(seed)
+    height, width = [(33, 47), (40, 24), (64, 80), (17, 130)][seed]
+    atlas = random_atlas(rng, num=1 + seed % 4, h=5 + seed, w=11 - seed)
+    params = random_scene(rng, 40 + 25 * seed, height, width)
+    template = jnp.asarray(rng.integers(0, atlas.num, params.num), jnp.int32)
+    color = compare(params, atlas, height, width, seed, template=template,
+                    color_blend=color_blend, atlas_grad=seed % 2 == 0)
+    assert float(np.max(color)) > 0.05
+
+
+def test_deep_stack_early_termination():
+    rng = np.random.default_rng(100)
+    atlas = random_atlas(rng, num=2, h=8, w=8)
+    params = stacked_scene(rng, 200, 24, 24)
+    compare(params, atlas, 24, 24, 100, color_blend=0.5, atlas_grad=True)
+
+
+def test_thousands_on_one_tile_against_cpu():
+    rng = np.random.default_rng(101)
+    atlas = random_atlas(rng, num=3, h=16, w=16)
+    centre = np.array([8.0, 8.0])
+    n = 5000
+    params = db.Primitives.create(centre + rng.normal(size=(n, 2)), np.full(n, 9.0),
+                                  rng.uniform(-np.pi, np.pi, n), rng.uniform(0.002, 0.02, n),
+                                  rng.uniform(0.02, 0.98, (n, 3)))
+    compare(params, atlas, 16, 16, 101, against="cpu", color_blend=0.3)
+
+
+def test_larger_than_canvas():
+    rng = np.random.default_rng(102)
+    atlas = random_atlas(rng, num=3, h=6, w=10)
+    params = random_scene(rng, 30, 30, 37, scale=(40.0, 400.0), opacity=(0.05, 0.3))
+    compare(params, atlas, 30, 37, 102, color_blend=0.5, atlas_grad=True)
+
+
+def test_all_primitives_fallback(monkeypatch):
+    """Over the pair budget the kernels walk every primitive per tile: same result."""
+    rng = np.random.default_rng(103)
+    atlas = random_atlas(rng, num=2, h=9, w=7)
+    params = random_scene(rng, 150, 50, 70)
+    monkeypatch.setenv("DIFFBMP_CUDA_MAX_PAIRS", "0")
+    compare(params, atlas, 50, 70, 103, color_blend=0.5)
+
+
+def test_jit_auto_picks_cuda():
+    rng = np.random.default_rng(104)
+    atlas = random_atlas(rng)
+    params = random_scene(rng, 25, 20, 20)
+    f = jax.jit(jax.value_and_grad(lambda p: jnp.mean(db.render(p, atlas, height=20, width=20)[0])))
+    v, g = f(params)
+    v_ref = jnp.mean(db.render(params, atlas, height=20, width=20, backend="reference")[0])
+    assert abs(float(v) - float(v_ref)) < 1e-6
+    assert np.all(np.isfinite(np.asarray(g.xy)))
+
+
+def test_bf16_atlas_close_to_fp32():
+    rng = np.random.default_rng(105)
+    atlas = random_atlas(rng, num=2, h=16, w=16)
+    params = random_scene(rng, 60, 40, 40)
+
+    def loss(p, bf16):
+        c, a = db.render(p, atlas, height=40, width=40, backend="cuda", color_blend=0.5,
+                         atlas_bf16=bf16)
+        return jnp.sum(c) + jnp.sum(a ** 2), (c, a)
+
+    (_, (c32, a32)), g32 = jax.value_and_grad(loss, has_aux=True)(params, False)
+    (_, (c16, a16)), g16 = jax.value_and_grad(loss, has_aux=True)(params, True)
+    assert rel_err(c16, c32) < 1e-2 and rel_err(a16, a32) < 1e-2
+    for f in FIELDS:
+        assert rel_err(getattr(g16, f), getattr(g32, f)) < 5e-2, f
