@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     def cb(step, params, image, metrics):
         frames.append(np.asarray(image))
         stamps_t.append(time.perf_counter())
-        print(f"step {step:5d}  loss {metrics['loss']:.4f}  clip {metrics['clip_score']:.4f}", flush=True)
+        loss = "-" if metrics["loss"] is None else f"{metrics['loss']:.4f}"
+        print(f"step {step:5d}  loss {loss:>7}  clip {metrics['clip_score']:.4f}", flush=True)
 
     t0 = time.perf_counter()
     result = db.fit_text(prompt, atlas, model=model, num_primitives=args.num_primitives, steps=args.steps,

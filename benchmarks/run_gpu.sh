@@ -2,7 +2,8 @@
 # One call on the GPU machine: build + install the package (CUDA kernels for
 # sm_90 only, to save compile time), check the cuda backend, benchmark it.
 #
-#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render]   (default: all)
+#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render,fit,clip]   (default: all;
+#   fit and clip run only when named)
 #
 # Logs and JSON go to $OUT (the device tool's output folder), else /tmp/diffbmp_gpu.
 # Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S.
@@ -49,5 +50,15 @@ if [[ $STAGE == all || ",$STAGE," == *,bench,* || ",$STAGE," == *,render,* ]]; t
   # reference and the cpu backend are slow at the largest ones).
   timeout ${RENDER_S:-150} python3 "$REPO/benchmarks/bench_render.py" --backends cuda,cpu,reference \
     --sizes 512,1024 --counts 1000,10000 --repeats 5 --json "$OUT/bench_render.json" 2>&1 | tee "$OUT/bench_render.log" || status=1
+fi
+if [[ ",$STAGE," == *,fit,* ]]; then
+  # Fitting speed per backend at 512² (issue: bench_fit), and pruning on vs off with cuda.
+  timeout ${FIT_S:-300} python3 "$REPO/benchmarks/bench_fit.py" --size 512 --ns 500 2000 10000 --steps 100 \
+    --backends cuda reference --prune-backend cuda --json "$OUT/bench_fit.json" 2>&1 | tee "$OUT/bench_fit.log" || status=1
+fi
+if [[ ",$STAGE," == *,clip,* ]]; then
+  # Real CLIP weights if the machine has them; otherwise the loader's message and a random-weight smoke run.
+  timeout ${CLIP_S:-150} python3 "$REPO/benchmarks/clip_text_run.py" --prompt "a galaxy" --steps 150 \
+    --out "$OUT" 2>&1 | tee "$OUT/clip_text_run.log" || status=1
 fi
 exit $status

@@ -52,7 +52,7 @@ class FitResult:
       template: ``[N]`` int32 bitmap id per primitive.
       image: ``[H, W, 3]`` final render (sharp atlas, ``output_background``).
       history: lists over logged steps: ``step``, ``loss`` (training loss of
-        that step), ``psnr`` (dB, of the final-style render), ``time`` (seconds
+        that step; ``None`` at step 0, before any step), ``psnr`` (dB, of the final-style render), ``time`` (seconds
         since the start, compilation included), ``respawned`` (primitives
         re-initialised since the previous entry).
       psnr, ssim: final image quality against the target (dB / unitless).
@@ -216,12 +216,13 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         image, p, prm = _evaluate(static, data, carry[0])
         p = float(p)
         history["step"].append(step)
-        history["loss"].append(float(loss))
+        loss = None if step == 0 else float(loss)  # no step taken yet: no training loss
+        history["loss"].append(loss)
         history["psnr"].append(p)
         history["time"].append(time.perf_counter() - t0)
         history["respawned"].append(0 if counts is None else int(np.sum(counts)))
         if callback is not None:
-            callback(step, prm, image, {"loss": float(loss), "psnr": p})
+            callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
     _, (image, p, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,

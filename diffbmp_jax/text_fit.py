@@ -299,11 +299,12 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
         image, score, prm = _evaluate(static, data, carry[0])
         score = float(score)
         history["step"].append(step)
-        history["loss"].append(float(loss))
+        loss = None if step == 0 else float(loss)  # no step taken yet: no training loss
+        history["loss"].append(loss)
         history["clip_score"].append(score)
         history["time"].append(time.perf_counter() - t0)
         if callback is not None:
-            callback(step, prm, image, {"loss": float(loss), "clip_score": score})
+            callback(step, prm, image, {"loss": loss, "clip_score": score})
         return (image, score, prm), {"clip": f"{score:.3f}"}
 
     _, (image, score, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,

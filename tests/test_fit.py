@@ -78,3 +78,11 @@ def test_zero_steps_returns_initialisation_and_options_apply():
                output_background=(0.0, 0.0, 0.0), soft_raster=False, ssim_weight=0.5)
     assert r.history["step"] == [0] and r.config.init == "grid"
     assert r.config.output_background == (0.0, 0.0, 0.0)
+
+
+def test_history_has_no_nan_and_is_valid_json():
+    import json
+    target, atlas = synthetic_target(16, 16)
+    r = db.fit(target, atlas, num_primitives=6, steps=4, key=jax.random.key(0), progress=False, log_every=2)
+    assert r.history["loss"][0] is None and all(np.isfinite(r.history["loss"][1:]))
+    json.loads(json.dumps(r.history, allow_nan=False))
