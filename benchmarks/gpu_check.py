@@ -311,6 +311,10 @@ def main():
     params = stacked_scene(rng, 20000, 16, 16, scale=9.0, opacity=(0.001, 0.012))
     check_scene("fallback path: 20k stacked on one tile", params, atlas, 16, 16, k=0.3, seed=16,
                 vs_reference=False)
+    # A capacity below the pair count: the lists are partly filled, then abandoned on the device.
+    set_pair_budget(500)
+    check_scene("overflow path (capacity 500): 20k stacked on one tile", params, atlas, 16, 16,
+                k=0.3, seed=16, vs_reference=False)
     set_pair_budget(None)
 
     # 7. Out-of-range template ids inside jit: invisible on both kernel backends.

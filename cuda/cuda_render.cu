@@ -2,42 +2,38 @@
 // (platform "CUDA"), computing the same function as cpu_render.cc through the
 // shared math of render_common.h. Buffer contract: see render_common.h.
 //
-// Pipeline of one render (forward or backward), all on the XLA compute stream:
-//   1. setup_kernel     per primitive: Prim (sigmoids, cos/sin, 1/scale), its
-//                       tile rectangle, and its tile count (0 when invisible).
-//   2. DeviceScan       inclusive sum of the counts (int64) -> pair offsets.
-//   3. pair count       ONE 8-byte device->host read + stream sync (see below).
-//   4. emit_kernel      (tile, index) pairs, primitive-major, ascending index.
-//   5. DeviceRadixSort  SortPairs on the tile id only (bits = log2(tiles));
-//                       the sort is stable, so each tile's list stays in
-//                       ascending primitive index (= depth, back to front).
-//   6. ranges_kernel    [start, end) of every tile in the sorted list.
-//   7. forward_kernel / backward_kernel: one 16x16 block per tile.
+// Pipeline of one render (forward or backward), all on the XLA compute stream,
+// with no host synchronisation:
+//   1. setup_kernel      per primitive: Prim (sigmoids, cos/sin, 1/scale) and its
+//                        tile rectangle; atomically counts pairs per tile.
+//   2. DeviceScan        exclusive sum of the tile counts -> tile starts; the
+//                        last entry is the total pair count (on the device).
+//   3. prepare_kernel    per-tile write cursors, and tile ranges clamped to the
+//                        pair capacity.
+//   4. fill_kernel       each primitive appends its index to every tile it
+//                        covers (atomic cursor; unordered within a tile).
+//   5. DeviceSegmentedSort  sorts each tile's segment by primitive index
+//                        (= depth, back to front); its cost follows the pairs
+//                        actually present, not the capacity.
+//   6. forward_kernel / backward_kernel: one 16x16 block per tile.
 // Temporaries come from the FFI scratch allocator.
 //
-// Why one host read (step 3). The scratch allocator is called from the host
-// before any kernel runs, so the size of the pair buffers must be known on the
-// host, and CUB's radix sort also takes its item count as a host value: sorting
-// a host-side bound instead costs time proportional to the bound, and the only
-// bound known without reading the device is N * tiles (2048^2 canvas, 100k
-// primitives: 1.6e9 pairs, ~26 GB of sort buffers). A device-side count with a
-// single 8-byte read (as the 3DGS and gsplat rasterisers do) keeps every buffer
-// exact: the cost is one stream synchronisation per forward and per backward
-// (the host waits for the setup kernels, some tens of microseconds). The
-// handlers are not marked command-buffer compatible, so XLA never captures them
-// into a CUDA graph, where the read would be illegal.
-//
-// No cap on primitives per tile or per pixel: the tile kernels stream each
-// list through shared memory in batches of 256. If the pair count is above a
-// memory budget (DIFFBMP_CUDA_MAX_PAIRS, default 2^27 pairs ~ 2.3 GB of sort
-// buffers) or above INT32_MAX, binning is skipped and every tile block walks all
-// N primitives, keeping those whose tile rectangle covers it: slower, same result.
+// Why this shape. The scratch allocator is called from the host before any
+// kernel runs, so buffers are sized by a pair *capacity* known from shapes
+// alone (see pair_capacity), not by the pair count, which only the device
+// knows. The tile kernels read the count: if it exceeds the capacity (huge
+// primitives on a large canvas), binning is abandoned for that render and every
+// tile block walks all N primitives, keeping those whose tile rectangle covers
+// it: slower, same result. Nothing is capped: no limit on primitives per tile or
+// per pixel, since the tile kernels stream each list through shared memory in
+// batches of 256.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_segmented_sort.cuh>
 #include <cub/device/device_scan.cuh>
 #include <string>
 
@@ -77,74 +73,89 @@ struct TileRect {
 };
 
 template <typename AT>
-__global__ void setup_kernel(DevInputs<AT> in, int H, int W, Prim* __restrict__ prims,
-                             TileRect* __restrict__ rects, int64_t* __restrict__ counts) {
+__global__ void setup_kernel(DevInputs<AT> in, int H, int W, int tiles_x, Prim* __restrict__ prims,
+                             TileRect* __restrict__ rects,
+                             unsigned long long* __restrict__ tile_counts) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= in.N) return;
   Prim p;
   Box b;
   TileRect r{0, 0, -1, -1};
-  int64_t count = 0;
   if (setup_prim(in.xy, in.scale, in.rotation, in.opacity_logit, in.color_logit, in.tmpl, n,
                  in.ad, H, W, p, b)) {
     r.x0 = b.x0 / kTile;
     r.x1 = b.x1 / kTile;
     r.y0 = b.y0 / kTile;
     r.y1 = b.y1 / kTile;
-    count = (int64_t)(r.x1 - r.x0 + 1) * (int64_t)(r.y1 - r.y0 + 1);
+    for (int ty = r.y0; ty <= r.y1; ++ty)
+      for (int tx = r.x0; tx <= r.x1; ++tx) atomicAdd(tile_counts + ty * tiles_x + tx, 1ull);
   }
   prims[n] = p;
   rects[n] = r;
-  counts[n] = count;
 }
 
-// Writes the (tile, index) pairs of each primitive at its scanned offset.
-__global__ void emit_kernel(int N, int tiles_x, const TileRect* __restrict__ rects,
-                            const int64_t* __restrict__ inclusive, uint32_t* __restrict__ keys,
-                            int32_t* __restrict__ vals) {
+// Write cursors (= tile starts) and tile ranges clamped to the capacity, so
+// that the segmented sort never leaves the pair buffers even on overflow.
+__global__ void prepare_kernel(int num_tiles, const unsigned long long* __restrict__ starts,
+                               long long capacity, unsigned long long* __restrict__ cursor,
+                               int* __restrict__ clamped) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t > num_tiles) return;
+  const unsigned long long s = starts[t];
+  if (t < num_tiles) cursor[t] = s;
+  clamped[t] = (int)(s < (unsigned long long)capacity ? s : (unsigned long long)capacity);
+}
+
+// Appends each primitive's index to the lists of the tiles it covers.
+__global__ void fill_kernel(int N, int tiles_x, const TileRect* __restrict__ rects,
+                            unsigned long long* __restrict__ cursor, long long capacity,
+                            int32_t* __restrict__ ids) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   const TileRect r = rects[n];
-  if (r.x0 > r.x1) return;
-  const int64_t count = (int64_t)(r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1);
-  int64_t pos = inclusive[n] - count;
   for (int ty = r.y0; ty <= r.y1; ++ty)
-    for (int tx = r.x0; tx <= r.x1; ++tx, ++pos) {
-      keys[pos] = (uint32_t)(ty * tiles_x + tx);
-      vals[pos] = n;
+    for (int tx = r.x0; tx <= r.x1; ++tx) {
+      const unsigned long long pos = atomicAdd(cursor + ty * tiles_x + tx, 1ull);
+      if (pos < (unsigned long long)capacity) ids[pos] = n;
     }
 }
 
-// ranges[t] = [start, end) of tile t in the sorted keys (ranges zeroed first).
-__global__ void ranges_kernel(int total, const uint32_t* __restrict__ keys, int2* ranges) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const uint32_t k = keys[i];
-  if (i == 0 || keys[i - 1] != k) ranges[k].x = i;
-  if (i == total - 1 || keys[i + 1] != k) ranges[k].y = i + 1;
-}
-
 // Where a tile block reads its candidate primitives: the binned list
-// ids[ranges[t].x .. ranges[t].y) (ascending), or, in the all-primitives
-// fallback (ids == nullptr), indices [0, N) filtered by tile rectangle.
+// ids[starts[t] .. starts[t+1]) (ascending), or, when the pair count *total
+// exceeded the capacity, indices [0, N) filtered by tile rectangle.
 struct TileLists {
-  const int2* ranges;
-  const int32_t* ids;
+  const int* starts;                  // [tiles + 1], clamped to the capacity
+  const int32_t* ids;                 // [capacity]
+  const unsigned long long* total;    // pair count, on the device
+  long long capacity;
   const TileRect* rects;
   int N;
 };
 
+// The candidate range of a tile; returns whether it is a binned list.
+__device__ bool tile_range(const TileLists& L, int tile, int& begin, int& end) {
+  if (*L.total <= (unsigned long long)L.capacity) {
+    begin = L.starts[tile];
+    end = L.starts[tile + 1];
+    return true;
+  }
+  begin = 0;
+  end = L.N;
+  return false;
+}
+
 // Loads candidates [lo, hi) of the tile's list into shared memory, compacted
 // and in ascending primitive order; returns how many were kept. Every thread
 // of the block must call it (it holds barriers).
-__device__ int load_batch(const TileLists& L, const Prim* __restrict__ prims, int tile_x,
-                          int tile_y, int lo, int hi, Prim* s_prim, int* s_id, int* s_warp) {
+__device__ int load_batch(const TileLists& L, bool binned, const Prim* __restrict__ prims,
+                          int tile_x, int tile_y, int lo, int hi, Prim* s_prim, int* s_id,
+                          int* s_warp) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int j = lo + tid;
   int n = -1;
   bool keep = false;
   if (j < hi) {
-    if (L.ids) {
+    if (binned) {
       n = L.ids[j];
       keep = true;
     } else {
@@ -185,12 +196,8 @@ __global__ void __launch_bounds__(kBlock)
   const int px = tile_x * kTile + (threadIdx.x % kTile);
   const int py = tile_y * kTile + (threadIdx.x / kTile);
   const bool valid = px < W && py < H;
-  int begin = 0, end = L.N;
-  if (L.ids) {
-    const int2 r = L.ranges[tile];
-    begin = r.x;
-    end = r.y;
-  }
+  int begin, end;
+  const bool binned = tile_range(L, tile, begin, end);
   float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
   int32_t stopped = -1;
   bool done = !valid;
@@ -199,7 +206,7 @@ __global__ void __launch_bounds__(kBlock)
     // Also the barrier that lets the previous batch's shared data be overwritten.
     if (__syncthreads_count(done) == kBlock) break;
     const int lo = max(begin, hi - kBlock);
-    const int m = load_batch(L, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
+    const int m = load_batch(L, binned, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
     if (done) continue;
     for (int i = m - 1; i >= 0; --i) {  // front (top) to back
       const Prim& p = s_prim[i];
@@ -257,12 +264,8 @@ __global__ void __launch_bounds__(kBlock)
   const int py = tile_y * kTile + (threadIdx.x / kTile);
   const bool valid = px < W && py < H;
   const int lane = threadIdx.x & 31;
-  int begin = 0, end = L.N;
-  if (L.ids) {
-    const int2 r = L.ranges[tile];
-    begin = r.x;
-    end = r.y;
-  }
+  int begin, end;
+  const bool binned = tile_range(L, tile, begin, end);
   float dC[3] = {0.0f, 0.0f, 0.0f}, dT = 0.0f, T_final = 1.0f;
   int32_t stop_n = -1;
   bool active = false;
@@ -283,7 +286,7 @@ __global__ void __launch_bounds__(kBlock)
   if (active) {
     int first = begin;
     if (stop_n >= 0) {
-      if (L.ids) {
+      if (binned) {
         int a = begin, b = end;  // lower_bound of stop_n
         while (a < b) {
           const int mid = (a + b) >> 1;
@@ -305,7 +308,7 @@ __global__ void __launch_bounds__(kBlock)
   for (int lo = start; lo < end; lo += kBlock) {
     __syncthreads();  // the previous batch is no longer read
     const int hi = min(end, lo + kBlock);
-    const int m = load_batch(L, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
+    const int m = load_batch(L, binned, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
     for (int i = 0; i < m; ++i) {  // back (bottom) to front
       const int n = s_id[i];
       float g[kGradFields];
@@ -385,10 +388,19 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-int64_t pair_budget() {
-  int64_t budget = (int64_t)1 << 27;
+// Pair capacity of the binning buffers, from shapes alone: every pair when
+// that is cheap, else room for each primitive to cover 64 tiles on average (at
+// least 2^22 pairs), never more than DIFFBMP_CUDA_MAX_PAIRS (default 2^27, ~1 GB).
+// A render with more pairs than this falls back to the all-primitives walk.
+long long pair_capacity(int N, int num_tiles) {
+  long long budget = (long long)1 << 27;
   if (const char* env = std::getenv("DIFFBMP_CUDA_MAX_PAIRS")) budget = std::atoll(env);
-  return budget < (int64_t)INT32_MAX ? budget : (int64_t)INT32_MAX;
+  if (budget > (long long)INT32_MAX) budget = INT32_MAX;
+  if (budget < 0) budget = 0;
+  long long want = (long long)N * num_tiles;
+  const long long roomy = std::max((long long)1 << 22, 64LL * N);
+  if (want > roomy) want = roomy;
+  return std::min(want, budget);
 }
 
 inline int grid_for(int64_t n, int block) { return (int)((n + block - 1) / block); }
@@ -406,79 +418,59 @@ ffi::Error scratch_alloc(ffi::ScratchAllocator& scratch, size_t count, T*& ptr) 
   return ffi::Error::Success();
 }
 
-// Setup + binning (steps 1-6 of the header). On success `L` and `prims` point
+// Setup + binning (steps 1-5 of the header). On success `L` and `prims` point
 // at scratch memory that lives until the handler returns.
 template <typename AT>
 ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInputs<AT>& in,
                int H, int W, int tiles_x, int tiles_y, TileLists& L, Prim*& prims) {
   const int N = in.N, num_tiles = tiles_x * tiles_y;
   TileRect* rects;
-  int64_t *counts, *inclusive;
+  unsigned long long *counts, *starts, *cursor;
+  int* clamped;
   if (auto e = scratch_alloc(scratch, N, prims); e.failure()) return e;
   if (auto e = scratch_alloc(scratch, N, rects); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, N, counts); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, N, inclusive); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, num_tiles + 1, counts); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, num_tiles + 1, starts); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, num_tiles, cursor); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, num_tiles + 1, clamped); e.failure()) return e;
+  const long long capacity = pair_capacity(N, num_tiles);
+  int32_t *unsorted, *ids;
+  if (auto e = scratch_alloc(scratch, capacity, unsorted); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, capacity, ids); e.failure()) return e;
   L.N = N;
   L.rects = rects;
-  L.ids = nullptr;
-  L.ranges = nullptr;
-  if (N == 0) return ffi::Error::Success();
-  setup_kernel<AT><<<grid_for(N, 256), 256, 0, stream>>>(in, H, W, prims, rects, counts);
-  DB_CUDA_LAUNCHED(setup_kernel);
-
-  size_t scan_bytes = 0;
-  DB_CUDA_TRY(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, inclusive, N, stream));
-  void* scan_tmp;
-  {
-    char* p;
-    if (auto e = scratch_alloc(scratch, scan_bytes, p); e.failure()) return e;
-    scan_tmp = p;
-  }
-  DB_CUDA_TRY(cub::DeviceScan::InclusiveSum(scan_tmp, scan_bytes, counts, inclusive, N, stream));
-
-  // The one host read of a render (see the header comment).
-  int64_t total = 0;
-  DB_CUDA_TRY(cudaMemcpyAsync(&total, inclusive + (N - 1), sizeof(int64_t),
-                              cudaMemcpyDeviceToHost, stream));
-  DB_CUDA_TRY(cudaStreamSynchronize(stream));
-  if (total > pair_budget()) return ffi::Error::Success();  // all-primitives fallback
-
-  int2* ranges;
-  if (auto e = scratch_alloc(scratch, num_tiles, ranges); e.failure()) return e;
-  DB_CUDA_TRY(cudaMemsetAsync(ranges, 0, sizeof(int2) * num_tiles, stream));
-  L.ranges = ranges;
-  int32_t* ids;
-  if (total == 0) {
-    if (auto e = scratch_alloc(scratch, 1, ids); e.failure()) return e;
-    L.ids = ids;
-    return ffi::Error::Success();
-  }
-  const int count = (int)total;
-  uint32_t *keys_in, *keys_out;
-  int32_t* vals_in;
-  if (auto e = scratch_alloc(scratch, count, keys_in); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, count, keys_out); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, count, vals_in); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, count, ids); e.failure()) return e;
-  emit_kernel<<<grid_for(N, 256), 256, 0, stream>>>(N, tiles_x, rects, inclusive, keys_in,
-                                                     vals_in);
-  DB_CUDA_LAUNCHED(emit_kernel);
-  int end_bit = 1;
-  while (end_bit < 32 && ((int64_t)1 << end_bit) < num_tiles) ++end_bit;
-  size_t sort_bytes = 0;
-  DB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, vals_in,
-                                              ids, count, 0, end_bit, stream));
-  void* sort_tmp;
-  {
-    char* p;
-    if (auto e = scratch_alloc(scratch, sort_bytes, p); e.failure()) return e;
-    sort_tmp = p;
-  }
-  DB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, vals_in,
-                                              ids, count, 0, end_bit, stream));
-  ranges_kernel<<<grid_for(count, 256), 256, 0, stream>>>(count, keys_out, ranges);
-  DB_CUDA_LAUNCHED(ranges_kernel);
+  L.starts = clamped;
   L.ids = ids;
+  L.total = starts + num_tiles;
+  L.capacity = capacity;
+  DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (num_tiles + 1), stream));
+  if (N > 0) {
+    setup_kernel<AT><<<grid_for(N, 256), 256, 0, stream>>>(in, H, W, tiles_x, prims, rects,
+                                                            counts);
+    DB_CUDA_LAUNCHED(setup_kernel);
+  }
+  size_t scan_bytes = 0;
+  DB_CUDA_TRY(
+      cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts, num_tiles + 1, stream));
+  char* scan_tmp;
+  if (auto e = scratch_alloc(scratch, scan_bytes, scan_tmp); e.failure()) return e;
+  DB_CUDA_TRY(
+      cub::DeviceScan::ExclusiveSum(scan_tmp, scan_bytes, counts, starts, num_tiles + 1, stream));
+  prepare_kernel<<<grid_for(num_tiles + 1, 256), 256, 0, stream>>>(num_tiles, starts, capacity,
+                                                                   cursor, clamped);
+  DB_CUDA_LAUNCHED(prepare_kernel);
+  if (N == 0 || capacity == 0) return ffi::Error::Success();
+  fill_kernel<<<grid_for(N, 256), 256, 0, stream>>>(N, tiles_x, rects, cursor, capacity,
+                                                    unsorted);
+  DB_CUDA_LAUNCHED(fill_kernel);
+  size_t sort_bytes = 0;
+  DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(nullptr, sort_bytes, unsorted, ids, (int)capacity,
+                                                 num_tiles, clamped, clamped + 1, stream));
+  char* sort_tmp;
+  if (auto e = scratch_alloc(scratch, sort_bytes, sort_tmp); e.failure()) return e;
+  DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(sort_tmp, sort_bytes, unsorted, ids,
+                                                 (int)capacity, num_tiles, clamped, clamped + 1,
+                                                 stream));
   return ffi::Error::Success();
 }
 

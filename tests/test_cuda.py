@@ -97,12 +97,17 @@ def test_larger_than_canvas():
     compare(params, atlas, 30, 37, 102, color_blend=0.5, atlas_grad=True)
 
 
-def test_all_primitives_fallback(monkeypatch):
-    """Over the pair budget the kernels walk every primitive per tile: same result."""
+@pytest.mark.parametrize("budget", ["0", "40"])
+def test_all_primitives_fallback(monkeypatch, budget):
+    """Over the pair capacity the kernels walk every primitive per tile: same result.
+
+    Capacity 0 never bins; capacity 40 fills part of the lists before the
+    device finds the overflow and abandons them.
+    """
     rng = np.random.default_rng(103)
     atlas = random_atlas(rng, num=2, h=9, w=7)
     params = random_scene(rng, 150, 50, 70)
-    monkeypatch.setenv("DIFFBMP_CUDA_MAX_PAIRS", "0")
+    monkeypatch.setenv("DIFFBMP_CUDA_MAX_PAIRS", budget)
     compare(params, atlas, 50, 70, 103, color_blend=0.5)
 
 
