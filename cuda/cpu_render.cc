@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "ffi_inputs.h"
 #include "render_common.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -59,13 +60,7 @@ inline void atomic_add(float* addr, float v) {
   } while (!__atomic_compare_exchange_n(p, &old, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-struct Inputs {
-  const float *xy, *scale, *rotation, *opacity_logit, *color_logit;
-  const int32_t* tmpl;
-  const float *mask, *rgb;
-  int N;
-  AtlasDims ad;
-};
+using Inputs = SceneInputs<float>;
 
 // Primitives binned to tiles: the list of tile t is ids[offsets[t] .. offsets[t+1]),
 // ascending primitive index (= depth, back to front).
@@ -232,32 +227,6 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   }
 }
 
-ffi::Error make_inputs(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
-                       ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
-                       ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
-                       ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb, bool use_rgb,
-                       Inputs& in) {
-  const auto md = mask.dimensions();
-  if (md.size() != 3) return ffi::Error::InvalidArgument("mask must have rank 3 [P,h,w]");
-  in.N = (int)scale.element_count();
-  if ((int)xy.element_count() != 2 * in.N || (int)rotation.element_count() != in.N ||
-      (int)opacity_logit.element_count() != in.N || (int)color_logit.element_count() != 3 * in.N ||
-      (int)tmpl.element_count() != in.N)
-    return ffi::Error::InvalidArgument("primitive fields disagree on N");
-  in.ad = make_atlas_dims((int)md[0], (int)md[1], (int)md[2]);
-  if (use_rgb && rgb.element_count() != 3 * mask.element_count())
-    return ffi::Error::InvalidArgument("rgb must have shape [P,h,w,3] when use_rgb");
-  in.xy = xy.typed_data();
-  in.scale = scale.typed_data();
-  in.rotation = rotation.typed_data();
-  in.opacity_logit = opacity_logit.typed_data();
-  in.color_logit = color_logit.typed_data();
-  in.tmpl = tmpl.typed_data();
-  in.mask = mask.typed_data();
-  in.rgb = rgb.typed_data();
-  return ffi::Error::Success();
-}
-
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                        ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
@@ -265,8 +234,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
   Inputs in;
-  if (auto err = make_inputs(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
-                             use_rgb != 0, in);
+  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
+                                             tmpl, mask, rgb, use_rgb != 0, in);
       !err.success())
     return err;
   const auto td = trans->dimensions();
@@ -289,8 +258,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::ResultBuffer<ffi::F32> d_color_logit,
                         ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
   Inputs in;
-  if (auto err = make_inputs(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
-                             use_rgb != 0, in);
+  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
+                                             tmpl, mask, rgb, use_rgb != 0, in);
       !err.success())
     return err;
   const auto td = trans.dimensions();

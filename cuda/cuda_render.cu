@@ -37,6 +37,7 @@
 #include <cub/device/device_scan.cuh>
 #include <string>
 
+#include "ffi_inputs.h"
 #include "render_common.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -59,13 +60,7 @@ constexpr int kWarps = kBlock / 32;
 #define DB_CUDA_LAUNCHED(name) DB_CUDA_TRY(cudaGetLastError())
 
 template <typename AT>
-struct DevInputs {
-  const float *xy, *scale, *rotation, *opacity_logit, *color_logit;
-  const int32_t* tmpl;
-  const AT *mask, *rgb;
-  int N;
-  AtlasDims ad;
-};
+using DevInputs = SceneInputs<AT>;
 
 // Tile rectangle of a primitive (inclusive tile coordinates); empty if x0 > x1.
 struct TileRect {
@@ -477,32 +472,6 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
 template <ffi::DataType DT>
 using AtlasT = std::conditional_t<DT == ffi::DataType::BF16, __nv_bfloat16, float>;
 
-template <ffi::DataType DT>
-ffi::Error make_inputs(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
-                       ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
-                       ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
-                       ffi::Buffer<DT> mask, ffi::Buffer<DT> rgb, bool use_rgb,
-                       DevInputs<AtlasT<DT>>& in) {
-  const auto md = mask.dimensions();
-  if (md.size() != 3) return ffi::Error::InvalidArgument("mask must have rank 3 [P,h,w]");
-  in.N = (int)scale.element_count();
-  if ((int)xy.element_count() != 2 * in.N || (int)rotation.element_count() != in.N ||
-      (int)opacity_logit.element_count() != in.N || (int)color_logit.element_count() != 3 * in.N ||
-      (int)tmpl.element_count() != in.N)
-    return ffi::Error::InvalidArgument("primitive fields disagree on N");
-  in.ad = make_atlas_dims((int)md[0], (int)md[1], (int)md[2]);
-  if (use_rgb && rgb.element_count() != 3 * mask.element_count())
-    return ffi::Error::InvalidArgument("rgb must have shape [P,h,w,3] when use_rgb");
-  in.xy = xy.typed_data();
-  in.scale = scale.typed_data();
-  in.rotation = rotation.typed_data();
-  in.opacity_logit = opacity_logit.typed_data();
-  in.color_logit = color_logit.typed_data();
-  in.tmpl = tmpl.typed_data();
-  in.mask = reinterpret_cast<const AtlasT<DT>*>(mask.untyped_data());
-  in.rgb = reinterpret_cast<const AtlasT<DT>*>(rgb.untyped_data());
-  return ffi::Error::Success();
-}
 
 template <ffi::DataType DT>
 ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
@@ -514,8 +483,8 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
   using AT = AtlasT<DT>;
   DevInputs<AT> in;
-  if (auto err = make_inputs<DT>(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
-                                 use_rgb != 0, in);
+  if (auto err = make_inputs<AtlasT<DT>, DT>(xy, scale, rotation, opacity_logit, color_logit,
+                                            tmpl, mask, rgb, use_rgb != 0, in);
       err.failure())
     return err;
   const auto td = trans->dimensions();
@@ -550,8 +519,8 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
                         ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
   using AT = AtlasT<DT>;
   DevInputs<AT> in;
-  if (auto err = make_inputs<DT>(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb,
-                                 use_rgb != 0, in);
+  if (auto err = make_inputs<AtlasT<DT>, DT>(xy, scale, rotation, opacity_logit, color_logit,
+                                            tmpl, mask, rgb, use_rgb != 0, in);
       err.failure())
     return err;
   const auto td = trans.dimensions();

@@ -15,7 +15,7 @@ from .reference import render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-__all__ = ["render", "composite", "default_template", "BACKENDS"]
+__all__ = ["render", "composite", "default_template", "check_scene", "BACKENDS"]
 
 
 def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
@@ -23,7 +23,8 @@ def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
     return jnp.arange(num_primitives, dtype=jnp.int32) % num_bitmaps
 
 
-def _check_params(params) -> Primitives:
+def check_params(params) -> Primitives:
+    """Checks a :class:`Primitives` (shapes, dtypes; values when concrete); returns float32 fields."""
     if not isinstance(params, Primitives):
         raise TypeError(f"params must be a diffbmp_jax.Primitives, got {type(params).__name__}")
     if np.ndim(params.xy) != 2:
@@ -43,7 +44,8 @@ def _check_params(params) -> Primitives:
     return Primitives(**fields)
 
 
-def _check_template(template, n: int, p: int) -> jax.Array:
+def check_template(template, n: int, p: int) -> jax.Array:
+    """Checks ``[N]`` template ids against ``P`` bitmaps (range when concrete); ``None`` gives ``n % P``."""
     if template is None:
         return default_template(n, p)
     dtype = V.dtype_of(template)
@@ -56,6 +58,28 @@ def _check_template(template, n: int, p: int) -> jax.Array:
             raise ValueError(f"template ids must lie in [0, {p}) for an atlas of {p} bitmaps; "
                              f"found {int(t.min())}..{int(t.max())}")
     return jnp.asarray(template).astype(jnp.int32)
+
+
+def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0, alpha_max=0.99):
+    """Validates the arguments of :func:`render` (every entry point that takes a scene uses it).
+
+    Returns ``(params, template [N] int32, height, width, color_blend, alpha_max)``
+    with float32 params and plain Python numbers.
+    """
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    height = V.positive_int("height", height)
+    width = V.positive_int("width", width)
+    color_blend = V.unit_float("color_blend", color_blend)
+    alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
+    if alpha_max == 0.0:
+        raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    atlas.check_values()
+    params = check_params(params)
+    template = check_template(template, params.num, atlas.num)
+    if color_blend > 0.0 and atlas.rgb is None:
+        raise ValueError("color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
+    return params, template, height, width, color_blend, alpha_max
 
 
 def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
@@ -89,23 +113,13 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if not isinstance(atlas, Atlas):
-        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    height = V.positive_int("height", height)
-    width = V.positive_int("width", width)
-    color_blend = V.unit_float("color_blend", color_blend)
-    alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
-    if alpha_max == 0.0:
-        raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
     if atlas_bf16 and backend != "cuda":
         raise ValueError(f"atlas_bf16=True needs backend='cuda', got backend={backend!r}")
-    atlas.check_values()
-    params = _check_params(params)
+    params, template, height, width, color_blend, alpha_max = check_scene(
+        params, atlas, height=height, width=width, template=template, color_blend=color_blend,
+        alpha_max=alpha_max)
     n, p = params.num, atlas.num
-    template = _check_template(template, n, p)
     use_rgb = color_blend > 0.0
-    if use_rgb and atlas.rgb is None:
-        raise ValueError("color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
 

@@ -13,7 +13,7 @@ from . import validation as V
 from .atlas import Atlas
 from .primitives import Primitives
 from .reference import layers as _layers
-from .render import _check_params, _check_template
+from .render import check_params, check_template
 
 __all__ = ["assign_round_robin", "assign_random", "assign_by_color", "bitmap_mean_colors",
            "local_mean_colors", "reassign_templates", "template_losses"]
@@ -89,7 +89,7 @@ def assign_by_color(params: Primitives, atlas: Atlas, target, *, radius_factor: 
     _check_atlas(atlas)
     if atlas.rgb is None:
         raise ValueError("atlas: assign_by_color needs an atlas with rgb colours (Atlas.rgb is None)")
-    params = _check_params(params)
+    params = check_params(params)
     local = local_mean_colors(target, params.xy, params.scale * float(radius_factor))
     means = bitmap_mean_colors(atlas)
     d = jnp.sum((local[:, None, :] - means[None, :, :]) ** 2, -1)
@@ -130,9 +130,9 @@ def template_losses(params: Primitives, template, atlas: Atlas, target, *, color
     of primitives at a time.
     """
     _check_atlas(atlas)
-    params = _check_params(params)
+    params = check_params(params)
     n, p = params.num, atlas.num
-    template = _check_template(template, n, p)
+    template = check_template(template, n, p)
     target = V.as_float_array("target", target, (None, None, 3))
     height, width = target.shape[:2]
     color_blend = V.unit_float("color_blend", color_blend)
@@ -186,10 +186,10 @@ def reassign_templates(params: Primitives, template, atlas: Atlas, target, *, co
     Cost per round: one :func:`template_losses` (``P + 1`` dense renders,
     ``O(N H W)`` memory) plus a few full renders for the acceptance test.
     """
-    params = _check_params(params)
+    params = check_params(params)
     _check_atlas(atlas)
     n, p = params.num, atlas.num
-    tmpl = np.asarray(_check_template(template, n, p)).copy()
+    tmpl = np.asarray(check_template(template, n, p)).copy()
     target = V.as_float_array("target", target, (None, None, 3))
     allowed = np.zeros(n, bool)
     allowed[np.arange(n) if indices is None else np.asarray(indices, np.int64)] = True

@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import validation as V
-from ..atlas import Atlas
 from ..primitives import Primitives
 from ..reference import layers as _reference_layers
-from ..render import _check_params, _check_template, composite, render
+from ..render import check_scene as render_check_scene, composite, render
 
 # Reference-renderer work per call, in primitive-pixels (N * H * W). The dense
 # reference keeps ~10 float32 values per primitive-pixel, so 2**22 is ~160 MB.
@@ -26,20 +25,12 @@ DENSE_BUDGET = 1 << 22
 # --- arguments ------------------------------------------------------------------
 
 def check_scene(params, atlas, height, width, template, color_blend, alpha_max=0.99):
-    """Validates a scene the way :func:`render` does; returns
+    """Validates a scene as :func:`render` does; returns
     ``(params, atlas, height, width, template [N] int32 numpy, color_blend, alpha_max)``."""
-    if not isinstance(atlas, Atlas):
-        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    height = V.positive_int("height", height)
-    width = V.positive_int("width", width)
-    color_blend = V.unit_float("color_blend", color_blend)
-    alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
-    if alpha_max == 0.0:
-        raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
-    params = _check_params(params)
-    template = np.asarray(_check_template(template, params.num, atlas.num), np.int32)
-    if color_blend > 0 and atlas.rgb is None:
-        raise ValueError("color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
+    params, template, height, width, color_blend, alpha_max = render_check_scene(
+        params, atlas, height=height, width=width, template=template, color_blend=color_blend,
+        alpha_max=alpha_max)
+    template = np.asarray(template, np.int32)
     return params, atlas, height, width, template, color_blend, alpha_max
 
 
