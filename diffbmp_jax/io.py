@@ -7,8 +7,10 @@ leaves no partial outputs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +128,16 @@ def write_image_outputs(writer: AtomicWriter, image, params, template, height: i
                     height, width, color_blend)
     if frames:
         save_gif(writer.path("progress.gif"), subsample(frames, max_frames))
+
+
+@contextlib.contextmanager
+def ffmpeg_subprocess():
+    """Silences JAX's ``os.fork()`` warning around imageio-ffmpeg calls.
+
+    imageio-ffmpeg starts ffmpeg with ``subprocess`` (fork immediately followed
+    by exec; no Python runs in the child), which is safe in a multithreaded
+    process, so the warning would only alarm users.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield

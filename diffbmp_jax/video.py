@@ -186,7 +186,8 @@ def load_video(path, max_frames: int | None = None, size: int | None = None) -> 
                         frames.append(_to_rgb_u8(np.asarray(fr.convert("RGBA"))))
             else:
                 import imageio.v2 as iio2
-                with iio2.get_reader(str(p), format="FFMPEG") as reader:
+                from .io import ffmpeg_subprocess
+                with ffmpeg_subprocess(), iio2.get_reader(str(p), format="FFMPEG") as reader:
                     for k, fr in enumerate(reader):
                         if max_frames is not None and k >= max_frames:
                             break

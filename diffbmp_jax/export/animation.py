@@ -73,9 +73,10 @@ def write_frames(path, frames, *, fps: float = 10.0, fmt: str | None = None, loo
 
 def _write_mp4(tmp, frames, fps):
     import imageio.v2 as iio2
+    from ..io import ffmpeg_subprocess
     # macro_block_size=1: sizes were made even above; no silent resize.
-    with iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                         macro_block_size=1, pixelformat="yuv420p") as w:
+    with ffmpeg_subprocess(), iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                              quality=8, macro_block_size=1, pixelformat="yuv420p") as w:
         for f in frames:
             w.append_data(f)
 
