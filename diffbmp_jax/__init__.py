@@ -1,34 +1,39 @@
-"""diffbmp-jax: differentiable rendering with bitmap primitives, in JAX."""
+"""diffbmp-jax: differentiable rendering with bitmap primitives, in JAX.
 
+Layers, bottom up: the scene (:class:`Primitives`, :class:`Atlas`, stamp
+``sources``), the renderer (:func:`render` with reference / cpu / cuda
+backends), fitting (:func:`fit`, :func:`fit_video`, :func:`fit_regions`,
+:func:`fit_text`) and the writers (``export``).
+"""
+
+# The scene and the renderer.
 from .atlas import Atlas
 from .primitives import Primitives
 from .render import BACKENDS, composite, default_template, render
+from . import sources, templates
+from .sources import load_stamps
+
+# Fitting.
 from . import init, losses, metrics
-from .fit import FitConfig, FitResult, fit
 from .metrics import psnr, ssim
+from .fit import FitConfig, FitResult, fit
+from . import video, regions
+from .video import VideoFitResult, fit_video, flicker, frame_psnr, load_video
+from .regions import RegionFitResult, fit_regions
+from . import clip
+from .text_fit import TextFitResult, fit_text
+
+# Writers.
+from . import export
+from .export import export_png, export_psd, export_svg
 
 __version__ = "0.1.0"
 
-__all__ = ["Atlas", "Primitives", "render", "composite", "default_template", "BACKENDS"]
-__all__ += ["fit", "FitConfig", "FitResult", "init", "losses", "metrics", "psnr", "ssim"]
-
-# Stamp sources, template assignment and exporters (issue 5).
-from . import export, sources, templates  # noqa: E402
-from .export import export_psd, export_svg, export_png  # noqa: E402
-from .sources import load_stamps  # noqa: E402
-
-__all__ += ["export", "sources", "templates", "export_psd", "export_svg", "export_png", "load_stamps"]
-
-# CLIP in JAX and text-guided fitting (issue 7).
-from . import clip  # noqa: E402
-from .text_fit import TextFitResult, fit_text  # noqa: E402
-
-__all__ += ["clip", "fit_text", "TextFitResult"]
-
-# Videos and spatially constrained compositions (issue 6).
-from . import video, regions  # noqa: E402
-from .video import VideoFitResult, fit_video, flicker, frame_psnr, load_video  # noqa: E402
-from .regions import RegionFitResult, fit_regions  # noqa: E402
-
-__all__ += ["video", "regions", "fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr",
-            "fit_regions", "RegionFitResult"]
+__all__ = [
+    "Atlas", "Primitives", "render", "composite", "default_template", "BACKENDS",
+    "sources", "templates", "load_stamps",
+    "init", "losses", "metrics", "psnr", "ssim", "fit", "FitConfig", "FitResult",
+    "video", "regions", "fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr",
+    "fit_regions", "RegionFitResult", "clip", "fit_text", "TextFitResult",
+    "export", "export_psd", "export_svg", "export_png",
+]
