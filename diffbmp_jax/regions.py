@@ -17,6 +17,11 @@ The confinement holds by construction, after every step:
   stamp can touch has ``|q - m| < radius * scale + sqrt(2)/2 <= D(m)``, so ``q``
   lies in the dilated mask, whatever the rotation.
 
+Respawned primitives (``config.prune_every``) are drawn from the error inside
+their group's mask (:func:`diffbmp_jax.constrained.respawn_in_regions`), so they
+land where the group can improve the image, not on the edge nearest to a
+larger error outside.
+
 Atlases of different bitmap sizes are combined into one: each bitmap is
 padded to a square and resized to the largest side; template ids are offset.
 """
@@ -38,7 +43,8 @@ from .losses import ssim as _ssim
 from .optim import to_theta
 from .primitives import Primitives
 from .validation import as_key, as_target, check_count
-from .video import _Data, _Region, _Static, _final, _project, _run_jit, footprint_radius
+from .constrained import Region, StepData, StepStatic, final_render, project, run_steps
+from .video import footprint_radius
 
 __all__ = ["fit_regions", "RegionFitResult", "combine_atlases", "region_tables", "dilate_mask"]
 
@@ -138,6 +144,11 @@ def region_tables(mask: np.ndarray, margin: float, min_room: float):
     return (iy * w + ix).astype(np.int32), room, dil, int(allowed.sum())
 
 
+def _logit(p, eps):
+    p = jnp.clip(p, eps, 1.0 - eps)
+    return jnp.log(p) - jnp.log1p(-p)
+
+
 def _as_mask(mask, h: int, w: int, name: str) -> np.ndarray:
     if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
         from PIL import Image
@@ -234,8 +245,8 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         xy, s = xy[order], s[order]
         col = _init.sample_colors(target, xy)
         parts.append(Primitives(xy=xy, scale=s, rotation=_init.sample_colors(maps["angle"][..., None], xy)[:, 0],
-                                opacity_logit=jnp.full((ng,), _init._logit(config.init_opacity, 1e-4)),
-                                color_logit=_init._logit(col)))
+                                opacity_logit=jnp.full((ng,), _logit(config.init_opacity, 1e-4)),
+                                color_logit=_logit(col, 0.02)))
         templates.append(jax.random.randint(kt, (ng,), 0, a.num, dtype=jnp.int32) + offsets[g])
         group_ids.append(np.full(ng, g, np.int32))
     params = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *parts)
@@ -243,17 +254,19 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     group = np.concatenate(group_ids)
 
     unit = float(_init.base_scale(h, w, n, config.coverage))
-    region = _Region(group=jnp.asarray(group), nearest=jnp.asarray(np.stack(nearest)),
-                     room=jnp.asarray(np.stack(rooms)), radius=jnp.asarray(radius_t[np.asarray(template)]))
-    static = _Static(config, steps, h, w, 1, unit, 0.0, True)
-    data = _Data(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None, None,
+    allowed = [near == np.arange(h * w).reshape(h, w) for near in nearest]
+    region = Region(group=jnp.asarray(group), nearest=jnp.asarray(np.stack(nearest)),
+                    room=jnp.asarray(np.stack(rooms)), radius=jnp.asarray(radius_t[np.asarray(template)]),
+                    mask=jnp.asarray(np.stack(masks), jnp.float32), allowed=jnp.asarray(np.stack(allowed), jnp.float32))
+    static = StepStatic(config, steps, h, w, 1, unit, 0.0, True)
+    data = StepData(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None, None,
                  maps["scale"], maps["angle"], keys[-1], jnp.ones((n,), jnp.float32), region)
-    theta = _project(static, region, to_theta(params, unit))
-    theta, _ = _run_jit(static, data, theta, theta)
+    theta = project(static, region, to_theta(params, unit))
+    theta, _ = run_steps(static, data, theta, theta)
     # The final projection is the one the guarantee rests on (steps end with
     # one too; this also covers steps=0).
-    theta = _project(static, region, theta)
-    image, p, params = _final(static, data, theta)
+    theta = project(static, region, theta)
+    image, p, params = final_render(static, data, theta)
     return RegionFitResult(params=params, template=template, group=group, atlas=atlas, image=image,
                            psnr=float(p), ssim=float(_ssim(image, target)), masks=np.stack(dilated),
                            wall_time=time.perf_counter() - t0, config=config)

@@ -30,25 +30,23 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 import jax
 import jax.numpy as jnp
-import optax
 
 from . import init as _init
 from .atlas import Atlas
-from .blur import annealed_atlas
-from .canvas import background, check_background_image, render_over
+from .canvas import check_background_image
 from .config import FitConfig, resolve_config
+from .constrained import (StepData, StepStatic, final_render, respawn_step, run_steps, run_steps_batched,
+                          stack_data)
 # The function (the package namespace exports it, shadowing the submodule).
 from .fit import fit
-from .losses import combined_loss
 from .metrics import psnr as _psnr
-from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params, to_theta
+from .optim import Theta, make_optimizer, to_params, to_theta
 from .primitives import Primitives
-from .respawn import invisible, respawn
+from .respawn import invisible
 from .validation import as_key, as_target, check_count
 
 __all__ = ["fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr", "footprint_radius",
@@ -259,171 +257,6 @@ def footprint_radius(atlas: Atlas, slack: float = 1e-3) -> np.ndarray:
     return out * (1.0 + slack) + 1e-6
 
 
-# --------------------------------------------------------------------------- masked / constrained steps
-
-class _Static(NamedTuple):
-    """Hashable settings of a compiled run."""
-    cfg: FitConfig
-    steps: int
-    height: int
-    width: int
-    chunk: int
-    unit: float
-    temporal_weight: float
-    constrained: bool
-
-
-class _Region(NamedTuple):
-    """Per-group lookup tables confining primitives (see :mod:`diffbmp_jax.regions`)."""
-    group: jax.Array      # [N] int32 group id
-    nearest: jax.Array    # [G, H, W] int32 flat index of the nearest allowed centre pixel
-    room: jax.Array       # [G, H, W] float32 largest footprint radius (pixels) allowed at a centre
-    radius: jax.Array     # [N] float32 footprint radius per unit scale (footprint_radius)
-
-
-class _Data(NamedTuple):
-    target: jax.Array
-    atlas: Atlas
-    template: jax.Array
-    weight: Any
-    bg_image: Any
-    guide_scale: jax.Array
-    guide_angle: jax.Array
-    key: jax.Array
-    free: jax.Array            # [N] float32: 1 = optimised, 0 = frozen
-    region: Any                # _Region or None
-
-
-def _project(static: _Static, region: _Region, theta: Theta) -> Theta:
-    """Moves each centre into the closed pixel cell of an allowed centre pixel of
-    its group and caps its scale so its footprint disc fits in that pixel's room."""
-    h, w, unit = static.height, static.width, static.unit
-    xy = theta.xy * unit
-    px = jnp.clip(jnp.round(xy[:, 0]), 0, w - 1).astype(jnp.int32)
-    py = jnp.clip(jnp.round(xy[:, 1]), 0, h - 1).astype(jnp.int32)
-    px = jnp.where(jnp.isfinite(xy[:, 0]), px, 0)
-    py = jnp.where(jnp.isfinite(xy[:, 1]), py, 0)
-    idx = region.nearest[region.group, py, px]
-    mx = (idx % w).astype(jnp.float32)
-    my = (idx // w).astype(jnp.float32)
-    # 0.49, not 0.5: xy goes through a division and a multiplication by `unit`.
-    x = jnp.clip(xy[:, 0], mx - 0.49, mx + 0.49)
-    y = jnp.clip(xy[:, 1], my - 0.49, my + 0.49)
-    room = region.room[region.group, my.astype(jnp.int32), mx.astype(jnp.int32)]
-    log_scale = jnp.minimum(theta.log_scale, jnp.log(room / region.radius))
-    return theta._replace(xy=jnp.stack([x, y], -1) / unit, log_scale=log_scale)
-
-
-def _image(static: _Static, params: Primitives, atlas: Atlas, template, bg):
-    return render_over(static.cfg, params, atlas, template, bg, static.height, static.width)
-
-
-def _respawn(static: _Static, data: _Data, theta: Theta, opt_state, image, key):
-    return respawn(theta, opt_state, image, key, cfg=static.cfg, height=static.height, width=static.width,
-                   unit=static.unit, target=data.target, weight=data.weight, guide_scale=data.guide_scale,
-                   guide_angle=data.guide_angle)
-
-
-def _per_n(mask, leaf):
-    return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
-
-
-def _step(static: _Static, data: _Data, carry, t):
-    """One masked (and possibly constrained) step; ``carry = (theta, opt_state, anchor)``."""
-    cfg, h, w = static.cfg, static.height, static.width
-    size = float(max(h, w))
-    opt = make_optimizer(cfg, static.steps)
-
-    def do(args):
-        theta, opt_state, anchor = args
-        key = jax.random.fold_in(data.key, t)
-        k_bg, k_spawn = jax.random.split(key)
-        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
-                               cfg.blur_anneal)
-        bg = background(cfg.background, k_bg, h, w, data.bg_image)
-
-        def loss_fn(th):
-            image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
-            loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
-                                 ssim_weight=cfg.ssim_weight, weight=data.weight)
-            if static.temporal_weight > 0:
-                # Parameter motion since the previous frame, normalised units
-                # (positions in base half-extents, log scales, radians, logits).
-                motion = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(th, anchor)) / th.log_scale.shape[0]
-                loss = loss + static.temporal_weight * motion
-            return loss, image
-
-        (loss, image), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        grads = finite_grads(grads)
-        updates, opt_state = opt.update(grads, opt_state, theta)
-        # Masked update: frozen primitives get a zero update.
-        updates = jax.tree_util.tree_map(lambda u: u * _per_n(data.free, u), updates)
-        new = clamp_theta(optax.apply_updates(theta, updates), cfg, size, static.unit)
-        if static.constrained:
-            new = _project(static, data.region, new)
-        count = jnp.zeros((), jnp.int32)
-        if cfg.prune_every > 0:
-            due = ((t + 1) % cfg.prune_every == 0) & (t + 1 < cfg.prune_until * static.steps)
-            before = new
-            new, opt_state, count = jax.lax.cond(
-                due, lambda a: _respawn(static, data, a[0], a[1], image, k_spawn),
-                lambda a: (a[0], a[1], jnp.zeros((), jnp.int32)), (new, opt_state))
-            if static.constrained:
-                new = _project(static, data.region, new)
-            # A respawned primitive starts a new life: no pull back to its old place.
-            moved = jnp.any(new.xy != before.xy, axis=-1)
-            anchor = Theta(*(jnp.where(_per_n(moved, b), a, b) for a, b in zip(new, anchor)))
-        # Frozen primitives keep their exact bits (clipping, projection and
-        # respawn above must not touch them either).
-        keep = data.free > 0
-        new = Theta(*(jnp.where(_per_n(keep, a), a, b) for a, b in zip(new, theta)))
-        return (new, opt_state, anchor), (loss, count)
-
-    def skip(args):
-        return args, (jnp.full((), jnp.nan, jnp.float32), jnp.zeros((), jnp.int32))
-
-    return jax.lax.cond(t < static.steps, do, skip, carry)
-
-
-def _run_all(static: _Static, data: _Data, theta: Theta, anchor: Theta):
-    """All ``static.steps`` steps as one ``lax.scan``; returns the final theta and the losses."""
-    carry = (theta, make_optimizer(static.cfg, static.steps).init(theta), anchor)
-    ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
-    carry, (loss, _) = jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
-    return carry[0], loss
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_jit(static, data, theta, anchor):
-    return _run_all(static, data, theta, anchor)
-
-
-# Fields of _Data that differ between the frames of a batched window.
-_BATCHED = ("target", "guide_scale", "guide_angle", "key", "free")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _run_vmap(static, data, theta, anchor):
-    """``_run_all`` over a leading frame axis of ``theta``, ``anchor`` and the
-    per-frame fields of ``data`` (atlas, template, ... are shared)."""
-    axes = _Data(**{f: (0 if f in _BATCHED else None) for f in _Data._fields})
-    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an), in_axes=(axes, 0, 0))(data, theta, anchor)
-
-
-def _stack_data(datas: list) -> _Data:
-    first = datas[0]
-    return first._replace(**{f: jnp.stack([getattr(d, f) for d in datas]) for f in _BATCHED})
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _final(static: _Static, data: _Data, theta: Theta):
-    """Final-style render (sharp atlas, output background) and its PSNR."""
-    params = to_params(theta, static.unit)
-    bg = background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
-    image = jnp.clip(_image(static, params, data.atlas, data.template, bg), 0.0, 1.0)
-    return image, _psnr(image, data.target, weight=data.weight), params
-
-
 # --------------------------------------------------------------------------- freezing
 
 def _changed_pixels(prev, cur, threshold: float, dilate: int) -> np.ndarray:
@@ -452,7 +285,7 @@ def _touches(changed: np.ndarray, params: Primitives, radius: np.ndarray) -> np.
     return count > 0
 
 
-def _dead(static: _Static, theta: Theta) -> np.ndarray:
+def _dead(static: StepStatic, theta: Theta) -> np.ndarray:
     """``[N]`` bool, fit's pruning rule: invisible, off the canvas or tiny."""
     return invisible(theta, static.cfg, static.height, static.width, static.unit, xp=np)
 
@@ -460,7 +293,7 @@ def _dead(static: _Static, theta: Theta) -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=0)
 def _respawn_now(static, data, theta, image, key):
     opt_state = make_optimizer(static.cfg, static.steps).init(theta)
-    theta, _, count = _respawn(static, data, theta, opt_state, image, key)
+    theta, _, count = respawn_step(static, data, theta, opt_state, image, key)
     return theta, count
 
 
@@ -563,16 +396,16 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
     radius = footprint_radius(atlas)[np.asarray(template)]
 
     chunk = min(config.log_every, max(steps_next, 1))
-    static = _Static(config, steps_next, h, w, chunk, unit, float(temporal_weight), False)
+    static = StepStatic(config, steps_next, h, w, chunk, unit, float(temporal_weight), False)
     eval_static = static
 
     def data_for(k, free, key_k):
         maps = _init.structure_maps(video[k], n, coverage=config.coverage)
-        return _Data(video[k], atlas_f, template, None, bg_image, maps["scale"], maps["angle"], key_k,
+        return StepData(video[k], atlas_f, template, None, bg_image, maps["scale"], maps["angle"], key_k,
                      jnp.asarray(free, jnp.float32), None)
 
     def finish(k, theta):
-        img, p, params = _final(eval_static, data_for(k, np.ones(n), key), theta)
+        img, p, params = final_render(eval_static, data_for(k, np.ones(n), key), theta)
         return np.asarray(img), float(p), params
 
     images, psnrs, params_out = [], [], []
@@ -613,21 +446,21 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
                 th = theta_prev
                 count = 0
                 if prune and dead.any():
-                    img_prev = _final(eval_static, data, theta_prev)[0]
+                    img_prev = final_render(eval_static, data, theta_prev)[0]
                     th, count = _respawn_now(static, data, theta_prev, img_prev, k_resp)
                     count = int(count)
                 starts.append(th), datas.append(data)
                 n_frozen.append(int(n - free.sum())), n_resp.append(count)
             if len(window) == 1:
-                results = [_run_jit(static, datas[0], starts[0], starts[0])[0]]
+                results = [run_steps(static, datas[0], starts[0], starts[0])[0]]
             else:
                 stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-                out = _run_vmap(static, _stack_data(datas), stack(starts), stack(starts))[0]
+                out = run_steps_batched(static, stack_data(datas), stack(starts), stack(starts))[0]
                 results = [jax.tree_util.tree_map(lambda a: a[i], out) for i in range(len(window))]
             jax.block_until_ready(results)  # dispatch is asynchronous: time the work itself
             dt = (time.perf_counter() - tk) / len(window)
             for j, th, data, nf, nr in zip(window, results, datas, n_frozen, n_resp):
-                img, p, prm = _final(eval_static, data, th)
+                img, p, prm = final_render(eval_static, data, th)
                 images.append(np.asarray(img)), psnrs.append(float(p)), params_out.append(prm)
                 frozen.append(nf), respawned.append(nr), times.append(dt)
                 if progress:
