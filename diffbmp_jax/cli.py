@@ -37,6 +37,8 @@ CLI_DEFAULTS = {
     "stamp_size": 64, "frames": 12, "progress": True, "mask_rule": "auto",
 }
 CLI_ALIASES = {"n": "num_primitives", "o": "out", "output": "out"}
+# Command-line flags that set FitConfig fields of the same name.
+_FIT_FLAGS = ("init", "templates", "reassign_every")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--stamp-size", dest="stamp_size", type=int, default=None, help="atlas bitmap side (pixels)")
         sp.add_argument("--frames", type=int, default=None, help="frames in progress.gif (0 = none)")
         sp.add_argument("--init", default=None, help="initialiser: structure_aware, random, grid")
+        # The choices of config.TEMPLATE_CHOICES, spelled out so that --help needs no jax import.
+        sp.add_argument("--templates", default=None, choices=("init", "round_robin", "random", "color"),
+                        help="which bitmap each primitive starts with ('color': nearest mean colour, for mosaics)")
+        sp.add_argument("--reassign-every", dest="reassign_every", type=int, default=None,
+                        help="every K steps let primitives switch to the bitmap that lowers the loss most "
+                             "(0 = never; small scenes)")
         sp.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="hide the progress bar")
 
@@ -144,11 +152,12 @@ def _resolve(args) -> tuple[dict, dict]:
         cli, fitcfg = _split_config(_read_toml(args.config), args.config)
         opts.update(cli)
     for k, v in vars(args).items():
-        if k in ("command", "config", "init") or v is None:
+        if k in ("command", "config") + _FIT_FLAGS or v is None:
             continue
         opts[k] = v
-    if args.init is not None:
-        fitcfg["init"] = args.init
+    for name in _FIT_FLAGS:  # options that are FitConfig fields
+        if getattr(args, name, None) is not None:
+            fitcfg[name] = getattr(args, name)
     if args.command == "demo":
         given = set(cli if args.config is not None else ()) | {k for k, v in vars(args).items() if v is not None}
         for k, v in _demo_sizes(opts["backend"]).items():

@@ -17,9 +17,10 @@ from . import init as _init
 from .render import BACKENDS
 from .schedules import LR_SCHEDULES
 
-__all__ = ["FitConfig", "BACKGROUNDS", "resolve_config"]
+__all__ = ["FitConfig", "BACKGROUNDS", "TEMPLATE_CHOICES", "resolve_config"]
 
 BACKGROUNDS = ("noise", "white", "black", "image")
+TEMPLATE_CHOICES = ("init", "round_robin", "random", "color")
 """Named backgrounds; an RGB triple in [0, 1] is accepted too."""
 
 
@@ -60,6 +61,15 @@ class FitConfig:
     largest, with fresh optimiser moments. Scales are clipped to
     ``max_scale`` times the canvas' longer side.
 
+    Templates (which bitmap each primitive shows): ``templates`` picks them at
+    the start: ``"init"`` (the initialiser's choice), ``"round_robin"``,
+    ``"random"`` or ``"color"`` (the bitmap whose mean colour is nearest the
+    target's around the primitive: photomosaics). Every ``reassign_every``
+    steps (0 = never) each primitive may switch to the bitmap that lowers the
+    loss most (:func:`diffbmp_jax.templates.reassign_templates`: greedy, never
+    raises the loss; it costs ``P + 1`` dense renders and ``O(N H W)`` memory,
+    so keep it for small scenes).
+
     Rendering: ``color_blend``, ``alpha_max`` and ``backend`` are passed to
     :func:`diffbmp_jax.render`. ``log_every`` is the number of steps per
     compiled chunk (and between history entries).
@@ -95,6 +105,8 @@ class FitConfig:
     alpha_max: float = 0.99
     backend: str = "auto"
     log_every: int = 25
+    templates: str = "init"
+    reassign_every: int = 0
 
     def __post_init__(self):
         for name in ("background", "output_background"):
@@ -132,7 +144,9 @@ class FitConfig:
             raise ValueError("config.coverage and config.max_scale must be > 0")
         if self.mse_weight + self.l1_weight + self.ssim_weight <= 0:
             raise ValueError("config: at least one of mse_weight, l1_weight, ssim_weight must be > 0")
-        for name in ("warmup_steps", "prune_every"):
+        if self.templates not in TEMPLATE_CHOICES:
+            raise ValueError(f"config.templates must be one of {TEMPLATE_CHOICES}, got {self.templates!r}")
+        for name in ("warmup_steps", "prune_every", "reassign_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"config.{name} must be an int >= 0, got {v!r}")

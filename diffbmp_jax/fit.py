@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from . import init as _init
+from . import templates as _templates
 from .atlas import Atlas
 from .blur import annealed_atlas
 from .canvas import background, check_background_image, render_over
@@ -54,7 +55,8 @@ class FitResult:
       history: lists over logged steps: ``step``, ``loss`` (training loss of
         that step; ``None`` at step 0, before any step), ``psnr`` (dB, of the final-style render), ``time`` (seconds
         since the start, compilation included), ``respawned`` (primitives
-        re-initialised since the previous entry).
+        re-initialised since the previous entry), ``reassigned`` (primitives
+        that switched bitmap since the previous entry, ``reassign_every``).
       psnr, ssim: final image quality against the target (dB / unitless).
       wall_time: seconds for the whole fit, compilation included.
       config: the :class:`FitConfig` used.
@@ -148,6 +150,19 @@ def _evaluate(static: _Static, data: _Data, theta: Theta):
     return image, _psnr(image, data.target, weight=data.weight), params
 
 
+def _initial_templates(choice: str, params: Primitives, template, atlas: Atlas, target, key) -> jax.Array:
+    """``[N]`` int32 template ids by ``choice`` (:data:`config.TEMPLATE_CHOICES`)."""
+    n, p = params.num, atlas.num
+    if choice == "round_robin":
+        return _templates.assign_round_robin(n, p)
+    if choice == "random":
+        # A key of its own, so the other random streams of the fit do not move.
+        return _templates.assign_random(jax.random.fold_in(key, 1), n, p)
+    if choice == "color":
+        return _templates.assign_by_color(params, atlas, target)
+    return jnp.asarray(template, jnp.int32)
+
+
 def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
         weight_mask=None, background_image=None, init_params: tuple | None = None, progress: bool = True,
         callback: Callable | None = None, **options) -> FitResult:
@@ -200,7 +215,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         t = np.asarray(template)
         if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= atlas.num:
             raise ValueError(f"init_params template must be {n} integer ids in [0, {atlas.num})")
-    template = jnp.asarray(template, jnp.int32)
+    template = _initial_templates(config.templates, params, template, atlas, target, key)
     maps = _init.structure_maps(target, n, coverage=config.coverage)
     data = _Data(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
                  bg_image, maps["scale"], maps["angle"], k_loop)
@@ -210,10 +225,23 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     static = _Static(config, steps, h, w, chunk, unit)
     carry = (theta, make_optimizer(config, steps).init(theta))
 
-    history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": []}
+    history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": [], "reassigned": []}
+    current = {"data": data, "reassigned": 0}  # what the chunks read, changed by reassign()
+
+    def reassign(done, chunk_steps, carry, data):
+        every = config.reassign_every
+        if not every or done >= steps or done // every == (done - chunk_steps) // every:
+            return data
+        out_bg = background(config.output_background, None, h, w, bg_image)
+        new, _ = _templates.reassign_templates(
+            to_params(carry[0], unit), data.template, data.atlas, target,
+            color_blend=config.color_blend, alpha_max=config.alpha_max, background=out_bg)
+        current["reassigned"] = int(np.sum(np.asarray(new) != np.asarray(data.template)))
+        current["data"] = data._replace(template=new)
+        return current["data"]
 
     def log(step, carry, loss, counts):
-        image, p, prm = _evaluate(static, data, carry[0])
+        image, p, prm = _evaluate(static, current["data"], carry[0])
         p = float(p)
         history["step"].append(step)
         loss = None if step == 0 else float(loss)  # no step taken yet: no training loss
@@ -221,12 +249,15 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         history["psnr"].append(p)
         history["time"].append(time.perf_counter() - t0)
         history["respawned"].append(0 if counts is None else int(np.sum(counts)))
+        history["reassigned"].append(current["reassigned"])
+        current["reassigned"] = 0
         if callback is not None:
             callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
     _, (image, p, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,
-                                       desc="fit")
+                                       desc="fit", update=reassign)
+    template = current["data"].template
     s = float(_ssim(image, target))
     return FitResult(params=params, template=template, image=image, history=history, psnr=p, ssim=s,
                      wall_time=time.perf_counter() - t0, config=config)

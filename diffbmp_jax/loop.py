@@ -31,8 +31,12 @@ def run_chunk(step: Callable, static, data, carry, start):
 
 
 def run_chunks(step: Callable, static, data, carry, *, steps: int, log: Callable, progress: bool,
-               desc: str) -> tuple[Any, Any]:
+               desc: str, update: Callable | None = None) -> tuple[Any, Any]:
     """Runs ``steps`` steps in chunks of ``static.chunk``, logging between chunks.
+
+    ``update(done, chunk_steps, carry, data)``, if given, runs after every chunk
+    before the log and returns the ``data`` for the next chunks (same shapes, so
+    nothing recompiles): host-side changes such as template re-assignment.
 
     ``log(step, carry, loss, aux)`` is called at step 0 (``loss`` NaN, ``aux``
     None) and after every chunk (``loss`` the last step's, ``aux`` the chunk's
@@ -48,6 +52,8 @@ def run_chunks(step: Callable, static, data, carry, *, steps: int, log: Callable
             carry, (losses, aux) = run_chunk(step, static, data, carry, jnp.int32(start))
             done = min(start + static.chunk, steps)
             losses = np.asarray(losses)[: done - start]
+            if update is not None:
+                data = update(done, done - start, carry, data)
             result, postfix = log(done, carry, losses[-1], aux)
             bar.update(done - start)
             bar.set_postfix(loss=f"{losses[-1]:.4g}", **postfix)

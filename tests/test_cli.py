@@ -49,6 +49,16 @@ def test_config_file_sets_options(tmp_path, target_png):
     assert np.load(out / "params.npz")["xy"].shape == (6, 2) and np.isfinite(summary["psnr"])
 
 
+def test_template_flags_reach_the_fit(tmp_path, target_png):
+    out = tmp_path / "t"
+    cli.run(["fit", target_png, "--stamps", STAMPS, "-n", "6", "--steps", "4", "-o", str(out),
+             "--stamp-size", "16", "--no-progress", "--frames", "0", "--color-blend", "1",
+             "--templates", "color", "--reassign-every", "2"])
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["templates"] == "color" and h["config"]["reassign_every"] == 2
+    assert len(h["history"]["reassigned"]) == len(h["history"]["step"])
+
+
 def _bad(tmp_path, argv, exc, word):
     out = tmp_path / "out"
     with pytest.raises(exc, match=word):
