@@ -1,7 +1,6 @@
 """The diffbmp-jax command line, in-process: outputs, config files, bad inputs."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import pytest
 
 import diffbmp_jax as db
 from diffbmp_jax.reference import render_reference
-from scenes import random_atlas, random_scene
+from scenes import random_scene
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 
