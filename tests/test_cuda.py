@@ -4,7 +4,6 @@ Skipped where the CUDA kernels are not built or JAX sees no GPU (CI). The
 fuller GPU check, with large scenes, is ``benchmarks/gpu_check.py``.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
