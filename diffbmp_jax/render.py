@@ -15,7 +15,7 @@ from .reference import render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-__all__ = ["render", "composite", "default_template", "check_scene", "BACKENDS"]
+__all__ = ["render", "composite", "default_template", "check_scene", "check_params", "check_template", "BACKENDS"]
 
 
 def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
