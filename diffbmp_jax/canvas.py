@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .atlas import Atlas
+from .blur import annealed_atlas
 from .config import BACKGROUNDS, FitConfig
 from .primitives import Primitives
 from .render import composite, render
@@ -67,3 +68,15 @@ def check_background_image(cfg: FitConfig, image, height: int, width: int, *, na
         raise ValueError(f"background_image must have {name_shape} {(height, width, 3)}, "
                          f"got {tuple(bg_image.shape)}")
     return bg_image
+
+
+def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps: int, height: int, width: int):
+    """What optimisation step ``t`` renders with: ``(atlas, background, key)``.
+
+    The atlas is blurred by the annealed soft-rasterisation sigma, the
+    background drawn for this step (fresh noise for ``"noise"``), and the
+    returned key is this step's own, for the step's other randomness.
+    """
+    k_bg, k_rest = jax.random.split(jax.random.fold_in(key, t))
+    atlas = annealed_atlas(atlas, t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal)
+    return atlas, background(cfg.background, k_bg, height, width, bg_image), k_rest

@@ -31,8 +31,8 @@ import optax
 
 from . import init as init_lib
 from .atlas import Atlas
-from .blur import annealed_atlas, gaussian_filter, kernel_radius
-from .canvas import background, render_over
+from .blur import gaussian_filter, kernel_radius
+from .canvas import background, render_over, step_canvas
 from .config import FitConfig
 from .losses import combined_loss
 from .metrics import psnr
@@ -186,11 +186,7 @@ def _step(static: StepStatic, data: StepData, carry, t):
 
     def do(args):
         theta, opt_state, anchor = args
-        key = jax.random.fold_in(data.key, t)
-        k_bg, k_spawn = jax.random.split(key)
-        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
-                               cfg.blur_anneal)
-        bg = background(cfg.background, k_bg, h, w, data.bg_image)
+        atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
         def loss_fn(th):
             image = _image(static, to_params(th, static.unit), atlas, data.template, bg)

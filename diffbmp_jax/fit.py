@@ -29,8 +29,7 @@ import optax
 from . import init as _init
 from . import templates as _templates
 from .atlas import Atlas
-from .blur import annealed_atlas
-from .canvas import background, check_background_image, render_over
+from .canvas import background, check_background_image, render_over, step_canvas
 from .config import BACKGROUNDS, FitConfig, resolve_config
 from .loop import run_chunks
 from .losses import check_weight_mask, combined_loss
@@ -107,11 +106,7 @@ def _step(static: _Static, data: _Data, carry, t):
 
     def do(args):
         theta, opt_state = args
-        key = jax.random.fold_in(data.key, t)
-        k_bg, k_spawn = jax.random.split(key)
-        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
-                               cfg.blur_anneal)
-        bg = background(cfg.background, k_bg, h, w, data.bg_image)
+        atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
         def loss_fn(th):
             image = _image(static, to_params(th, static.unit), atlas, data.template, bg)

@@ -33,8 +33,7 @@ import optax
 
 from . import init as _init
 from .atlas import Atlas
-from .blur import annealed_atlas
-from .canvas import background, check_background_image, render_over
+from .canvas import background, check_background_image, render_over, step_canvas
 from .clip.api import ClipModel, image_features
 from .clip.model import ClipConfig
 from .clip.preprocess import normalize, random_cutouts, resize_center_crop
@@ -127,11 +126,7 @@ def _step(static: _Static, data: _Data, carry, t):
 
     def do(args):
         theta, opt_state = args
-        key = jax.random.fold_in(data.key, t)
-        k_bg, k_aug = jax.random.split(key)
-        atlas = annealed_atlas(data.atlas, t, static.steps, cfg.blur_sigma if cfg.soft_raster else 0.0,
-                               cfg.blur_anneal)
-        bg = background(cfg.background, k_bg, h, w, data.bg_image)
+        atlas, bg, k_aug = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
         def loss_fn(th):
             # Positions in units of the canvas' longer side.
