@@ -233,15 +233,22 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb, float color_blend,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
-  Inputs in;
+  BatchLayout L;
+  if (auto err = batch_layout(trans->dimensions(), 2, L); err.failure()) return err;
+  BatchedInputs<float> in;
   if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
-                                             tmpl, mask, rgb, use_rgb != 0, in);
-      !err.success())
+                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+      err.failure())
     return err;
   const auto td = trans->dimensions();
-  if (td.size() != 2) return ffi::Error::InvalidArgument("transmittance must have rank 2 [H,W]");
-  forward(in, color_blend, alpha_max, use_rgb != 0, (int)td[0], (int)td[1], color->typed_data(),
-          trans->typed_data(), stop->typed_data());
+  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
+  const int64_t pixels = (int64_t)H * W;
+  // Scenes one after another, each spread over all threads (a 512^2 scene
+  // already has 1024 tiles to share out).
+  for (int64_t b = 0; b < L.count; ++b)
+    forward(in.scene(b), color_blend, alpha_max, use_rgb != 0, H, W,
+            color->typed_data() + 3 * pixels * b, trans->typed_data() + pixels * b,
+            stop->typed_data() + pixels * b);
   return ffi::Error::Success();
 }
 
@@ -257,39 +264,54 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::ResultBuffer<ffi::F32> d_opacity_logit,
                         ffi::ResultBuffer<ffi::F32> d_color_logit,
                         ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
-  Inputs in;
+  BatchLayout L;
+  if (auto err = batch_layout(d_scale->dimensions(), 1, L); err.failure()) return err;
+  BatchedInputs<float> in;
   if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
-                                             tmpl, mask, rgb, use_rgb != 0, in);
-      !err.success())
+                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+      err.failure())
     return err;
+  BatchedPtr<float> trans_b, d_color_b, d_trans_b;
+  BatchedPtr<int32_t> stop_b;
+  ffi::Error e = ffi::Error::Success();
+  if ((e = batched_ptr<float>(trans, 2, L, "transmittance", trans_b)).failure()) return e;
+  if ((e = batched_ptr<int32_t>(stop, 2, L, "stop", stop_b)).failure()) return e;
+  if ((e = batched_ptr<float>(d_color, 3, L, "d_color", d_color_b)).failure()) return e;
+  if ((e = batched_ptr<float>(d_trans, 2, L, "d_transmittance", d_trans_b)).failure()) return e;
   const auto td = trans.dimensions();
-  const int H = (int)td[0], W = (int)td[1];
+  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
   const bool want_atlas = atlas_grad != 0;
+  const int64_t scenes = L.count;
+  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.h * in.base.ad.w;
   if (want_atlas) {
-    if (d_mask->element_count() != mask.element_count())
+    if (d_mask->element_count() != scenes * atlas_elems)
       return ffi::Error::InvalidArgument("d_mask must match mask when atlas_grad");
     std::fill(d_mask->typed_data(), d_mask->typed_data() + d_mask->element_count(), 0.0f);
     if (use_rgb) {
-      if (d_rgb->element_count() != rgb.element_count())
+      if (d_rgb->element_count() != 3 * scenes * atlas_elems)
         return ffi::Error::InvalidArgument("d_rgb must match rgb when atlas_grad");
       std::fill(d_rgb->typed_data(), d_rgb->typed_data() + d_rgb->element_count(), 0.0f);
     }
   }
-  std::vector<float> grads((size_t)in.N * kGradFields);
-  backward(in, color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, trans.typed_data(),
-           stop.typed_data(), d_color.typed_data(), d_trans.typed_data(), grads.data(),
-           want_atlas ? d_mask->typed_data() : nullptr,
-           want_atlas && use_rgb ? d_rgb->typed_data() : nullptr);
-  float *gxy = d_xy->typed_data(), *gs = d_scale->typed_data(), *gr = d_rotation->typed_data(),
-        *go = d_opacity_logit->typed_data(), *gc = d_color_logit->typed_data();
-  for (int n = 0; n < in.N; ++n) {
-    const float* g = grads.data() + (size_t)n * kGradFields;
-    gxy[2 * n] = g[0];
-    gxy[2 * n + 1] = g[1];
-    gs[n] = g[2];
-    gr[n] = g[3];
-    go[n] = g[4];
-    for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
+  const int N = in.base.N;
+  std::vector<float> grads((size_t)N * kGradFields);
+  for (int64_t b = 0; b < scenes; ++b) {
+    backward(in.scene(b), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W,
+             trans_b.at(L, b), stop_b.at(L, b), d_color_b.at(L, b), d_trans_b.at(L, b),
+             grads.data(), want_atlas ? d_mask->typed_data() + atlas_elems * b : nullptr,
+             want_atlas && use_rgb ? d_rgb->typed_data() + 3 * atlas_elems * b : nullptr);
+    float *gxy = d_xy->typed_data() + 2 * (int64_t)N * b, *gs = d_scale->typed_data() + N * b,
+          *gr = d_rotation->typed_data() + N * b, *go = d_opacity_logit->typed_data() + N * b,
+          *gc = d_color_logit->typed_data() + 3 * N * b;
+    for (int n = 0; n < N; ++n) {
+      const float* g = grads.data() + (size_t)n * kGradFields;
+      gxy[2 * n] = g[0];
+      gxy[2 * n + 1] = g[1];
+      gs[n] = g[2];
+      gr[n] = g[3];
+      go[n] = g[4];
+      for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
+    }
   }
   return ffi::Error::Success();
 }

@@ -15,8 +15,12 @@
 //   5. DeviceSegmentedSort  sorts each tile's segment by primitive index
 //                        (= depth, back to front); its cost follows the pairs
 //                        actually present, not the capacity.
-//   6. forward_kernel / backward_kernel: one 16x16 block per tile.
+//   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene).
 // Temporaries come from the FFI scratch allocator.
+//
+// Batches (jax.vmap, see batch_layout.h): one launch per step for all scenes.
+// Steps 1-5 run over every scene's primitives at once, each (scene, tile) a
+// segment of its own; the tile kernels put the scene on the grid's y axis.
 //
 // Why this shape. The scratch allocator is called from the host before any
 // kernel runs, so buffers are sized by a pair *capacity* known from shapes
@@ -60,33 +64,40 @@ constexpr int kWarps = kBlock / 32;
 #define DB_CUDA_LAUNCHED(name) DB_CUDA_TRY(cudaGetLastError())
 
 template <typename AT>
-using DevInputs = SceneInputs<AT>;
+using DevInputs = BatchedInputs<AT>;
 
 // Tile rectangle of a primitive (inclusive tile coordinates); empty if x0 > x1.
 struct TileRect {
   int x0, y0, x1, y1;
 };
 
+// Thread i handles primitive i % N of scene i / N; arrays over primitives
+// are [scenes * N], tile arrays [scenes * num_tiles] (scene-major).
 template <typename AT>
-__global__ void setup_kernel(DevInputs<AT> in, int H, int W, int tiles_x, Prim* __restrict__ prims,
-                             TileRect* __restrict__ rects,
+__global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int tiles_x,
+                             int num_tiles, Prim* __restrict__ prims, TileRect* __restrict__ rects,
                              unsigned long long* __restrict__ tile_counts) {
-  const int n = blockIdx.x * blockDim.x + threadIdx.x;
-  if (n >= in.N) return;
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int N = in.base.N;
+  const int64_t scene = i / N;
+  const int n = (int)(i - scene * N);
+  const SceneInputs<AT> s = in.scene(scene);
+  unsigned long long* counts = tile_counts + scene * num_tiles;
   Prim p;
   Box b;
   TileRect r{0, 0, -1, -1};
-  if (setup_prim(in.xy, in.scale, in.rotation, in.opacity_logit, in.color_logit, in.tmpl, n,
-                 in.ad, H, W, p, b)) {
+  if (setup_prim(s.xy, s.scale, s.rotation, s.opacity_logit, s.color_logit, s.tmpl, n, s.ad, H,
+                 W, p, b)) {
     r.x0 = b.x0 / kTile;
     r.x1 = b.x1 / kTile;
     r.y0 = b.y0 / kTile;
     r.y1 = b.y1 / kTile;
     for (int ty = r.y0; ty <= r.y1; ++ty)
-      for (int tx = r.x0; tx <= r.x1; ++tx) atomicAdd(tile_counts + ty * tiles_x + tx, 1ull);
+      for (int tx = r.x0; tx <= r.x1; ++tx) atomicAdd(counts + ty * tiles_x + tx, 1ull);
   }
-  prims[n] = p;
-  rects[n] = r;
+  prims[i] = p;
+  rects[i] = r;
 }
 
 // Write cursors (= tile starts) and tile ranges clamped to the capacity, so
@@ -101,31 +112,43 @@ __global__ void prepare_kernel(int num_tiles, const unsigned long long* __restri
   clamped[t] = (int)(s < (unsigned long long)capacity ? s : (unsigned long long)capacity);
 }
 
-// Appends each primitive's index to the lists of the tiles it covers.
-__global__ void fill_kernel(int N, int tiles_x, const TileRect* __restrict__ rects,
+// Appends each primitive's index (within its scene) to the lists of the
+// tiles it covers.
+__global__ void fill_kernel(int N, int64_t total, int tiles_x, int num_tiles,
+                            const TileRect* __restrict__ rects,
                             unsigned long long* __restrict__ cursor, long long capacity,
                             int32_t* __restrict__ ids) {
-  const int n = blockIdx.x * blockDim.x + threadIdx.x;
-  if (n >= N) return;
-  const TileRect r = rects[n];
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t scene = i / N;
+  const int n = (int)(i - scene * N);
+  unsigned long long* scene_cursor = cursor + scene * num_tiles;
+  const TileRect r = rects[i];
   for (int ty = r.y0; ty <= r.y1; ++ty)
     for (int tx = r.x0; tx <= r.x1; ++tx) {
-      const unsigned long long pos = atomicAdd(cursor + ty * tiles_x + tx, 1ull);
+      const unsigned long long pos = atomicAdd(scene_cursor + ty * tiles_x + tx, 1ull);
       if (pos < (unsigned long long)capacity) ids[pos] = n;
     }
 }
 
 // Where a tile block reads its candidate primitives: the binned list
 // ids[starts[t] .. starts[t+1]) (ascending), or, when the pair count *total
-// exceeded the capacity, indices [0, N) filtered by tile rectangle.
+// (of all scenes) exceeded the capacity, indices [0, N) filtered by tile
+// rectangle. `rects` is the block's scene's; `starts` spans every scene.
 struct TileLists {
-  const int* starts;                  // [tiles + 1], clamped to the capacity
+  const int* starts;                  // [scenes * tiles + 1], clamped to the capacity
   const int32_t* ids;                 // [capacity]
   const unsigned long long* total;    // pair count, on the device
   long long capacity;
-  const TileRect* rects;
+  const TileRect* rects;              // [N] of one scene (kernels offset it)
   int N;
 };
+
+// The lists as seen by the block of `scene`.
+__device__ __forceinline__ TileLists scene_lists(TileLists L, int64_t scene) {
+  L.rects += scene * L.N;
+  return L;
+}
 
 // The candidate range of a tile; returns whether it is a binned list.
 __device__ bool tile_range(const TileLists& L, int tile, int& begin, int& end) {
@@ -180,19 +203,27 @@ __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restric
 
 template <typename AT>
 __global__ void __launch_bounds__(kBlock)
-    forward_kernel(DevInputs<AT> in, TileLists L, const Prim* __restrict__ prims, int tiles_x,
-                   int H, int W, float k, float alpha_max, int use_rgb, float* __restrict__ color,
-                   float* __restrict__ trans, int32_t* __restrict__ stop) {
+    forward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
+                   int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
+                   float* __restrict__ color, float* __restrict__ trans,
+                   int32_t* __restrict__ stop) {
   __shared__ Prim s_prim[kBlock];
   __shared__ int s_id[kBlock];
   __shared__ int s_warp[kWarps];
+  // Block (tile, scene): everything below is that scene's.
+  const int64_t scene = blockIdx.y;
+  const int num_tiles = gridDim.x;
+  const SceneInputs<AT> in = batch.scene(scene);
+  const TileLists L = scene_lists(lists, scene);
+  const Prim* prims = all_prims + scene * in.N;
+  const int64_t pix0 = scene * H * W;
   const int tile = blockIdx.x;
   const int tile_x = tile % tiles_x, tile_y = tile / tiles_x;
   const int px = tile_x * kTile + (threadIdx.x % kTile);
   const int py = tile_y * kTile + (threadIdx.x / kTile);
   const bool valid = px < W && py < H;
   int begin, end;
-  const bool binned = tile_range(L, tile, begin, end);
+  const bool binned = tile_range(L, (int)(scene * num_tiles + tile), begin, end);
   float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
   int32_t stopped = -1;
   bool done = !valid;
@@ -223,7 +254,7 @@ __global__ void __launch_bounds__(kBlock)
     }
   }
   if (valid) {
-    const int pix = py * W + px;
+    const int64_t pix = pix0 + py * W + px;
     color[3 * pix] = C[0];
     color[3 * pix + 1] = C[1];
     color[3 * pix + 2] = C[2];
@@ -238,21 +269,46 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
+// Gradient results, dense over the scenes.
 struct GradOut {
   float *xy, *scale, *rotation, *opacity_logit, *color_logit, *mask, *rgb;
+
+  __device__ GradOut scene(int64_t b, int N, int64_t atlas_elems) const {
+    const int64_t n = b * N, a = b * atlas_elems;
+    return GradOut{xy + 2 * n, scale + n, rotation + n, opacity_logit + n, color_logit + 3 * n,
+                   mask ? mask + a : nullptr, rgb ? rgb + 3 * a : nullptr};
+  }
+};
+
+// The backward's per-pixel arguments (possibly shared across scenes).
+struct PixelInputs {
+  BatchedPtr<float> trans;
+  BatchedPtr<int32_t> stop;
+  BatchedPtr<float> d_color;
+  BatchedPtr<float> d_trans;
 };
 
 template <typename AT>
 __global__ void __launch_bounds__(kBlock)
-    backward_kernel(DevInputs<AT> in, TileLists L, const Prim* __restrict__ prims, int tiles_x,
-                    int H, int W, float k, float alpha_max, int use_rgb, int atlas_grad,
-                    const float* __restrict__ trans, const int32_t* __restrict__ stop,
-                    const float* __restrict__ d_color, const float* __restrict__ d_trans,
-                    GradOut out) {
+    backward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
+                    int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
+                    int atlas_grad, PixelInputs pixels, GradOut all_out) {
   __shared__ Prim s_prim[kBlock];
   __shared__ int s_id[kBlock];
   __shared__ int s_warp[kWarps];
   __shared__ int s_start;
+  // Block (tile, scene): everything below is that scene's.
+  const int64_t scene = blockIdx.y;
+  const int num_tiles = gridDim.x;
+  const SceneInputs<AT> in = batch.scene(scene);
+  const TileLists L = scene_lists(lists, scene);
+  const Prim* prims = all_prims + scene * in.N;
+  const BatchLayout& layout = batch.layout;
+  const float* __restrict__ trans = pixels.trans.at(layout, scene);
+  const int32_t* __restrict__ stop = pixels.stop.at(layout, scene);
+  const float* __restrict__ d_color = pixels.d_color.at(layout, scene);
+  const float* __restrict__ d_trans = pixels.d_trans.at(layout, scene);
+  const GradOut out = all_out.scene(scene, in.N, (int64_t)in.ad.P * in.ad.h * in.ad.w);
   const int tile = blockIdx.x;
   const int tile_x = tile % tiles_x, tile_y = tile / tiles_x;
   const int px = tile_x * kTile + (threadIdx.x % kTile);
@@ -260,7 +316,7 @@ __global__ void __launch_bounds__(kBlock)
   const bool valid = px < W && py < H;
   const int lane = threadIdx.x & 31;
   int begin, end;
-  const bool binned = tile_range(L, tile, begin, end);
+  const bool binned = tile_range(L, (int)(scene * num_tiles + tile), begin, end);
   float dC[3] = {0.0f, 0.0f, 0.0f}, dT = 0.0f, T_final = 1.0f;
   int32_t stop_n = -1;
   bool active = false;
@@ -387,7 +443,7 @@ __global__ void __launch_bounds__(kBlock)
 // that is cheap, else room for each primitive to cover 64 tiles on average (at
 // least 2^22 pairs), never more than DIFFBMP_CUDA_MAX_PAIRS (default 2^27, ~1 GB).
 // A render with more pairs than this falls back to the all-primitives walk.
-long long pair_capacity(int N, int num_tiles) {
+long long pair_capacity(int64_t N, int num_tiles) {
   long long budget = (long long)1 << 27;
   if (const char* env = std::getenv("DIFFBMP_CUDA_MAX_PAIRS")) budget = std::atoll(env);
   if (budget > (long long)INT32_MAX) budget = INT32_MAX;
@@ -413,22 +469,27 @@ ffi::Error scratch_alloc(ffi::ScratchAllocator& scratch, size_t count, T*& ptr) 
   return ffi::Error::Success();
 }
 
-// Setup + binning (steps 1-5 of the header). On success `L` and `prims` point
-// at scratch memory that lives until the handler returns.
+// Setup + binning (steps 1-5 of the header) for every scene of the batch. On
+// success `L` and `prims` point at scratch memory that lives until the
+// handler returns.
 template <typename AT>
 ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInputs<AT>& in,
                int H, int W, int tiles_x, int tiles_y, TileLists& L, Prim*& prims) {
-  const int N = in.N, num_tiles = tiles_x * tiles_y;
+  const int N = in.base.N, num_tiles = tiles_x * tiles_y;
+  const int64_t scenes = in.layout.count;
+  const int64_t total = scenes * N, all_tiles = scenes * num_tiles;
+  if (all_tiles >= INT32_MAX || total >= INT32_MAX)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: batch too large for one launch");
   TileRect* rects;
   unsigned long long *counts, *starts, *cursor;
   int* clamped;
-  if (auto e = scratch_alloc(scratch, N, prims); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, N, rects); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, num_tiles + 1, counts); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, num_tiles + 1, starts); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, num_tiles, cursor); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, num_tiles + 1, clamped); e.failure()) return e;
-  const long long capacity = pair_capacity(N, num_tiles);
+  if (auto e = scratch_alloc(scratch, total, prims); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, total, rects); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, all_tiles + 1, counts); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, all_tiles + 1, starts); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, all_tiles, cursor); e.failure()) return e;
+  if (auto e = scratch_alloc(scratch, all_tiles + 1, clamped); e.failure()) return e;
+  const long long capacity = pair_capacity(total, num_tiles);
   int32_t *unsorted, *ids;
   if (auto e = scratch_alloc(scratch, capacity, unsorted); e.failure()) return e;
   if (auto e = scratch_alloc(scratch, capacity, ids); e.failure()) return e;
@@ -436,42 +497,44 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
   L.rects = rects;
   L.starts = clamped;
   L.ids = ids;
-  L.total = starts + num_tiles;
+  L.total = starts + all_tiles;
   L.capacity = capacity;
-  DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (num_tiles + 1), stream));
-  if (N > 0) {
-    setup_kernel<AT><<<grid_for(N, 256), 256, 0, stream>>>(in, H, W, tiles_x, prims, rects,
-                                                            counts);
+  DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
+  if (total > 0) {
+    setup_kernel<AT><<<grid_for(total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
+                                                                num_tiles, prims, rects, counts);
     DB_CUDA_LAUNCHED(setup_kernel);
   }
   size_t scan_bytes = 0;
-  DB_CUDA_TRY(
-      cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts, num_tiles + 1, stream));
+  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts,
+                                            (int)all_tiles + 1, stream));
   char* scan_tmp;
   if (auto e = scratch_alloc(scratch, scan_bytes, scan_tmp); e.failure()) return e;
-  DB_CUDA_TRY(
-      cub::DeviceScan::ExclusiveSum(scan_tmp, scan_bytes, counts, starts, num_tiles + 1, stream));
-  prepare_kernel<<<grid_for(num_tiles + 1, 256), 256, 0, stream>>>(num_tiles, starts, capacity,
-                                                                   cursor, clamped);
+  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_tmp, scan_bytes, counts, starts,
+                                            (int)all_tiles + 1, stream));
+  prepare_kernel<<<grid_for(all_tiles + 1, 256), 256, 0, stream>>>((int)all_tiles, starts,
+                                                                   capacity, cursor, clamped);
   DB_CUDA_LAUNCHED(prepare_kernel);
-  if (N == 0 || capacity == 0) return ffi::Error::Success();
-  fill_kernel<<<grid_for(N, 256), 256, 0, stream>>>(N, tiles_x, rects, cursor, capacity,
-                                                    unsorted);
+  if (total == 0 || capacity == 0) return ffi::Error::Success();
+  fill_kernel<<<grid_for(total, 256), 256, 0, stream>>>(N, total, tiles_x, num_tiles, rects,
+                                                        cursor, capacity, unsorted);
   DB_CUDA_LAUNCHED(fill_kernel);
   size_t sort_bytes = 0;
   DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(nullptr, sort_bytes, unsorted, ids, (int)capacity,
-                                                 num_tiles, clamped, clamped + 1, stream));
+                                                 (int)all_tiles, clamped, clamped + 1, stream));
   char* sort_tmp;
   if (auto e = scratch_alloc(scratch, sort_bytes, sort_tmp); e.failure()) return e;
   DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(sort_tmp, sort_bytes, unsorted, ids,
-                                                 (int)capacity, num_tiles, clamped, clamped + 1,
-                                                 stream));
+                                                 (int)capacity, (int)all_tiles, clamped,
+                                                 clamped + 1, stream));
   return ffi::Error::Success();
 }
 
 template <ffi::DataType DT>
 using AtlasT = std::conditional_t<DT == ffi::DataType::BF16, __nv_bfloat16, float>;
 
+// Scenes go on the grid's y dimension.
+constexpr int64_t kMaxScenes = 65535;
 
 template <ffi::DataType DT>
 ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
@@ -482,21 +545,25 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
   using AT = AtlasT<DT>;
+  BatchLayout layout;
+  if (auto err = batch_layout(trans->dimensions(), 2, layout); err.failure()) return err;
+  if (layout.count > kMaxScenes)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: at most 65535 scenes per call");
   DevInputs<AT> in;
-  if (auto err = make_inputs<AtlasT<DT>, DT>(xy, scale, rotation, opacity_logit, color_logit,
-                                            tmpl, mask, rgb, use_rgb != 0, in);
+  if (auto err = make_inputs<AT, DT>(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask,
+                                     rgb, use_rgb != 0, layout, in);
       err.failure())
     return err;
   const auto td = trans->dimensions();
-  if (td.size() != 2) return ffi::Error::InvalidArgument("transmittance must have rank 2 [H,W]");
-  const int H = (int)td[0], W = (int)td[1];
-  if (H == 0 || W == 0) return ffi::Error::Success();
+  const int H = (int)td[layout.rank], W = (int)td[layout.rank + 1];
+  if (H == 0 || W == 0 || layout.count == 0) return ffi::Error::Success();
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   TileLists L;
   Prim* prims;
   if (auto err = bin<AT>(stream, scratch, in, H, W, tiles_x, tiles_y, L, prims); err.failure())
     return err;
-  forward_kernel<AT><<<tiles_x * tiles_y, kBlock, 0, stream>>>(
+  const dim3 grid(tiles_x * tiles_y, (unsigned)layout.count);
+  forward_kernel<AT><<<grid, kBlock, 0, stream>>>(
       in, L, prims, tiles_x, H, W, color_blend, alpha_max, use_rgb, color->typed_data(),
       trans->typed_data(), stop->typed_data());
   DB_CUDA_LAUNCHED(forward_kernel);
@@ -518,26 +585,41 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
                         ffi::ResultBuffer<ffi::F32> d_color_logit,
                         ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
   using AT = AtlasT<DT>;
+  BatchLayout layout;
+  if (auto err = batch_layout(d_scale->dimensions(), 1, layout); err.failure()) return err;
+  if (layout.count > kMaxScenes)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: at most 65535 scenes per call");
   DevInputs<AT> in;
-  if (auto err = make_inputs<AtlasT<DT>, DT>(xy, scale, rotation, opacity_logit, color_logit,
-                                            tmpl, mask, rgb, use_rgb != 0, in);
+  if (auto err = make_inputs<AT, DT>(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask,
+                                     rgb, use_rgb != 0, layout, in);
       err.failure())
     return err;
+  PixelInputs pixels;
+  ffi::Error e = ffi::Error::Success();
+  if ((e = batched_ptr<float>(trans, 2, layout, "transmittance", pixels.trans)).failure()) return e;
+  if ((e = batched_ptr<int32_t>(stop, 2, layout, "stop", pixels.stop)).failure()) return e;
+  if ((e = batched_ptr<float>(d_color, 3, layout, "d_color", pixels.d_color)).failure()) return e;
+  if ((e = batched_ptr<float>(d_trans, 2, layout, "d_transmittance", pixels.d_trans)).failure())
+    return e;
   const auto td = trans.dimensions();
-  if (td.size() != 2) return ffi::Error::InvalidArgument("transmittance must have rank 2 [H,W]");
-  const int H = (int)td[0], W = (int)td[1];
+  const int H = (int)td[layout.rank], W = (int)td[layout.rank + 1];
   const bool want_atlas = atlas_grad != 0;
+  const int64_t scenes = layout.count;
+  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.h * in.base.ad.w;
   if (want_atlas) {
-    if (d_mask->element_count() != mask.element_count())
+    if ((int64_t)d_mask->element_count() != scenes * atlas_elems)
       return ffi::Error::InvalidArgument("d_mask must match mask when atlas_grad");
-    if (use_rgb && d_rgb->element_count() != rgb.element_count())
+    if (use_rgb && (int64_t)d_rgb->element_count() != 3 * scenes * atlas_elems)
       return ffi::Error::InvalidArgument("d_rgb must match rgb when atlas_grad");
   }
-  GradOut out{d_xy->typed_data(),          d_scale->typed_data(),
-              d_rotation->typed_data(),    d_opacity_logit->typed_data(),
-              d_color_logit->typed_data(), d_mask->typed_data(),
-              d_rgb->typed_data()};
-  const size_t N = (size_t)in.N;
+  GradOut out{d_xy->typed_data(),
+              d_scale->typed_data(),
+              d_rotation->typed_data(),
+              d_opacity_logit->typed_data(),
+              d_color_logit->typed_data(),
+              d_mask->element_count() ? d_mask->typed_data() : nullptr,
+              d_rgb->element_count() ? d_rgb->typed_data() : nullptr};
+  const size_t N = (size_t)in.base.N * (size_t)scenes;  // all scenes' primitives
   DB_CUDA_TRY(cudaMemsetAsync(out.xy, 0, sizeof(float) * 2 * N, stream));
   DB_CUDA_TRY(cudaMemsetAsync(out.scale, 0, sizeof(float) * N, stream));
   DB_CUDA_TRY(cudaMemsetAsync(out.rotation, 0, sizeof(float) * N, stream));
@@ -553,9 +635,10 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
   Prim* prims;
   if (auto err = bin<AT>(stream, scratch, in, H, W, tiles_x, tiles_y, L, prims); err.failure())
     return err;
-  backward_kernel<AT><<<tiles_x * tiles_y, kBlock, 0, stream>>>(
-      in, L, prims, tiles_x, H, W, color_blend, alpha_max, use_rgb, want_atlas ? 1 : 0,
-      trans.typed_data(), stop.typed_data(), d_color.typed_data(), d_trans.typed_data(), out);
+  const dim3 grid(tiles_x * tiles_y, (unsigned)scenes);
+  backward_kernel<AT><<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend,
+                                                   alpha_max, use_rgb, want_atlas ? 1 : 0,
+                                                   pixels, out);
   DB_CUDA_LAUNCHED(backward_kernel);
   return ffi::Error::Success();
 }

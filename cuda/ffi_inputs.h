@@ -1,16 +1,18 @@
-// Decoding the primitive and atlas buffers of an FFI call into raw pointers,
-// with the consistency checks both backends need (host code, shared by the
-// CPU handlers and the CUDA handlers).
+// Decoding the buffers of an FFI call into raw pointers: the batch layout,
+// the primitive and atlas arguments of every scene, with the consistency
+// checks both backends need (host code, shared by the CPU and CUDA handlers).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "batch_layout.h"
 #include "render_common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace diffbmp {
 
-// The arguments of a render; AT is the atlas element type (float, or bf16 on CUDA).
+// The arguments of one scene; AT is the atlas element type (float, or bf16 on CUDA).
 template <typename AT>
 struct SceneInputs {
   const float *xy, *scale, *rotation, *opacity_logit, *color_logit;
@@ -20,6 +22,81 @@ struct SceneInputs {
   AtlasDims ad;
 };
 
+// A per-scene argument of a batched call (e.g. the backward's cotangents).
+template <typename T>
+struct BatchedPtr {
+  const T* p;
+  BatchStride st;
+  DB_HD const T* at(const BatchLayout& L, int64_t b) const { return p + batch_offset(L, st, b); }
+};
+
+// The arguments of every scene of a batched call.
+template <typename AT>
+struct BatchedInputs {
+  SceneInputs<AT> base;  // pointers of scene 0
+  BatchLayout layout;
+  BatchStride xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb;
+
+  DB_HD SceneInputs<AT> scene(int64_t b) const {
+    SceneInputs<AT> s = base;
+    s.xy += batch_offset(layout, xy, b);
+    s.scale += batch_offset(layout, scale, b);
+    s.rotation += batch_offset(layout, rotation, b);
+    s.opacity_logit += batch_offset(layout, opacity_logit, b);
+    s.color_logit += batch_offset(layout, color_logit, b);
+    s.tmpl += batch_offset(layout, tmpl, b);
+    s.mask += batch_offset(layout, mask, b);
+    s.rgb += batch_offset(layout, rgb, b);
+    return s;
+  }
+};
+
+// The batch dimensions of a call: the leading dimensions of a result whose
+// per-scene rank is `scene_rank`.
+template <typename Dims>
+xla::ffi::Error batch_layout(Dims d, int scene_rank, BatchLayout& L) {
+  const int rank = (int)d.size() - scene_rank;
+  if (rank < 0) return xla::ffi::Error::InvalidArgument("result rank below its per-scene rank");
+  if (rank > kMaxBatchDims)
+    return xla::ffi::Error::InvalidArgument("at most " + std::to_string(kMaxBatchDims) +
+                                            " nested vmap dimensions are supported");
+  L.rank = rank;
+  L.count = 1;
+  for (int j = 0; j < kMaxBatchDims; ++j) L.dims[j] = j < rank ? d[j] : 1;
+  for (int j = 0; j < rank; ++j) L.count *= d[j];
+  return xla::ffi::Error::Success();
+}
+
+// Strides of an argument with per-scene rank `scene_rank` under layout `L`;
+// each batch dimension must be the result's or 1 (shared).
+template <typename Dims>
+xla::ffi::Error batch_stride(Dims d, int scene_rank, const BatchLayout& L, const char* name,
+                             BatchStride& st) {
+  using xla::ffi::Error;
+  if ((int)d.size() != scene_rank + L.rank)
+    return Error::InvalidArgument(std::string(name) + " has rank " + std::to_string(d.size()) +
+                                  ", expected " + std::to_string(scene_rank + L.rank));
+  int64_t per = 1;
+  for (int i = L.rank; i < (int)d.size(); ++i) per *= d[i];
+  for (int j = 0; j < kMaxBatchDims; ++j) st.s[j] = 0;
+  for (int j = L.rank - 1; j >= 0; --j) {
+    if (d[j] != 1 && d[j] != L.dims[j])
+      return Error::InvalidArgument(std::string(name) + " batch dimension " + std::to_string(j) +
+                                    " is " + std::to_string(d[j]) + ", expected 1 or " +
+                                    std::to_string(L.dims[j]));
+    st.s[j] = d[j] == 1 ? 0 : per;
+    per *= d[j];
+  }
+  return xla::ffi::Error::Success();
+}
+
+template <typename T, xla::ffi::DataType DT>
+xla::ffi::Error batched_ptr(xla::ffi::Buffer<DT> buf, int scene_rank, const BatchLayout& L,
+                            const char* name, BatchedPtr<T>& out) {
+  out.p = reinterpret_cast<const T*>(buf.untyped_data());
+  return batch_stride(buf.dimensions(), scene_rank, L, name, out.st);
+}
+
 template <typename AT, xla::ffi::DataType DT>
 xla::ffi::Error make_inputs(xla::ffi::Buffer<xla::ffi::F32> xy,
                             xla::ffi::Buffer<xla::ffi::F32> scale,
@@ -27,26 +104,47 @@ xla::ffi::Error make_inputs(xla::ffi::Buffer<xla::ffi::F32> xy,
                             xla::ffi::Buffer<xla::ffi::F32> opacity_logit,
                             xla::ffi::Buffer<xla::ffi::F32> color_logit,
                             xla::ffi::Buffer<xla::ffi::S32> tmpl, xla::ffi::Buffer<DT> mask,
-                            xla::ffi::Buffer<DT> rgb, bool use_rgb, SceneInputs<AT>& in) {
+                            xla::ffi::Buffer<DT> rgb, bool use_rgb, const BatchLayout& L,
+                            BatchedInputs<AT>& in) {
   using xla::ffi::Error;
-  const auto md = mask.dimensions();
-  if (md.size() != 3) return Error::InvalidArgument("mask must have rank 3 [P,h,w]");
-  in.N = (int)scale.element_count();
-  if ((int)xy.element_count() != 2 * in.N || (int)rotation.element_count() != in.N ||
-      (int)opacity_logit.element_count() != in.N || (int)color_logit.element_count() != 3 * in.N ||
-      (int)tmpl.element_count() != in.N)
+  in.layout = L;
+  const int r = L.rank;
+  const auto sd = scale.dimensions();
+  if ((int)sd.size() != 1 + r) return Error::InvalidArgument("scale must have shape [N]");
+  const int64_t N = sd[r];
+  const auto xd = xy.dimensions(), cd = color_logit.dimensions();
+  const auto rd = rotation.dimensions(), od = opacity_logit.dimensions(),
+             td = tmpl.dimensions();
+  if ((int)xd.size() != 2 + r || xd[r] != N || xd[r + 1] != 2 || (int)cd.size() != 2 + r ||
+      cd[r] != N || cd[r + 1] != 3 || (int)rd.size() != 1 + r || rd[r] != N ||
+      (int)od.size() != 1 + r || od[r] != N || (int)td.size() != 1 + r || td[r] != N)
     return Error::InvalidArgument("primitive fields disagree on N");
-  in.ad = make_atlas_dims((int)md[0], (int)md[1], (int)md[2]);
-  if (use_rgb && rgb.element_count() != 3 * mask.element_count())
+  const auto md = mask.dimensions();
+  if ((int)md.size() != 3 + r) return Error::InvalidArgument("mask must have shape [P,h,w]");
+  const auto gd = rgb.dimensions();
+  if ((int)gd.size() != 4 + r) return Error::InvalidArgument("rgb must have rank 4");
+  if (use_rgb && (gd[r] != md[r] || gd[r + 1] != md[r + 1] || gd[r + 2] != md[r + 2] ||
+                  gd[r + 3] != 3))
     return Error::InvalidArgument("rgb must have shape [P,h,w,3] when use_rgb");
-  in.xy = xy.typed_data();
-  in.scale = scale.typed_data();
-  in.rotation = rotation.typed_data();
-  in.opacity_logit = opacity_logit.typed_data();
-  in.color_logit = color_logit.typed_data();
-  in.tmpl = tmpl.typed_data();
-  in.mask = reinterpret_cast<const AT*>(mask.untyped_data());
-  in.rgb = reinterpret_cast<const AT*>(rgb.untyped_data());
+  in.base.N = (int)N;
+  in.base.ad = make_atlas_dims((int)md[r], (int)md[r + 1], (int)md[r + 2]);
+  in.base.xy = xy.typed_data();
+  in.base.scale = scale.typed_data();
+  in.base.rotation = rotation.typed_data();
+  in.base.opacity_logit = opacity_logit.typed_data();
+  in.base.color_logit = color_logit.typed_data();
+  in.base.tmpl = tmpl.typed_data();
+  in.base.mask = reinterpret_cast<const AT*>(mask.untyped_data());
+  in.base.rgb = reinterpret_cast<const AT*>(rgb.untyped_data());
+  Error e = Error::Success();
+  if ((e = batch_stride(xd, 2, L, "xy", in.xy)).failure()) return e;
+  if ((e = batch_stride(sd, 1, L, "scale", in.scale)).failure()) return e;
+  if ((e = batch_stride(rd, 1, L, "rotation", in.rotation)).failure()) return e;
+  if ((e = batch_stride(od, 1, L, "opacity_logit", in.opacity_logit)).failure()) return e;
+  if ((e = batch_stride(cd, 2, L, "color_logit", in.color_logit)).failure()) return e;
+  if ((e = batch_stride(td, 1, L, "template", in.tmpl)).failure()) return e;
+  if ((e = batch_stride(md, 3, L, "mask", in.mask)).failure()) return e;
+  if ((e = batch_stride(gd, 4, L, "rgb", in.rgb)).failure()) return e;
   return Error::Success();
 }
 

@@ -2,7 +2,7 @@
 
 Layers, bottom up: the scene (:class:`Primitives`, :class:`Atlas`, stamp
 ``sources``), the renderer (:func:`render` with reference / cpu / cuda
-backends), fitting (:func:`fit`, :func:`fit_video`, :func:`fit_regions`,
+backends), fitting (:func:`fit`, :func:`fit_batch`, :func:`fit_video`, :func:`fit_regions`,
 :func:`fit_text`) and the writers (``export``).
 """
 
@@ -17,6 +17,7 @@ from .sources import load_stamps
 from . import init, losses, metrics
 from .metrics import psnr, ssim
 from .fit import FitConfig, FitResult, fit
+from .batch import BatchFitResult, fit_batch, scene_mesh
 from . import video, regions
 from .video import VideoFitResult, fit_video, flicker, frame_psnr, load_video
 from .regions import RegionFitResult, fit_regions
@@ -33,6 +34,7 @@ __all__ = [
     "Atlas", "Primitives", "render", "composite", "default_template", "BACKENDS",
     "sources", "templates", "load_stamps",
     "init", "losses", "metrics", "psnr", "ssim", "fit", "FitConfig", "FitResult",
+    "fit_batch", "BatchFitResult", "scene_mesh",
     "video", "regions", "fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr",
     "fit_regions", "RegionFitResult", "clip", "fit_text", "TextFitResult",
     "export", "export_psd", "export_svg", "export_png",

@@ -40,13 +40,15 @@ class Atlas:
         # jax rebuilds pytrees with placeholder leaves; check real arrays only.
         if not _is_array(self.mask):
             return
+        # Leading batch dimensions are allowed: vmap builds atlases of stacked
+        # per-scene atlases (or their gradients); render checks for exactly 3.
         mask = self.mask
-        if mask.ndim != 3:
+        if mask.ndim < 3:
             raise ValueError(f"Atlas.mask must have shape (P, h, w), got {tuple(mask.shape)}")
-        if mask.shape[0] == 0:
+        if mask.shape[-3] == 0:
             raise ValueError("Atlas.mask is empty: the atlas needs at least one bitmap (P >= 1)")
-        if mask.shape[1] == 0 or mask.shape[2] == 0:
-            raise ValueError(f"Atlas.mask bitmaps must be non-empty, got size {tuple(mask.shape[1:])}")
+        if mask.shape[-2] == 0 or mask.shape[-1] == 0:
+            raise ValueError(f"Atlas.mask bitmaps must be non-empty, got size {tuple(mask.shape[-2:])}")
         if not jnp.issubdtype(mask.dtype, jnp.floating):
             raise TypeError(f"Atlas.mask must be a float array, got dtype {mask.dtype}")
         if _is_array(self.rgb):
@@ -90,7 +92,7 @@ class Atlas:
     @property
     def num(self) -> int:
         """Number of bitmaps ``P``."""
-        return self.mask.shape[0]
+        return self.mask.shape[-3]
 
     @property
     def size(self) -> tuple[int, int]:

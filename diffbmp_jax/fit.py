@@ -158,35 +158,13 @@ def _initial_templates(choice: str, params: Primitives, template, atlas: Atlas, 
     return jnp.asarray(template, jnp.int32)
 
 
-def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
-        weight_mask=None, background_image=None, init_params: tuple | None = None, progress: bool = True,
-        callback: Callable | None = None, **options) -> FitResult:
-    """Fits ``num_primitives`` stamps from ``atlas`` to ``target``.
+def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConfig, weight_mask=None,
+             background_image=None, init_params=None) -> tuple[_Static, _Data, tuple]:
+    """Checks the arguments of one fit and builds its start: ``(static, data, carry)``.
 
-    Args:
-      target: ``[H, W, 3]`` image in [0, 1] (uint8, grey and RGBA accepted).
-      atlas: the :class:`Atlas` of bitmaps to use.
-      num_primitives: ``N >= 1``.
-      steps: optimisation steps ``>= 0`` (0 returns the initialisation).
-      key: ``jax.random.key`` (or an int seed); the fit is a deterministic
-        function of it.
-      config: :class:`FitConfig` (or a dict of its fields); ``**options``
-        override single fields, e.g. ``fit(..., lr_xy=0.01)``.
-      weight_mask: optional ``[H, W]`` / ``[H, W, 1|3]`` non-negative per-pixel
-        loss weights.
-      background_image: ``[H, W, 3]`` image for ``background="image"`` /
-        ``output_background="image"``.
-      init_params: optional ``(Primitives, template)`` to start from instead of
-        the initialiser (e.g. a previous result).
-      progress: show a tqdm bar with loss, PSNR and it/s.
-      callback: called as ``callback(step, params, image, metrics)`` at step 0
-        and after every chunk (``metrics``: dict with ``loss``, ``psnr``).
-
-    Returns:
-      :class:`FitResult`.
+    ``carry`` is ``(theta, optimiser state)``; see :func:`fit` for the arguments.
+    The same function sets up every scene of :func:`diffbmp_jax.fit_batch`.
     """
-    t0 = time.perf_counter()
-    config = resolve_config(config, options)
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
     target = as_target(target)
@@ -219,6 +197,43 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     chunk = min(config.log_every, max(steps, 1))
     static = _Static(config, steps, h, w, chunk, unit)
     carry = (theta, make_optimizer(config, steps).init(theta))
+    return static, data, carry
+
+
+def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
+        weight_mask=None, background_image=None, init_params: tuple | None = None, progress: bool = True,
+        callback: Callable | None = None, **options) -> FitResult:
+    """Fits ``num_primitives`` stamps from ``atlas`` to ``target``.
+
+    Args:
+      target: ``[H, W, 3]`` image in [0, 1] (uint8, grey and RGBA accepted).
+      atlas: the :class:`Atlas` of bitmaps to use.
+      num_primitives: ``N >= 1``.
+      steps: optimisation steps ``>= 0`` (0 returns the initialisation).
+      key: ``jax.random.key`` (or an int seed); the fit is a deterministic
+        function of it.
+      config: :class:`FitConfig` (or a dict of its fields); ``**options``
+        override single fields, e.g. ``fit(..., lr_xy=0.01)``.
+      weight_mask: optional ``[H, W]`` / ``[H, W, 1|3]`` non-negative per-pixel
+        loss weights.
+      background_image: ``[H, W, 3]`` image for ``background="image"`` /
+        ``output_background="image"``.
+      init_params: optional ``(Primitives, template)`` to start from instead of
+        the initialiser (e.g. a previous result).
+      progress: show a tqdm bar with loss, PSNR and it/s.
+      callback: called as ``callback(step, params, image, metrics)`` at step 0
+        and after every chunk (``metrics``: dict with ``loss``, ``psnr``).
+
+    Returns:
+      :class:`FitResult`.
+    """
+    t0 = time.perf_counter()
+    config = resolve_config(config, options)
+    static, data, carry = _prepare(target, atlas, num_primitives=num_primitives, steps=steps, key=key,
+                                   config=config, weight_mask=weight_mask, background_image=background_image,
+                                   init_params=init_params)
+    target, h, w, steps, unit = data.target, static.height, static.width, static.steps, static.unit
+    bg_image = data.bg_image
 
     history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": [], "reassigned": []}
     current = {"data": data, "reassigned": 0}  # what the chunks read, changed by reassign()

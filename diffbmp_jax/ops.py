@@ -5,6 +5,9 @@ transmittance ``T [H, W]`` and, per pixel, the index of the deepest primitive
 it composited before early termination (``stop [H, W]`` int32). ``T`` and
 ``stop`` are the only per-pixel residuals: memory ``O(H * W + N)``. The backward
 target recomputes the tile binning and walks each pixel's list again.
+
+Batching: ``jax.vmap`` (nested up to 4 deep) of anything built on these calls
+renders all scenes in one kernel launch per call, not one after another.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ class KernelConfig(NamedTuple):
     # CUDA only: the kernels read the atlas (mask, rgb) as bf16, halving its
     # memory traffic; arithmetic, parameters and gradients stay fp32.
     atlas_bf16: bool = False
+
+
+# Under jax.vmap the kernels render every scene of the batch in one launch:
+# each argument gains leading batch dimensions (size 1 where it is not mapped,
+# e.g. a shared atlas, read in place), see cuda/batch_layout.h.
+_VMAP = "expand_dims"
 
 
 def _inputs(params: Primitives, template, mask, rgb):
@@ -61,14 +70,16 @@ def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
         jax.ShapeDtypeStruct((h, w), jnp.float32),
         jax.ShapeDtypeStruct((h, w), jnp.int32),
     )
-    call = jax.ffi.ffi_call(_target(_ffi.FORWARD, cfg), out_types, vmap_method="sequential")
+    call = jax.ffi.ffi_call(_target(_ffi.FORWARD, cfg), out_types, vmap_method=_VMAP)
     return call(*_inputs(params, template, mask, rgb), **_attrs(cfg))
 
 
 def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
     n = params.scale.shape[0]
-    atlas_shape = mask.shape if cfg.atlas_grad else (0,)
-    rgb_shape = rgb.shape if (cfg.atlas_grad and cfg.use_rgb) else (0,)
+    # Unused atlas gradients are empty, of the same rank (the kernels read
+    # every buffer's batch dimensions by rank).
+    atlas_shape = mask.shape if cfg.atlas_grad else (0,) + mask.shape[1:]
+    rgb_shape = rgb.shape if (cfg.atlas_grad and cfg.use_rgb) else (0,) + rgb.shape[1:]
     out_types = (
         jax.ShapeDtypeStruct((n, 2), jnp.float32),
         jax.ShapeDtypeStruct((n,), jnp.float32),
@@ -78,7 +89,7 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
         jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
         jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
     )
-    call = jax.ffi.ffi_call(_target(_ffi.BACKWARD, cfg), out_types, vmap_method="sequential")
+    call = jax.ffi.ffi_call(_target(_ffi.BACKWARD, cfg), out_types, vmap_method=_VMAP)
     mask, rgb = _atlas_inputs(cfg, mask, rgb)
     return call(*_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
                 atlas_grad=np.int32(cfg.atlas_grad), **_attrs(cfg))

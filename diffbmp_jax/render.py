@@ -74,6 +74,9 @@ def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0,
     alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
     if alpha_max == 0.0:
         raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    if jnp.ndim(atlas.mask) != 3:
+        raise ValueError(f"atlas.mask must have shape (P, h, w), got {tuple(jnp.shape(atlas.mask))} "
+                         "(map over a batch of atlases with jax.vmap)")
     atlas.check_values()
     params = check_params(params)
     template = check_template(template, params.num, atlas.num)

@@ -1,0 +1,291 @@
+"""Many independent fits at once: a batch of targets, one compiled loop, many devices.
+
+:func:`fit_batch` runs ``B`` fits side by side. Scene ``b`` is exactly the
+:func:`diffbmp_jax.fit` of ``targets[b]`` with key ``jax.random.fold_in(key, b)``
+(same initialisation, same steps), only batched:
+
+* one step of all scenes is one ``jax.vmap`` of the single-scene step, so the
+  FFI kernels render a device's whole share of scenes in **one launch** per
+  forward and per backward (:mod:`diffbmp_jax.ops`);
+* the scenes are sharded over a 1-D device mesh (axis ``"scenes"``,
+  :func:`scene_mesh`) with ``jax.shard_map``: each device runs its own share
+  and nothing crosses devices inside a step; ``log_every`` steps run as one
+  compiled ``lax.scan``, so the host only wakes between chunks to move the
+  progress bar (and not at all, apart from dispatch, with ``progress=False``);
+* ``B`` is padded to a multiple of the device count with copies of the last
+  scene, which are dropped from the result.
+
+Multi-host: start every process with ``jax.distributed.initialize()`` (see
+the README), then call :func:`fit_batch` with the same arguments on every
+process. ``jax.devices()`` then lists the devices of all hosts, the mesh spans
+them, each process places only the scenes of its own devices, and the result
+is gathered on every process at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .atlas import Atlas
+from .config import FitConfig, resolve_config
+from .fit import FitResult, _Data, _evaluate, _prepare, _Static, _step
+from .losses import ssim as _ssim
+from .primitives import Primitives
+from .validation import as_key, as_target
+
+__all__ = ["fit_batch", "BatchFitResult", "scene_mesh", "SCENE_AXIS"]
+
+SCENE_AXIS = "scenes"
+
+
+@dataclasses.dataclass
+class BatchFitResult:
+    """What :func:`fit_batch` returns (host NumPy arrays, leading axis ``B``).
+
+    Attributes:
+      params: :class:`Primitives` with fields ``[B, N, ...]`` (pixel units).
+      template: ``[B, N]`` int32 bitmap ids.
+      images: ``[B, H, W, 3]`` final renders (sharp atlas, ``output_background``).
+      psnr, ssim: ``[B]`` final quality per scene (dB / unitless).
+      history: lists over logged steps: ``step``, ``loss`` (``[B]`` training
+        loss of that step per scene; ``None`` at step 0), ``psnr`` (``[B]`` dB),
+        ``time`` (seconds since the start, compilation included).
+      wall_time: seconds for the whole batch, compilation included.
+      devices: number of devices the scenes were sharded over.
+      config: the :class:`FitConfig` used.
+    """
+
+    params: Primitives
+    template: np.ndarray
+    images: np.ndarray
+    psnr: np.ndarray
+    ssim: np.ndarray
+    history: dict
+    wall_time: float
+    devices: int
+    config: FitConfig
+
+    def __len__(self) -> int:
+        return int(self.template.shape[0])
+
+    def scene(self, b: int) -> FitResult:
+        """Scene ``b`` as a :class:`~diffbmp_jax.FitResult` (its history holds that scene's values)."""
+        if not -len(self) <= b < len(self):
+            raise IndexError(f"scene index {b} out of range for a batch of {len(self)}")
+        history = {"step": list(self.history["step"]), "time": list(self.history["time"]),
+                   "loss": [None if v is None else v[b] for v in self.history["loss"]],
+                   "psnr": [v[b] for v in self.history["psnr"]]}
+        return FitResult(params=jax.tree.map(lambda x: x[b], self.params), template=self.template[b],
+                         image=self.images[b], history=history, psnr=float(self.psnr[b]),
+                         ssim=float(self.ssim[b]), wall_time=self.wall_time, config=self.config)
+
+
+def scene_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The 1-D mesh (axis :data:`SCENE_AXIS`) that :func:`fit_batch` shards scenes over.
+
+    ``devices`` defaults to ``jax.devices()`` (every device of every process).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    return Mesh(np.array(devices), (SCENE_AXIS,))
+
+
+# --------------------------------------------------------------------------- compiled parts
+
+# vmap axes of the per-scene data (the atlas is shared, passed separately).
+_SCENE_AXES = _Data(target=0, atlas=None, template=0, weight=0, bg_image=0, guide_scale=0, guide_angle=0, key=0)
+
+
+def _local(scenes: _Data, atlas: Atlas) -> _Data:
+    """One device's scenes, with typed keys and the shared atlas put back."""
+    return scenes._replace(atlas=atlas, key=jax.random.wrap_key_data(scenes.key))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run_chunk(static: _Static, mesh: Mesh, scenes: _Data, atlas: Atlas, carry, start):
+    """``static.chunk`` steps of every scene: ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
+
+    def local(scenes, atlas, carry, start):
+        data = _local(scenes, atlas)
+        step = jax.vmap(lambda d, c, t: _step(static, d, c, t), in_axes=(_SCENE_AXES, 0, None))
+        ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
+        carry, (loss, count) = jax.lax.scan(lambda c, t: step(data, c, t), carry, ts)
+        return carry, (loss, count)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(SCENE_AXIS), P(), P(SCENE_AXIS), P()),
+                         out_specs=(P(SCENE_AXIS), P(None, SCENE_AXIS)), check_vma=False)(
+        scenes, atlas, carry, start)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate_all(static: _Static, mesh: Mesh, scenes: _Data, atlas: Atlas, theta):
+    """Final-style renders ``[B, H, W, 3]``, PSNR ``[B]`` and params of every scene."""
+
+    def local(scenes, atlas, theta):
+        data = _local(scenes, atlas)
+        return jax.vmap(lambda d, th: _evaluate(static, d, th), in_axes=(_SCENE_AXES, 0))(data, theta)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(SCENE_AXIS), P(), P(SCENE_AXIS)),
+                         out_specs=P(SCENE_AXIS), check_vma=False)(scenes, atlas, theta)
+
+
+# --------------------------------------------------------------------------- host side
+
+def _place(tree, sharding: NamedSharding):
+    """Global arrays from host arrays that every process holds in full.
+
+    Each process only transfers the slices of its own devices, so the same
+    call works on one host and on many.
+    """
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.tree.map(put, tree)
+
+
+def _to_host(tree):
+    """NumPy copies of (possibly multi-host) global arrays, on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    return jax.tree.map(np.asarray, tree)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _per_scene(name: str, value, count: int) -> list:
+    """``value`` as ``count`` per-scene entries: None, or a sequence/array with leading axis ``count``."""
+    if value is None:
+        return [None] * count
+    if len(value) != count:
+        raise ValueError(f"{name} must have one entry per target ({count}), got {len(value)}")
+    return list(value)
+
+
+def _as_targets(targets) -> list:
+    if isinstance(targets, (np.ndarray, jax.Array)):
+        if targets.ndim != 4:
+            raise ValueError(f"targets must have shape (B, H, W, 3), got {tuple(targets.shape)}")
+        items = list(targets)
+    else:
+        items = list(targets)
+    if not items:
+        raise ValueError("targets is empty: fit_batch needs at least one target")
+    items = [as_target(t) for t in items]
+    shape = items[0].shape
+    for b, t in enumerate(items):
+        if t.shape != shape:
+            raise ValueError(f"targets must all have one shape: targets[0] is {tuple(shape)}, "
+                             f"targets[{b}] is {tuple(t.shape)}")
+    return items
+
+
+def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
+              config: FitConfig | dict | None = None, weight_masks=None, background_images=None,
+              init_params: Sequence[tuple] | None = None, devices: Sequence[jax.Device] | None = None,
+              progress: bool = True, **options) -> BatchFitResult:
+    """Fits ``num_primitives`` stamps to each of ``B`` targets, as one batched, sharded loop.
+
+    Args:
+      targets: ``[B, H, W, 3]`` images in [0, 1] (or a sequence of ``B`` images
+        of one size; uint8, grey and RGBA accepted).
+      atlas: the :class:`Atlas` shared by every scene.
+      num_primitives, steps, config, **options: as :func:`diffbmp_jax.fit`
+        (``reassign_every`` is not supported here).
+      key: ``jax.random.key`` or int seed; scene ``b`` uses ``fold_in(key, b)``.
+      weight_masks, background_images: optional, one per target (see
+        :func:`diffbmp_jax.fit`).
+      init_params: optional, one ``(Primitives, template)`` per target.
+      devices: devices to shard the scenes over; default ``jax.devices()``.
+      progress: show a tqdm bar (mean loss and mean PSNR over the scenes).
+
+    Returns:
+      :class:`BatchFitResult`; ``result.scene(b)`` is scene ``b`` as a :class:`FitResult`.
+    """
+    t0 = time.perf_counter()
+    config = resolve_config(config, options)
+    if config.reassign_every:
+        raise ValueError("fit_batch does not support reassign_every (a host-side step); "
+                         "use fit() for template re-assignment")
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    items = _as_targets(targets)
+    count = len(items)
+    key = as_key(key)
+    weights = _per_scene("weight_masks", weight_masks, count)
+    backgrounds = _per_scene("background_images", background_images, count)
+    inits = _per_scene("init_params", init_params, count)
+    mesh = scene_mesh(devices)
+    shards = mesh.devices.size
+
+    prepared = [_prepare(items[b], atlas, num_primitives=num_primitives, steps=steps,
+                         key=jax.random.fold_in(key, b), config=config, weight_mask=weights[b],
+                         background_image=backgrounds[b], init_params=inits[b]) for b in range(count)]
+    static = prepared[0][0]
+    shared_atlas = prepared[0][1].atlas
+    padded = math.ceil(count / shards) * shards
+    prepared += [prepared[-1]] * (padded - count)  # dropped from the result
+    scenes = _stack([d._replace(atlas=None, key=jax.random.key_data(d.key)) for _, d, _ in prepared])
+    carry = _stack([c for _, _, c in prepared])
+
+    split = NamedSharding(mesh, P(SCENE_AXIS))
+    scenes = _place(scenes, split)
+    carry = _place(carry, split)
+    shared_atlas = _place(shared_atlas, NamedSharding(mesh, P()))
+
+    from tqdm.auto import tqdm
+    history = {"step": [], "loss": [], "psnr": [], "time": []}
+
+    def log(step, loss):
+        images, psnr, params = _evaluate_all(static, mesh, scenes, shared_atlas, carry[0])
+        psnr = _to_host(psnr)[:count]
+        history["step"].append(step)
+        history["loss"].append(None if loss is None else [float(v) for v in loss])
+        history["psnr"].append([float(v) for v in psnr])
+        history["time"].append(time.perf_counter() - t0)
+        return images, params, psnr
+
+    bar = tqdm(total=static.steps, disable=not progress, unit="it", desc=f"fit_batch[{count}]", leave=True)
+    try:
+        if progress:
+            log(0, None)
+        for start in range(0, static.steps, static.chunk):
+            carry, (losses, _) = _run_chunk(static, mesh, scenes, shared_atlas, carry, jnp.int32(start))
+            done = min(start + static.chunk, static.steps)
+            if progress:
+                last = _to_host(losses)[done - start - 1, :count]
+                _, _, psnr = log(done, last)
+                bar.update(done - start)
+                bar.set_postfix(loss=f"{np.mean(last):.4g}", psnr=f"{np.mean(psnr):.2f}")
+        if not progress:
+            # Without a progress bar the chunks were only dispatched; this is
+            # the first read-back.
+            last = None
+            if static.steps > 0:
+                last = _to_host(losses)[(static.steps - 1) % static.chunk, :count]
+            log(static.steps, last)
+    finally:
+        bar.close()
+
+    images, _, params = _evaluate_all(static, mesh, scenes, shared_atlas, carry[0])
+    images, params = _to_host((images, params))
+    images = images[:count]
+    params = jax.tree.map(lambda x: x[:count], params)
+    template = _to_host(scenes.template)[:count]
+    targets_np = [np.asarray(t) for t in items]
+    ssim = np.array([float(_ssim(jnp.asarray(images[b]), targets_np[b])) for b in range(count)])
+    return BatchFitResult(params=params, template=template, images=images,
+                          psnr=np.array(history["psnr"][-1]), ssim=ssim, history=history,
+                          wall_time=time.perf_counter() - t0, devices=shards, config=config)
