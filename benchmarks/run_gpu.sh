@@ -2,8 +2,8 @@
 # One call on the GPU machine: build + install the package (CUDA kernels for
 # sm_90 only, to save compile time), check the cuda backend, benchmark it.
 #
-#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render,fit,clip]   (default: all;
-#   fit and clip run only when named)
+#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render,fit,clip,scale]   (default: all;
+#   fit, clip and scale run only when named)
 #
 # Logs and JSON go to $OUT (the device tool's output folder), else /tmp/diffbmp_gpu.
 # Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S.
@@ -60,5 +60,10 @@ if [[ ",$STAGE," == *,clip,* ]]; then
   # Real CLIP weights if the machine has them; otherwise the loader's message and a random-weight smoke run.
   timeout ${CLIP_S:-150} python3 "$REPO/benchmarks/clip_text_run.py" --prompt "a galaxy" --steps 150 \
     --out "$OUT" 2>&1 | tee "$OUT/clip_text_run.log" || status=1
+fi
+if [[ ",$STAGE," == *,scale,* ]]; then
+  # Batched fits (scenes/s for B = 1..64) and, with several GPUs, the speed-up over one.
+  timeout ${SCALE_S:-300} python3 "$REPO/benchmarks/bench_scale.py" --json "$OUT/bench_scale.json" ${SCALE_ARGS:-} \
+    2>&1 | tee "$OUT/bench_scale.log" || status=1
 fi
 exit $status

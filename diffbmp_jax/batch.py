@@ -192,6 +192,31 @@ def _as_targets(targets) -> list:
     return items
 
 
+def _host_batch(items, atlas, *, num_primitives, steps, key, config, weights, backgrounds, inits,
+                multiple: int = 1):
+    """Every scene's start (:func:`diffbmp_jax.fit._prepare`), stacked on the host.
+
+    Returns ``(static, scenes, atlas, carry)``: ``scenes`` the per-scene
+    :class:`_Data` (atlas None, raw key data) and ``carry`` with leading axis
+    ``B`` padded up to a multiple of ``multiple`` with copies of the last scene.
+    """
+    count = len(items)
+    prepared = [_prepare(items[b], atlas, num_primitives=num_primitives, steps=steps,
+                         key=jax.random.fold_in(key, b), config=config, weight_mask=weights[b],
+                         background_image=backgrounds[b], init_params=inits[b]) for b in range(count)]
+    static, first, _ = prepared[0]
+    prepared += [prepared[-1]] * (math.ceil(count / multiple) * multiple - count)
+    scenes = _stack([d._replace(atlas=None, key=jax.random.key_data(d.key)) for _, d, _ in prepared])
+    carry = _stack([c for _, _, c in prepared])
+    return static, scenes, first.atlas, carry
+
+
+def _place_batch(mesh: Mesh, scenes, atlas: Atlas, carry):
+    """Scenes and carry split over the mesh, the atlas replicated on every device."""
+    split = NamedSharding(mesh, P(SCENE_AXIS))
+    return _place(scenes, split), _place(atlas, NamedSharding(mesh, P())), _place(carry, split)
+
+
 def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
               config: FitConfig | dict | None = None, weight_masks=None, background_images=None,
               init_params: Sequence[tuple] | None = None, devices: Sequence[jax.Device] | None = None,
@@ -230,20 +255,10 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     mesh = scene_mesh(devices)
     shards = mesh.devices.size
 
-    prepared = [_prepare(items[b], atlas, num_primitives=num_primitives, steps=steps,
-                         key=jax.random.fold_in(key, b), config=config, weight_mask=weights[b],
-                         background_image=backgrounds[b], init_params=inits[b]) for b in range(count)]
-    static = prepared[0][0]
-    shared_atlas = prepared[0][1].atlas
-    padded = math.ceil(count / shards) * shards
-    prepared += [prepared[-1]] * (padded - count)  # dropped from the result
-    scenes = _stack([d._replace(atlas=None, key=jax.random.key_data(d.key)) for _, d, _ in prepared])
-    carry = _stack([c for _, _, c in prepared])
-
-    split = NamedSharding(mesh, P(SCENE_AXIS))
-    scenes = _place(scenes, split)
-    carry = _place(carry, split)
-    shared_atlas = _place(shared_atlas, NamedSharding(mesh, P()))
+    static, scenes, shared_atlas, carry = _host_batch(
+        items, atlas, num_primitives=num_primitives, steps=steps, key=key, config=config, weights=weights,
+        backgrounds=backgrounds, inits=inits, multiple=shards)
+    scenes, shared_atlas, carry = _place_batch(mesh, scenes, shared_atlas, carry)
 
     from tqdm.auto import tqdm
     history = {"step": [], "loss": [], "psnr": [], "time": []}

@@ -1,0 +1,164 @@
+"""Scaling out: many scenes per launch, and many devices.
+
+    python benchmarks/bench_scale.py                       # 512^2, N=1000, B = 1..64
+    python benchmarks/bench_scale.py --size 128 --n 200 --batches 1,4 --steps 5   # smoke run
+
+Three measurements, all of the compiled fitting loop (``log_every`` = --steps,
+so one timing is one compiled ``lax.scan`` of --steps optimisation steps;
+compilation excluded, median of --repeats):
+
+1. *sequential*: the single-scene loop of :func:`diffbmp_jax.fit`, run for each
+   of 16 (or max batch, if smaller) targets one after another;
+2. *batched*: :func:`diffbmp_jax.fit_batch`'s loop on one device for each
+   batch size in --batches (one kernel launch per forward/backward for all
+   scenes);
+3. *devices*: the same loop sharded over 1 and over all visible devices
+   (when there are several) for the batch sizes in --device-batches.
+
+Throughput is scene-steps per second. Prints tables and writes JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import jax
+from PIL import Image
+
+import diffbmp_jax as db
+from diffbmp_jax import batch as B
+from diffbmp_jax.cli import ASSETS
+from diffbmp_jax.config import resolve_config
+from diffbmp_jax.fit import _prepare, _step
+from diffbmp_jax.loop import run_chunk
+
+
+def targets(count: int, size: int) -> np.ndarray:
+    """``count`` distinct ``size``^2 targets: crops, flips and colour rotations of the bundled one."""
+    base = Image.open(ASSETS / "target.png").convert("RGB")
+    rng = np.random.default_rng(0)
+    out = []
+    for b in range(count):
+        w, h = base.size
+        c = int(min(w, h) * rng.uniform(0.6, 1.0))
+        x0, y0 = rng.integers(0, w - c + 1), rng.integers(0, h - c + 1)
+        im = base.crop((x0, y0, x0 + c, y0 + c)).resize((size, size), Image.BICUBIC)
+        a = np.asarray(im, np.float32) / 255.0
+        if b % 2:
+            a = a[:, ::-1]
+        out.append(np.roll(a, b % 3, axis=2))
+    return np.stack(out)
+
+
+def median_time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def peak_bytes(device) -> int | None:
+    stats = device.memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=30, help="steps per timed compiled loop")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batches", default="1,2,4,8,16,32,64")
+    ap.add_argument("--device-batches", default="16,32,64")
+    ap.add_argument("--sequential", type=int, default=16, help="single-scene fits run one after another")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    dev_batches = [int(b) for b in args.device_batches.split(",") if b]
+    devices = jax.devices()
+    cfg = resolve_config(None, {"log_every": args.steps})
+    atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
+    most = max(batches + dev_batches + [args.sequential])
+    imgs = targets(most, args.size)
+    print(f"devices: {devices}  ({devices[0].device_kind}), jax {jax.__version__}", flush=True)
+    print(f"{args.size}^2, N={args.n}, {args.steps} steps per timing, backend {cfg.backend}", flush=True)
+
+    t = time.perf_counter()
+    static, scenes, shared, carry = B._host_batch(
+        list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
+        weights=[None] * most, backgrounds=[None] * most, inits=[None] * most)
+    print(f"set-up of {most} scenes: {time.perf_counter() - t:.1f} s", flush=True)
+    take = lambda tree, k: jax.tree.map(lambda x: x[:k], tree)
+    result = {"device": devices[0].device_kind, "devices": len(devices), "platform": platform.node(),
+              "jax": jax.__version__, "size": args.size, "n": args.n, "steps": args.steps,
+              "repeats": args.repeats}
+
+    # 1. Sequential single-scene fits (the loop of db.fit).
+    seq = min(args.sequential, most)
+    singles = []
+    for b in range(seq):
+        s_static, s_data, s_carry = _prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
+                                             key=jax.random.key(b), config=cfg)
+        singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
+    jax.block_until_ready(run_chunk(_step, *singles[0], np.int32(0)))  # compile
+
+    def sequential():
+        out = None
+        for s_static, s_data, s_carry in singles:
+            out = run_chunk(_step, s_static, s_data, s_carry, np.int32(0))
+            jax.block_until_ready(out)  # one fit after another
+        return out
+
+    t_seq = median_time(sequential, args.repeats)
+    seq_rate = seq * args.steps / t_seq
+    result["sequential"] = {"scenes": seq, "time_s": t_seq, "scene_steps_per_s": seq_rate}
+    print(f"\nsequential: {seq} single-scene fits x {args.steps} steps: {t_seq * 1e3:.1f} ms "
+          f"-> {seq_rate:.0f} scene-steps/s ({t_seq / seq / args.steps * 1e3:.3f} ms per scene-step)", flush=True)
+
+    # 2. Batched on one device.
+    one = B.scene_mesh(devices[:1])
+    rows = []
+    print(f"\n{'B':>4} {'ms/loop':>10} {'ms/step':>9} {'scene-steps/s':>14} {'vs sequential':>14}", flush=True)
+    for b in batches:
+        sc, at, ca = B._place_batch(one, take(scenes, b), shared, take(carry, b))
+        t_b = median_time(lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0)), args.repeats)
+        rate = b * args.steps / t_b
+        rows.append({"batch": b, "time_s": t_b, "ms_per_step": t_b / args.steps * 1e3,
+                     "scene_steps_per_s": rate, "speedup_vs_sequential": rate / seq_rate,
+                     "peak_bytes": peak_bytes(devices[0])})
+        print(f"{b:4d} {t_b * 1e3:10.1f} {t_b / args.steps * 1e3:9.3f} {rate:14.0f} {rate / seq_rate:13.2f}x",
+              flush=True)
+    result["batched"] = rows
+
+    # 3. Devices.
+    dev_rows = []
+    if len(devices) > 1:
+        full = B.scene_mesh(devices)
+        print(f"\n{'B':>4} {'1 device ms':>12} {f'{len(devices)} devices ms':>14} {'speed-up':>9}", flush=True)
+        for b in dev_batches:
+            if b % len(devices):
+                continue
+            s1 = B._place_batch(one, take(scenes, b), shared, take(carry, b))
+            t1 = median_time(lambda: B._run_chunk(static, one, *s1, np.int32(0)), args.repeats)
+            sc, at, ca = B._place_batch(full, take(scenes, b), shared, take(carry, b))
+            tn = median_time(lambda: B._run_chunk(static, full, sc, at, ca, np.int32(0)), args.repeats)
+            dev_rows.append({"batch": b, "time_1_s": t1, "time_n_s": tn, "devices": len(devices),
+                             "speedup": t1 / tn})
+            print(f"{b:4d} {t1 * 1e3:12.1f} {tn * 1e3:14.1f} {t1 / tn:8.2f}x", flush=True)
+    else:
+        print("\none device visible: the multi-device comparison was not run", flush=True)
+    result["devices_scaling"] = dev_rows
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
