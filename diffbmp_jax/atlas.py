@@ -97,7 +97,7 @@ class Atlas:
     @property
     def size(self) -> tuple[int, int]:
         """Bitmap size ``(h, w)`` in pixels."""
-        return tuple(self.mask.shape[1:3])
+        return tuple(self.mask.shape[-2:])
 
     @property
     def colors(self) -> jax.Array:

@@ -56,9 +56,13 @@ class BatchFitResult:
       template: ``[B, N]`` int32 bitmap ids.
       images: ``[B, H, W, 3]`` final renders (sharp atlas, ``output_background``).
       psnr, ssim: ``[B]`` final quality per scene (dB / unitless).
-      history: lists over logged steps: ``step``, ``loss`` (``[B]`` training
-        loss of that step per scene; ``None`` at step 0), ``psnr`` (``[B]`` dB),
-        ``time`` (seconds since the start, compilation included).
+      history: lists over logged steps -- step 0 and the end of every chunk
+        of ``log_every`` steps with ``progress``, only the last step without
+        (no read-back while the chunks run): ``step``, ``loss`` (per scene,
+        the training loss of that step; ``None`` at step 0), ``psnr`` (per
+        scene, dB), ``time`` (seconds since the start, compilation included),
+        ``respawned`` (per scene, primitives re-initialised since the
+        previous entry), ``reassigned`` (always 0: not supported here).
       wall_time: seconds for the whole batch, compilation included.
       devices: number of devices the scenes were sharded over.
       config: the :class:`FitConfig` used.
@@ -82,8 +86,9 @@ class BatchFitResult:
         if not -len(self) <= b < len(self):
             raise IndexError(f"scene index {b} out of range for a batch of {len(self)}")
         history = {"step": list(self.history["step"]), "time": list(self.history["time"]),
-                   "loss": [None if v is None else v[b] for v in self.history["loss"]],
-                   "psnr": [v[b] for v in self.history["psnr"]]}
+                   "loss": [None if v is None else v[b] for v in self.history["loss"]]}
+        for name in ("psnr", "respawned", "reassigned"):
+            history[name] = [v[b] for v in self.history[name]]
         return FitResult(params=jax.tree.map(lambda x: x[b], self.params), template=self.template[b],
                          image=self.images[b], history=history, psnr=float(self.psnr[b]),
                          ssim=float(self.ssim[b]), wall_time=self.wall_time, config=self.config)
@@ -261,7 +266,8 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     scenes, shared_atlas, carry = _place_batch(mesh, scenes, shared_atlas, carry)
 
     from tqdm.auto import tqdm
-    history = {"step": [], "loss": [], "psnr": [], "time": []}
+    history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": [], "reassigned": []}
+    pending = []  # per-chunk respawn counts per scene since the last log, on the device
 
     def log(step, loss):
         images, psnr, params = _evaluate_all(static, mesh, scenes, shared_atlas, carry[0])
@@ -270,37 +276,39 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
         history["loss"].append(None if loss is None else [float(v) for v in loss])
         history["psnr"].append([float(v) for v in psnr])
         history["time"].append(time.perf_counter() - t0)
+        respawned = sum(_to_host(c)[:count] for c in pending) if pending else np.zeros(count)
+        pending.clear()
+        history["respawned"].append([int(v) for v in respawned])
+        history["reassigned"].append([0] * count)
         return images, params, psnr
 
     bar = tqdm(total=static.steps, disable=not progress, unit="it", desc=f"fit_batch[{count}]", leave=True)
     try:
-        if progress:
-            log(0, None)
+        if progress or static.steps == 0:
+            final = log(0, None)
         for start in range(0, static.steps, static.chunk):
-            carry, (losses, _) = _run_chunk(static, mesh, scenes, shared_atlas, carry, jnp.int32(start))
+            carry, (losses, counts) = _run_chunk(static, mesh, scenes, shared_atlas, carry, jnp.int32(start))
+            pending.append(jnp.sum(counts, axis=0))
             done = min(start + static.chunk, static.steps)
             if progress:
                 last = _to_host(losses)[done - start - 1, :count]
-                _, _, psnr = log(done, last)
+                final = log(done, last)
                 bar.update(done - start)
-                bar.set_postfix(loss=f"{np.mean(last):.4g}", psnr=f"{np.mean(psnr):.2f}")
-        if not progress:
+                bar.set_postfix(loss=f"{np.mean(last):.4g}", psnr=f"{np.mean(final[2]):.2f}")
+        if not progress and static.steps > 0:
             # Without a progress bar the chunks were only dispatched; this is
             # the first read-back.
-            last = None
-            if static.steps > 0:
-                last = _to_host(losses)[(static.steps - 1) % static.chunk, :count]
-            log(static.steps, last)
+            final = log(static.steps, _to_host(losses)[(static.steps - 1) % static.chunk, :count])
     finally:
         bar.close()
 
-    images, _, params = _evaluate_all(static, mesh, scenes, shared_atlas, carry[0])
+    images, params, psnr = final
     images, params = _to_host((images, params))
     images = images[:count]
     params = jax.tree.map(lambda x: x[:count], params)
     template = _to_host(scenes.template)[:count]
-    targets_np = [np.asarray(t) for t in items]
-    ssim = np.array([float(_ssim(jnp.asarray(images[b]), targets_np[b])) for b in range(count)])
+    targets_np = np.stack([np.asarray(t) for t in items])
+    ssim = np.asarray(jax.vmap(_ssim)(jnp.asarray(images), jnp.asarray(targets_np)), np.float64)
     return BatchFitResult(params=params, template=template, images=images,
                           psnr=np.array(history["psnr"][-1]), ssim=ssim, history=history,
                           wall_time=time.perf_counter() - t0, devices=shards, config=config)
