@@ -230,3 +230,69 @@ def test_fit_batch_over_four_host_devices(tmp_path):
     # The last scene (the one copied as padding) matches its own single fit here, in the parent.
     ref = db.fit(tg[4], atlas, key=jax.random.fold_in(as_key(7), 4), progress=False, **opts)
     np.testing.assert_allclose(out["xy_scene4"], np.asarray(ref.params.xy), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- several processes
+
+_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import jax
+    try:  # the CPU backend needs a collectives implementation across processes
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:
+        pass
+    port, pid = sys.argv[1], int(sys.argv[2])
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    import diffbmp_jax as db
+
+    targets = np.load(sys.argv[3])
+    atlas = db.Atlas.from_arrays(np.load(sys.argv[4]))
+    res = db.fit_batch(targets, atlas, key=5, progress=False, **json.loads(sys.argv[5]))
+    print("RESULT " + json.dumps({
+        "process": jax.process_index(), "processes": jax.process_count(),
+        "devices": len(jax.devices()), "local": len(jax.local_devices()), "used": res.devices,
+        "xy": np.asarray(res.params.xy).tolist(), "images": float(np.sum(res.images)),
+        "psnr": res.psnr.tolist()}))
+""")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_fit_batch_across_two_processes(tmp_path):
+    """Multi-host: 2 processes x 2 CPU devices after jax.distributed.initialize = one process."""
+    tg, atlas = targets(3, seed=4)
+    np.save(tmp_path / "targets.npy", tg)
+    np.save(tmp_path / "mask.npy", np.asarray(atlas.mask))
+    opts = dict(num_primitives=8, steps=4, log_every=2)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env.pop("PYTHONPATH", None)
+    port = str(_free_port())
+    args = [str(tmp_path / "targets.npy"), str(tmp_path / "mask.npy"), json.dumps(opts)]
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, port, str(i)] + args, cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=300)
+            assert p.returncode == 0, stderr[-4000:]
+            line = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+            assert len(line) == 1, stdout[-2000:]
+            outs.append(json.loads(line[0][len("RESULT "):]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert sorted(o["process"] for o in outs) == [0, 1]
+    for o in outs:
+        assert o["processes"] == 2 and o["devices"] == 4 and o["local"] == 2 and o["used"] == 4
+    # Both processes hold the whole result, and it is the single-process one.
+    assert outs[0]["xy"] == outs[1]["xy"] and outs[0]["psnr"] == outs[1]["psnr"]
+    ref = db.fit_batch(tg, atlas, key=5, progress=False, devices=jax.devices()[:1], **opts)
+    np.testing.assert_allclose(np.asarray(outs[0]["xy"]), np.asarray(ref.params.xy), atol=1e-4)
+    np.testing.assert_allclose(outs[0]["psnr"], ref.psnr, atol=1e-3)
