@@ -101,9 +101,9 @@ Binning bin(const Inputs& in, int H, int W) {
 }
 
 template <typename F>
-void for_each_pixel(const Binning& b, int H, int W, F&& f) {
+void for_each_pixel(const Binning& b, int H, int W, int max_threads, F&& f) {
   const int num_tiles = b.tiles_x * b.tiles_y;
-  parallel_for(num_tiles, num_threads(num_tiles), [&](int tile, int tid) {
+  parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile, int tid) {
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
     const int32_t* begin = b.ids.data() + b.offsets[tile];
     const int32_t* end = b.ids.data() + b.offsets[tile + 1];
@@ -112,10 +112,11 @@ void for_each_pixel(const Binning& b, int H, int W, F&& f) {
   });
 }
 
-void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W, float* color,
-             float* trans, int32_t* stop) {
+// One scene on at most `max_threads` threads.
+void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W,
+             int max_threads, float* color, float* trans, int32_t* stop) {
   const Binning b = bin(in, H, W);
-  for_each_pixel(b, H, W, [&](int px, int py, const int32_t* begin, const int32_t* end, int) {
+  for_each_pixel(b, H, W, max_threads, [&](int px, int py, const int32_t* begin, const int32_t* end, int) {
     float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
     int32_t stopped = -1;
     for (const int32_t* it = end; it != begin;) {  // front (top) to back
@@ -144,11 +145,12 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
 }
 
 void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atlas_grad, int H,
-              int W, const float* trans, const int32_t* stop, const float* d_color,
-              const float* d_trans, float* grads /* [N, 8] */, float* d_mask, float* d_rgb) {
+              int W, int max_threads, const float* trans, const int32_t* stop,
+              const float* d_color, const float* d_trans, float* grads /* [N, 8] */,
+              float* d_mask, float* d_rgb) {
   const Binning b = bin(in, H, W);
   const int num_tiles = b.tiles_x * b.tiles_y;
-  const int threads = num_threads(num_tiles);
+  const int threads = std::min(max_threads, num_threads(num_tiles));
   // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
   std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
   const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
@@ -227,6 +229,20 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   }
 }
 
+// Runs f(scene, threads) for every scene of a batch. With at least as many
+// scenes as threads, each thread renders whole scenes on its own (no thread
+// start-up per scene, and small scenes keep every core busy); otherwise the
+// scenes go one after another, each over all threads. Either way every
+// scene's arithmetic, and so its result, is fixed from run to run.
+template <typename F>
+void for_each_scene(int64_t scenes, F&& f) {
+  const int pool = num_threads(INT32_MAX);
+  if (scenes >= pool && pool > 1)
+    parallel_for((int)scenes, pool, [&](int b, int) { f(b, 1); });
+  else
+    for (int64_t b = 0; b < scenes; ++b) f(b, pool);
+}
+
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                        ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
@@ -243,12 +259,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
   const auto td = trans->dimensions();
   const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
   const int64_t pixels = (int64_t)H * W;
-  // Scenes one after another, each spread over all threads (a 512^2 scene
-  // already has 1024 tiles to share out).
-  for (int64_t b = 0; b < L.count; ++b)
-    forward(in.scene(b), color_blend, alpha_max, use_rgb != 0, H, W,
+  for_each_scene(L.count, [&](int64_t b, int threads) {
+    forward(in.scene(b), color_blend, alpha_max, use_rgb != 0, H, W, threads,
             color->typed_data() + 3 * pixels * b, trans->typed_data() + pixels * b,
             stop->typed_data() + pixels * b);
+  });
   return ffi::Error::Success();
 }
 
@@ -294,9 +309,9 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
     }
   }
   const int N = in.base.N;
-  std::vector<float> grads((size_t)N * kGradFields);
-  for (int64_t b = 0; b < scenes; ++b) {
-    backward(in.scene(b), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W,
+  for_each_scene(scenes, [&](int64_t b, int threads) {
+    std::vector<float> grads((size_t)N * kGradFields);
+    backward(in.scene(b), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, threads,
              trans_b.at(L, b), stop_b.at(L, b), d_color_b.at(L, b), d_trans_b.at(L, b),
              grads.data(), want_atlas ? d_mask->typed_data() + atlas_elems * b : nullptr,
              want_atlas && use_rgb ? d_rgb->typed_data() + 3 * atlas_elems * b : nullptr);
@@ -312,7 +327,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
       go[n] = g[4];
       for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
     }
-  }
+  });
   return ffi::Error::Success();
 }
 
