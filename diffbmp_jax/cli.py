@@ -2,6 +2,7 @@
 
     diffbmp-jax fit TARGET --stamps A.png stamps/ -n 1000 --steps 500 -o out/
     diffbmp-jax demo -o out/
+    diffbmp-jax batch photos/ --stamps stamps/ -n 1000 --steps 300 -o out/   (many targets at once)
 
 Every option can also come from ``--config file.toml``: top-level keys named
 like the long options (``num_primitives`` or ``n``, ``steps``, ``stamps``,
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(d, demo=True)
     _add_text(sub)
     _add_video(sub)
+    from .batch_cli import add_batch_subcommand
+    add_batch_subcommand(sub)
     return p
 
 
@@ -234,6 +237,9 @@ def run(argv=None) -> dict:
         return _run_text(args)
     if args.command in ("video", "regions"):
         return _run_video(args)
+    if args.command == "batch":
+        from .batch_cli import run_batch
+        return run_batch(args)
     opts, fit_fields = _resolve(args)
     _check_options(opts)
 

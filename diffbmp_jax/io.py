@@ -34,6 +34,7 @@ class AtomicWriter:
         self.out = Path(out)
         self.pending: list[tuple[str, Path]] = []
         self.outputs: list[str] = []
+        self.made: list[Path] = []  # sub-folders created for nested names, removed again on abort
 
     def __enter__(self) -> AtomicWriter:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -47,10 +48,14 @@ class AtomicWriter:
         return False
 
     def path(self, name: str) -> str:
-        """A temporary path in ``out`` that becomes ``out/name`` on commit."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=Path(name).suffix, dir=self.out)
+        """A temporary path that becomes ``out/name`` on commit (``name`` may hold sub-folders)."""
+        final = self.out / name
+        missing = [d for d in reversed(final.parents) if d.is_relative_to(self.out) and not d.exists()]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.made += missing
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
         os.close(fd)
-        self.pending.append((tmp, self.out / name))
+        self.pending.append((tmp, final))
         return tmp
 
     def commit(self) -> list[str]:
@@ -65,11 +70,15 @@ class AtomicWriter:
         return self.outputs
 
     def abort(self) -> None:
-        """Removes every pending temporary file."""
+        """Removes every pending temporary file (and the sub-folders made for them)."""
         for tmp, _ in self.pending:
             if os.path.exists(tmp):
                 os.remove(tmp)
         self.pending = []
+        for d in reversed(self.made):
+            with contextlib.suppress(OSError):  # not empty: something else lives there
+                d.rmdir()
+        self.made = []
 
 
 def check_out_dir(out) -> Path:
