@@ -1,7 +1,9 @@
 // Shared math of the tile rasteriser: used by the C++ CPU kernels and the CUDA
 // kernels alike, so both backends compute exactly the same function.
 //
-// Buffer contract of the XLA FFI targets (all row-major, float32 unless noted):
+// Buffer contract of the XLA FFI targets (all row-major, float32 unless noted;
+// shapes per scene: under jax.vmap every buffer gains the same leading batch
+// dimensions, 1 where it is shared by all scenes, see batch_layout.h):
 //
 // diffbmp_forward
 //   args:  xy [N,2], scale [N], rotation [N], opacity_logit [N], color_logit [N,3],
@@ -18,7 +20,8 @@
 //          d_color [H,W,3], d_transmittance [H,W]
 //   attrs: color_blend, alpha_max, use_rgb, atlas_grad (s32, 0/1)
 //   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
-//          d_color_logit [N,3], d_mask [P,h,w] (or [0]), d_rgb [P,h,w,3] (or [0])
+//          d_color_logit [N,3], d_mask [P,h,w] (or [0,h,w]), d_rgb [P,h,w,3] (or [0,h,w,3],
+//          also [0,1,1,3] without rgb): the atlas gradients are empty unless atlas_grad
 //
 // Backward note: a sample with alpha 0 changes nothing and is skipped, except
 // when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
