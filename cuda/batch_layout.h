@@ -32,10 +32,6 @@ struct BatchStride {
 };
 
 DB_HD int64_t batch_offset(const BatchLayout& L, const BatchStride& st, int64_t b) {
-  // One vmap (the common case): b < dims[0], so no division. Every thread of
-  // the CUDA tile kernels computes a dozen of these; 64-bit divisions cost
-  // tens of instructions each on a GPU.
-  if (L.rank == 1) return b * st.s[0];
   int64_t off = 0;
   for (int j = L.rank - 1; j >= 0; --j) {
     const int64_t i = b % L.dims[j];
