@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import jax
@@ -57,7 +57,7 @@ class BatchFitResult:
       images: ``[B, H, W, 3]`` final renders (sharp atlas, ``output_background``).
       psnr, ssim: ``[B]`` final quality per scene (dB / unitless).
       history: lists over logged steps -- step 0 and the end of every chunk
-        of ``log_every`` steps with ``progress``, only the last step without
+        of ``log_every`` steps with ``progress`` or a ``callback``, only the last step without
         (no read-back while the chunks run): ``step``, ``loss`` (per scene,
         the training loss of that step; ``None`` at step 0), ``psnr`` (per
         scene, dB), ``time`` (seconds since the start, compilation included),
@@ -226,7 +226,7 @@ def _place_batch(mesh: Mesh, scenes, atlas: Atlas, carry):
 def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
               config: FitConfig | dict | None = None, weight_masks=None, background_images=None,
               init_params: Sequence[tuple] | None = None, devices: Sequence[jax.Device] | None = None,
-              progress: bool = True, **options) -> BatchFitResult:
+              progress: bool = True, callback: Callable | None = None, **options) -> BatchFitResult:
     """Fits ``num_primitives`` stamps to each of ``B`` targets, as one batched, sharded loop.
 
     Args:
@@ -241,6 +241,12 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
       init_params: optional, one ``(Primitives, template)`` per target.
       devices: devices to shard the scenes over; default ``jax.devices()``.
       progress: show a tqdm bar (mean loss and mean PSNR over the scenes).
+      callback: called as ``callback(step, params, images, metrics)`` at step 0
+        and after every chunk, like :func:`diffbmp_jax.fit`'s, with every
+        scene at once: ``params`` with leading axis ``B``, ``images``
+        ``[B, H, W, 3]`` (NumPy), ``metrics`` a dict of per-scene lists
+        ``loss`` (None at step 0) and ``psnr``. Like ``progress``, it makes the
+        host read results back after every chunk.
 
     Returns:
       :class:`BatchFitResult`; ``result.scene(b)`` is scene ``b`` as a :class:`FitResult`.
@@ -281,22 +287,27 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
         pending.clear()
         history["respawned"].append([int(v) for v in respawned])
         history["reassigned"].append([0] * count)
+        if callback is not None:
+            host_images, host_params = _to_host((images, params))
+            callback(step, jax.tree.map(lambda x: x[:count], host_params), host_images[:count],
+                     {"loss": history["loss"][-1], "psnr": history["psnr"][-1]})
         return images, params, psnr
 
+    watch = progress or callback is not None  # read back after every chunk
     bar = tqdm(total=static.steps, disable=not progress, unit="it", desc=f"fit_batch[{count}]", leave=True)
     try:
-        if progress or static.steps == 0:
+        if watch or static.steps == 0:
             final = log(0, None)
         for start in range(0, static.steps, static.chunk):
             carry, (losses, counts) = _run_chunk(static, mesh, scenes, shared_atlas, carry, jnp.int32(start))
             pending.append(jnp.sum(counts, axis=0))
             done = min(start + static.chunk, static.steps)
-            if progress:
+            if watch:
                 last = _to_host(losses)[done - start - 1, :count]
                 final = log(done, last)
                 bar.update(done - start)
                 bar.set_postfix(loss=f"{np.mean(last):.4g}", psnr=f"{np.mean(final[2]):.2f}")
-        if not progress and static.steps > 0:
+        if not watch and static.steps > 0:
             # Without a progress bar the chunks were only dispatched; this is
             # the first read-back.
             final = log(static.steps, _to_host(losses)[(static.steps - 1) % static.chunk, :count])

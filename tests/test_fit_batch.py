@@ -296,3 +296,18 @@ def test_fit_batch_across_two_processes(tmp_path):
     ref = db.fit_batch(tg, atlas, key=5, progress=False, devices=jax.devices()[:1], **opts)
     np.testing.assert_allclose(np.asarray(outs[0]["xy"]), np.asarray(ref.params.xy), atol=1e-4)
     np.testing.assert_allclose(outs[0]["psnr"], ref.psnr, atol=1e-3)
+
+
+def test_fit_batch_callback_sees_every_chunk():
+    tg, atlas = targets(2, seed=6)
+    seen = []
+
+    def cb(step, params, images, metrics):
+        seen.append((step, params.xy.shape, images.shape, metrics["loss"], metrics["psnr"]))
+
+    res = db.fit_batch(tg, atlas, key=3, progress=False, callback=cb, num_primitives=6, steps=7, log_every=3)
+    assert [s[0] for s in seen] == [0, 3, 6, 7] == res.history["step"]
+    assert all(s[1] == (2, 6, 2) and s[2] == (2,) + tuple(tg.shape[1:]) for s in seen)
+    assert seen[0][3] is None and all(len(s[3]) == 2 for s in seen[1:])
+    assert [s[4] for s in seen] == res.history["psnr"]
+    np.testing.assert_allclose(seen[-1][4], res.psnr)
