@@ -80,7 +80,7 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
         "white, no respawn, sharp": {"background": "white", "prune_every": 0, "soft_raster": False},
     }
     rows = []
-    print(f"\nbreakdown (ms per step):", flush=True)
+    print("\nbreakdown (ms per step):", flush=True)
     one = B.scene_mesh([device])
     for b in sizes:
         for name, opts in variants.items():

@@ -256,8 +256,6 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     if config.reassign_every:
         raise ValueError("fit_batch does not support reassign_every (a host-side step); "
                          "use fit() for template re-assignment")
-    if not isinstance(atlas, Atlas):
-        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
     items = _as_targets(targets)
     count = len(items)
     key = as_key(key)

@@ -87,22 +87,12 @@ def _folder_names(paths: list[Path]) -> list[str]:
     return [f"{k:0{width}d}_{p.stem}" for k, p in enumerate(paths)]
 
 
-class _Sub:
-    """An :class:`~diffbmp_jax.io.AtomicWriter` seen from one of its sub-folders."""
-
-    def __init__(self, writer, folder: str):
-        self.writer, self.folder = writer, folder
-
-    def path(self, name: str) -> str:
-        return self.writer.path(f"{self.folder}/{name}")
-
-
 def run_batch(args) -> dict:
     """Runs ``diffbmp-jax batch``; returns a summary dict (``psnr`` list, ``outputs``, ...)."""
     import jax
     from . import sources
     from .batch import fit_batch
-    from .cli import _json_safe
+    from .cli import _json_safe, check_exports, write_exports
     from .config import FitConfig
     from .io import AtomicWriter, check_out_dir, write_image_outputs
     from .validation import positive_int
@@ -111,14 +101,7 @@ def run_batch(args) -> dict:
         positive_int(name, getattr(args, name))
     if args.steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {args.steps}")
-    exports = list(dict.fromkeys(e.strip().lower() for e in str(args.export).split(",") if e.strip()))
-    extra = [e for e in exports if e != "png"]
-    if extra:
-        from . import export as _export
-        bad = [e for e in extra if e not in _export.FORMATS]
-        if bad:
-            known = list(dict.fromkeys(["png", *_export.FORMATS]))
-            raise ValueError(f"export: unknown format(s) {bad}; available: {known}")
+    exports = check_exports(args.export)
     out = check_out_dir(args.out)
     devices = jax.devices()
     if args.devices is not None:
@@ -137,17 +120,12 @@ def run_batch(args) -> dict:
 
     h, w = targets.shape[1:3]
     names = _folder_names(paths)
-    bg = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}.get(config.output_background,
-                                                                   config.output_background)
     # One writer for every folder: nothing appears unless every file was written.
     with AtomicWriter(out) as writer:
         for b, name in enumerate(names):
-            scene = res.scene(b)
-            write_image_outputs(_Sub(writer, name), scene.image, scene.params, scene.template, h, w,
-                                config.color_blend, [], 0)
-            for fmt in extra:
-                _export.export(fmt, writer.path(f"{name}/result.{fmt}"), scene.params, atlas, height=h, width=w,
-                               template=scene.template, color_blend=config.color_blend, background=bg)
+            scene, folder = res.scene(b), writer.folder(name)
+            write_image_outputs(folder, scene.image, scene.params, scene.template, h, w, config.color_blend, [], 0)
+            write_exports(folder.path, exports, scene.params, atlas, scene.template, h, w, config)
         summary = {"targets": [{"file": str(p), "folder": n, "psnr": float(res.psnr[b]), "ssim": float(res.ssim[b])}
                                for b, (p, n) in enumerate(zip(paths, names))],
                    "mean_psnr": float(np.mean(res.psnr)), "devices": res.devices, "wall_time": res.wall_time,

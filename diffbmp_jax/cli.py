@@ -201,11 +201,20 @@ def _check_options(opts: dict) -> None:
         v = opts[name]
         if isinstance(v, bool) or not isinstance(v, int) or (name != "seed" and v < 0):
             raise ValueError(f"{name} must be a non-negative int, got {v!r}")
-    exports = opts["export"]
+    opts["export"] = check_exports(opts["export"])
+    check_out_dir(opts["out"])
+
+
+def check_exports(exports) -> list[str]:
+    """The ``--export`` formats (comma string or sequence): lower-cased, deduplicated, each known.
+
+    ``png`` is always available; the others need :mod:`diffbmp_jax.export`.
+    Raises ValueError naming ``export``.
+    """
     if isinstance(exports, str):
         exports = [e.strip().lower() for e in exports.split(",") if e.strip()]
-    opts["export"] = list(dict.fromkeys(str(e).lower() for e in exports))
-    extra = [e for e in opts["export"] if e != "png"]
+    formats = list(dict.fromkeys(str(e).lower() for e in exports))
+    extra = [e for e in formats if e != "png"]
     if extra:
         try:
             from . import export as _export
@@ -218,8 +227,24 @@ def _check_options(opts: dict) -> None:
         known = getattr(_export, "FORMATS", None)
         bad = [e for e in extra if known is not None and e not in known]
         if bad:
-            raise ValueError(f"export: unknown format(s) {bad}; available: {['png'] + list(known)}")
-    check_out_dir(opts["out"])
+            raise ValueError(f"export: unknown format(s) {bad}; available: {list(dict.fromkeys(['png', *known]))}")
+    return formats
+
+
+def write_exports(path_of, formats, params, atlas, template, height: int, width: int, config) -> None:
+    """``result.<fmt>`` for every format but png (written with the image outputs), at ``path_of(name)``.
+
+    Rendered over ``config.output_background`` with ``config.color_blend``.
+    """
+    extra = [e for e in formats if e != "png"]
+    if not extra:
+        return
+    from . import export as _export
+    bg = config.output_background
+    bg = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}.get(bg, bg)
+    for fmt in extra:
+        _export.export(fmt, path_of(f"result.{fmt}"), params, atlas, height=height, width=width,
+                       template=template, color_blend=config.color_blend, background=bg)
 
 
 def _json_safe(history: dict) -> dict:
@@ -272,14 +297,7 @@ def run(argv=None) -> dict:
             json.dump({"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time,
                        "history": _json_safe(result.history), "options": {k: opts[k] for k in opts if k != "progress"},
                        "config": {k: getattr(config, k) for k in config.fields()}}, fh, indent=1)
-        extra = [e for e in opts["export"] if e != "png"]
-        if extra:
-            from . import export as _export
-            bg = config.output_background
-            bg = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}.get(bg, bg)
-            for fmt in extra:
-                _export.export(fmt, writer.path(f"result.{fmt}"), result.params, atlas, height=h, width=w,
-                               template=result.template, color_blend=config.color_blend, background=bg)
+        write_exports(writer.path, opts["export"], result.params, atlas, result.template, h, w, config)
     outputs = writer.outputs
     print(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s  "
           f"({opts['num_primitives']} primitives, {opts['steps']} steps, {w}x{h})  -> {out}/")

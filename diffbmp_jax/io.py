@@ -58,6 +58,10 @@ class AtomicWriter:
         self.pending.append((tmp, final))
         return tmp
 
+    def folder(self, name: str) -> "_Folder":
+        """This writer seen from its sub-folder ``name``: ``.path(f)`` is ``self.path(name/f)``."""
+        return _Folder(self, name)
+
     def commit(self) -> list[str]:
         """Renames every pending file to its final name (usual permissions); returns the final paths."""
         self.outputs = [str(final) for _, final in self.pending]
@@ -79,6 +83,16 @@ class AtomicWriter:
             with contextlib.suppress(OSError):  # not empty: something else lives there
                 d.rmdir()
         self.made = []
+
+
+class _Folder:
+    """A sub-folder of an :class:`AtomicWriter` (:meth:`AtomicWriter.folder`)."""
+
+    def __init__(self, writer: AtomicWriter, name: str):
+        self.writer, self.name = writer, name
+
+    def path(self, name: str) -> str:
+        return self.writer.path(f"{self.name}/{name}")
 
 
 def check_out_dir(out) -> Path:
