@@ -178,9 +178,11 @@ def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitCon
         raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
 
     k_init, k_loop = jax.random.split(key)
+    maps = _init.structure_maps(target, n, coverage=config.coverage)  # respawn guides, and the init's
     if init_params is None:
+        reuse = {"maps": maps} if config.init == "structure_aware" else {}
         params, template = _init.INITIALIZERS[config.init](
-            target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity)
+            target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity, **reuse)
     else:
         params, template = init_params
         if not isinstance(params, Primitives) or params.num != n:
@@ -189,7 +191,6 @@ def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitCon
         if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= atlas.num:
             raise ValueError(f"init_params template must be {n} integer ids in [0, {atlas.num})")
     template = _initial_templates(config.templates, params, template, atlas, target, key)
-    maps = _init.structure_maps(target, n, coverage=config.coverage)
     data = _Data(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
                  bg_image, maps["scale"], maps["angle"], k_loop)
     unit = float(_init.base_scale(h, w, n, config.coverage))

@@ -174,7 +174,7 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
 
 def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
                     opacity: float = 0.3, floor: float = 0.15,
-                    scale_range=(0.5, 1.6)) -> tuple[Primitives, jax.Array]:
+                    scale_range=(0.5, 1.6), maps: dict | None = None) -> tuple[Primitives, jax.Array]:
     """The paper's structure-aware initialisation.
 
     Positions are drawn with probability rising with local detail (see
@@ -182,22 +182,26 @@ def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.
     local edge direction, colours are the target's at each position, and
     opacity starts low (``opacity``) so that the optimiser builds up coverage.
     Primitives are ordered largest first, so small detail stamps paint on top.
+
+    ``maps``: this target's :func:`structure_maps` for the same ``num``,
+    ``coverage``, ``floor`` and ``scale_range``, when the caller has them
+    already (the fit keeps them as respawn guides); computed otherwise.
     """
     target = _check(target, atlas, num)
+    if maps is None:
+        maps = structure_maps(target, num, coverage=coverage, floor=floor, scale_range=scale_range)
     kxy, kt = jax.random.split(key)
-    params = _structure_aware_params(target, kxy, int(num), float(coverage), float(opacity), float(floor),
-                                     tuple(float(v) for v in scale_range))
+    params = _params_from_maps(target, kxy, maps["prob"], maps["scale"], maps["angle"], int(num),
+                               float(opacity))
     return params, _templates(kt, num, atlas)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
-def _structure_aware_params(target, kxy, num: int, coverage: float, opacity: float, floor: float,
-                            scale_range: tuple) -> Primitives:
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _params_from_maps(target, kxy, prob, scale, angle, num: int, opacity: float) -> Primitives:
     h, w = target.shape[:2]
-    maps = _structure_maps(target, num, coverage, floor, scale_range)
-    xy = sample_pixels(maps["prob"], kxy, num, h, w)
-    s = sample_colors(maps["scale"][..., None], xy)[:, 0]
-    rot = sample_colors(maps["angle"][..., None], xy)[:, 0]
+    xy = sample_pixels(prob, kxy, num, h, w)
+    s = sample_colors(scale[..., None], xy)[:, 0]
+    rot = sample_colors(angle[..., None], xy)[:, 0]
     col = sample_colors(target, xy)
     order = jnp.argsort(-s)  # big (flat-region) stamps at the bottom
     return Primitives(xy=xy[order], scale=s[order], rotation=rot[order],
