@@ -67,3 +67,17 @@ def test_bad_arguments():
         init.random(_target(), _atlas(), 0, jax.random.key(0))
     with pytest.raises(ValueError, match="target"):
         init.grid(np.zeros((4, 4, 2)), _atlas(), 3, jax.random.key(0))
+
+
+def test_structure_aware_with_precomputed_maps_is_the_same():
+    target, atlas, key = _target(), _atlas(), jax.random.key(4)
+    maps = init.structure_maps(target, 50, coverage=2.0)
+    a, ta = init.structure_aware(target, atlas, 50, key, coverage=2.0)
+    b, tb = init.structure_aware(target, atlas, 50, key, coverage=2.0, maps=maps)
+    np.testing.assert_array_equal(np.asarray(ta), np.asarray(tb))
+    for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit"):
+        np.testing.assert_allclose(np.asarray(getattr(a, f)), np.asarray(getattr(b, f)), atol=1e-6)
+    # Other maps give other positions: the argument is used.
+    other = init.structure_maps(target[:, ::-1], 50, coverage=2.0)
+    c, _ = init.structure_aware(target, atlas, 50, key, coverage=2.0, maps=other)
+    assert not np.allclose(np.asarray(a.xy), np.asarray(c.xy))
