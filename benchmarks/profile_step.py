@@ -1,0 +1,176 @@
+"""Where a fitting step's GPU time goes: per-kernel times under Nsight Compute.
+
+Runs one workload after warming it up, with the CUDA profiler switched on
+only around that run, so that ``ncu --profile-from-start off`` sees exactly
+one call::
+
+    ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum \
+        --csv --print-units base --log-file render.csv \
+        python3 benchmarks/profile_step.py --what render --batch 16
+    python3 benchmarks/profile_step.py --parse render.csv --per 1
+
+Workloads (512², N=1000 stamps by default, the scenes of bench_scale.py):
+
+* ``render``: ``jit(vmap(grad))`` of the render (forward + backward kernels
+  and their binning) for ``--batch`` scenes;
+* ``step``: one compiled chunk of ``--steps`` steps of ``fit_batch``'s loop
+  (``--batch`` scenes; with ``--batch 0`` the single-scene loop of ``fit``).
+
+``--time`` instead prints the wall time of each workload (median of 20, no
+profiler), to compare with the sum of the kernel times: the difference is
+time the GPU spent idle, waiting for the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def profiler(on: bool) -> None:
+    """cuProfilerStart/Stop on the primary context of device 0 (the one XLA uses)."""
+    cuda = ctypes.CDLL("libcuda.so.1")
+    ctx = ctypes.c_void_p()
+    cuda.cuCtxGetCurrent(ctypes.byref(ctx))
+    if not ctx.value:
+        dev = ctypes.c_int()
+        cuda.cuDeviceGet(ctypes.byref(dev), 0)
+        cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev)
+        cuda.cuCtxSetCurrent(ctx)
+    rc = cuda.cuProfilerStart() if on else cuda.cuProfilerStop()
+    print(f"cuProfiler{'Start' if on else 'Stop'}: {rc}", flush=True)
+
+
+def workloads(args):
+    import jax
+    import jax.numpy as jnp
+    import diffbmp_jax as db
+    from diffbmp_jax import batch as B
+    from diffbmp_jax.cli import ASSETS
+    from diffbmp_jax.config import resolve_config
+    from diffbmp_jax.fit import _prepare, _step
+    from diffbmp_jax.loop import run_chunk
+    from diffbmp_jax.optim import to_params
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_scale import targets
+
+    cfg = resolve_config(None, {"log_every": args.steps})
+    atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
+    b = max(args.batch, 1)
+    imgs = targets(b, args.size)
+    out = {}
+    if args.batch == 0:
+        s_static, s_data, s_carry = _prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
+                                             key=jax.random.key(0), config=cfg)
+        s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
+        out["step"] = lambda: run_chunk(_step, s_static, s_data, s_carry, np.int32(0))
+        return out
+    static, scenes, shared, carry = B._host_batch(
+        list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
+        weights=[None] * b, backgrounds=[None] * b, inits=[None] * b)
+    one = B.scene_mesh(jax.devices()[:1])
+    sc, at, ca = B._place_batch(one, scenes, shared, carry)
+    out["step"] = lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0))
+    params = jax.vmap(lambda th: to_params(th, static.unit))(ca[0])
+    wc = jnp.ones((args.size, args.size, 3), jnp.float32)
+
+    @jax.jit
+    def render_grad(p, t):
+        def loss(q, t):
+            c, a = db.render(q, at, height=args.size, width=args.size, template=t)
+            return jnp.sum(c * wc) + jnp.sum(a)
+        return jax.vmap(jax.grad(loss))(p, t)
+
+    @jax.jit
+    def render_fwd(p, t):
+        return jax.vmap(lambda q, t: db.render(q, at, height=args.size, width=args.size, template=t))(p, t)
+
+    out["render"] = lambda: render_grad(params, sc.template)
+    out["forward"] = lambda: render_fwd(params, sc.template)
+    return out
+
+
+def run(args):
+    import jax
+    work = workloads(args)
+    names = list(work) if args.time else [args.what]
+    for name in names:
+        fn = work[name]
+        for _ in range(3):
+            jax.block_until_ready(fn())
+        if args.time:
+            ts = []
+            for _ in range(20):
+                t = time.perf_counter()
+                jax.block_until_ready(fn())
+                ts.append(time.perf_counter() - t)
+            print(f"wall {name:8s} batch {args.batch:3d}: median {np.median(ts) * 1e3:.3f} ms "
+                  f"(min {np.min(ts) * 1e3:.3f})", flush=True)
+            continue
+        profiler(True)
+        jax.block_until_ready(fn())
+        profiler(False)
+
+
+def short(name: str) -> str:
+    """A readable kernel name: the function without namespaces and template arguments."""
+    for key in ("DeviceSegmentedSortKernelSmall", "DeviceSegmentedSortKernelLarge",
+                "DeviceSegmentedSortFallbackKernel", "DeviceThreeWayPartitionInitKernel",
+                "DeviceThreeWayPartitionKernel", "DeviceScanInitKernel", "DeviceScanKernel",
+                "DeviceRadixSort", "EmptyKernel"):
+        if key in name:
+            return "cub::" + key
+    m = re.search(r"diffbmp::[^(<]*?(\w+_kernel)", name)
+    if m:
+        return m.group(1)
+    return name.split("(")[0][:60]
+
+
+def parse(path: str, per: float) -> None:
+    rows = defaultdict(lambda: [0, 0.0])
+    lines = Path(path).read_text().splitlines()
+    start = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
+    if start is None:
+        print(f"{path}: no kernels recorded", flush=True)
+        return
+    for r in csv.DictReader(lines[start:]):
+        if r.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        v = float(r["Metric Value"].replace(",", ""))
+        rows[short(r["Kernel Name"])][0] += 1
+        rows[short(r["Kernel Name"])][1] += v
+    total = sum(v for _, v in rows.values())
+    print(f"\n{path}: {sum(c for c, _ in rows.values())} kernels, {total / 1e3:.1f} us in all, "
+          f"{total / 1e3 / per:.1f} us per unit (/{per:g})")
+    print(f"{'kernel':60s} {'count':>6s} {'us/unit':>9s} {'share':>6s}")
+    for name, (c, v) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+        print(f"{name:60s} {c / per:6.1f} {v / 1e3 / per:9.2f} {100 * v / total:5.1f}%")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--what", default="render", choices=["render", "forward", "step"])
+    ap.add_argument("--batch", type=int, default=16, help="scenes; 0 = the single-scene loop of fit")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=10, help="steps of the 'step' workload")
+    ap.add_argument("--time", action="store_true", help="wall times of every workload, no profiler")
+    ap.add_argument("--parse", help="an ncu --csv log to summarise instead of running")
+    ap.add_argument("--per", type=float, default=1.0, help="divide the parsed totals by this (e.g. steps)")
+    args = ap.parse_args()
+    if args.parse:
+        parse(args.parse, args.per)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
