@@ -198,6 +198,8 @@ def bf16_accuracy(seed=0):
     cfg = ops.KernelConfig(H, W, 0.5, 0.99, True, True)
     d_color = jnp.asarray(rng.normal(size=(H, W, 3)), jnp.float32)
     d_trans = jnp.asarray(rng.normal(size=(H, W)), jnp.float32)
+    # The kernels read padded bitmaps (ops.pad_atlas); their atlas gradients are padded too.
+    mask, rgb = (np.asarray(a) for a in ops.pad_atlas(jnp.asarray(mask), jnp.asarray(rgb), True))
     inputs32 = ops._inputs(params, tmpl, jnp.asarray(mask), jnp.asarray(rgb))
     # The bf16 run: the atlas rounded to bf16, everything else fp32.
     m16, r16 = jnp.asarray(mask, jnp.bfloat16), jnp.asarray(rgb, jnp.bfloat16)
@@ -221,7 +223,7 @@ def bf16_accuracy(seed=0):
     report("bf16 atlas vs fp32 atlas (cuda, 256x256, N=2000, 64^2)", errs, tols)
     # Through render(..., atlas_bf16=True): the same comparison, gradients of a
     # random linear loss for every primitive field and the atlas.
-    atlas = db.Atlas.from_arrays(mask, rgb)
+    atlas = db.Atlas.from_arrays(mask[:, 1:-1, 1:-1], rgb[:, 1:-1, 1:-1])
     gpu = gpu_device()
     f32 = evaluate("cuda", gpu, params, atlas, H, W, tmpl, 0.5, True, 3)
     orig = db.render

@@ -1,13 +1,13 @@
 """Where a fitting step's GPU time goes: per-kernel times under Nsight Compute.
 
-Runs one workload after warming it up, with the CUDA profiler switched on
-only around that run, so that ``ncu --profile-from-start off`` sees exactly
-one call::
+Runs one workload four times (compiling in the first); ``--parse`` keeps the
+kernels of the last repetition of the launch sequence -- the shortest tail
+that repeats just before itself, so one call, or one step of a loop::
 
-    ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum \
+    ncu --clock-control none --metrics gpu__time_duration.sum \
         --csv --print-units base --log-file render.csv \
         python3 benchmarks/profile_step.py --what render --batch 16
-    python3 benchmarks/profile_step.py --parse render.csv --per 1
+    python3 benchmarks/profile_step.py --parse render.csv
 
 Workloads (512², N=1000 stamps by default, the scenes of bench_scale.py):
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
 import re
 import sys
 import time
@@ -33,20 +32,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
-
-def profiler(on: bool) -> None:
-    """cuProfilerStart/Stop on the primary context of device 0 (the one XLA uses)."""
-    cuda = ctypes.CDLL("libcuda.so.1")
-    ctx = ctypes.c_void_p()
-    cuda.cuCtxGetCurrent(ctypes.byref(ctx))
-    if not ctx.value:
-        dev = ctypes.c_int()
-        cuda.cuDeviceGet(ctypes.byref(dev), 0)
-        cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev)
-        cuda.cuCtxSetCurrent(ctx)
-    rc = cuda.cuProfilerStart() if on else cuda.cuProfilerStop()
-    print(f"cuProfiler{'Start' if on else 'Stop'}: {rc}", flush=True)
 
 
 def workloads(args):
@@ -115,9 +100,7 @@ def run(args):
             print(f"wall {name:8s} batch {args.batch:3d}: median {np.median(ts) * 1e3:.3f} ms "
                   f"(min {np.min(ts) * 1e3:.3f})", flush=True)
             continue
-        profiler(True)
-        jax.block_until_ready(fn())
-        profiler(False)
+        jax.block_until_ready(fn())  # the 4th run: parse() keeps the last period
 
 
 def short(name: str) -> str:
@@ -134,25 +117,32 @@ def short(name: str) -> str:
     return name.split("(")[0][:60]
 
 
-def parse(path: str, per: float) -> None:
-    rows = defaultdict(lambda: [0, 0.0])
+def last_period(names: list[str]) -> int:
+    """Length of the shortest tail of ``names`` that repeats just before itself (all, if none)."""
+    for k in range(1, len(names) // 2 + 1):
+        if names[-k:] == names[-2 * k:-k]:
+            return k
+    return len(names)
+
+
+def parse(path: str) -> None:
     lines = Path(path).read_text().splitlines()
     start = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
     if start is None:
         print(f"{path}: no kernels recorded", flush=True)
         return
-    for r in csv.DictReader(lines[start:]):
-        if r.get("Metric Name") != "gpu__time_duration.sum":
-            continue
-        v = float(r["Metric Value"].replace(",", ""))
-        rows[short(r["Kernel Name"])][0] += 1
-        rows[short(r["Kernel Name"])][1] += v
+    kernels = [(r["Kernel Name"], float(r["Metric Value"].replace(",", "")))
+               for r in csv.DictReader(lines[start:]) if r.get("Metric Name") == "gpu__time_duration.sum"]
+    k = last_period([n for n, _ in kernels])
+    rows = defaultdict(lambda: [0, 0.0])
+    for name, ns in kernels[-k:]:
+        rows[short(name)][0] += 1
+        rows[short(name)][1] += ns
     total = sum(v for _, v in rows.values())
-    print(f"\n{path}: {sum(c for c, _ in rows.values())} kernels, {total / 1e3:.1f} us in all, "
-          f"{total / 1e3 / per:.1f} us per unit (/{per:g})")
-    print(f"{'kernel':60s} {'count':>6s} {'us/unit':>9s} {'share':>6s}")
+    print(f"\n{path}: {len(kernels)} kernels recorded; the last period has {k}, {total / 1e3:.1f} us of GPU time")
+    print(f"{'kernel':60s} {'count':>6s} {'us':>9s} {'share':>6s}")
     for name, (c, v) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
-        print(f"{name:60s} {c / per:6.1f} {v / 1e3 / per:9.2f} {100 * v / total:5.1f}%")
+        print(f"{name:60s} {c:6d} {v / 1e3:9.2f} {100 * v / total:5.1f}%")
 
 
 def main():
@@ -164,10 +154,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="steps of the 'step' workload")
     ap.add_argument("--time", action="store_true", help="wall times of every workload, no profiler")
     ap.add_argument("--parse", help="an ncu --csv log to summarise instead of running")
-    ap.add_argument("--per", type=float, default=1.0, help="divide the parsed totals by this (e.g. steps)")
     args = ap.parse_args()
     if args.parse:
-        parse(args.parse, args.per)
+        parse(args.parse)
     else:
         run(args)
 

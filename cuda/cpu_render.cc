@@ -212,11 +212,10 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
           geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
           if (atlas_grad) {
             for (int q = 0; q < 4; ++q) {
-              if (t.idx[q] < 0) continue;
-              atomic_add(d_mask + t.idx[q], g_m * t.wgt[q]);
+              atomic_add(d_mask + tap_index(t, q), g_m * tap_weight(t, q));
               if (use_rgb)
                 for (int c = 0; c < 3; ++c)
-                  atomic_add(d_rgb + 3 * t.idx[q] + c, dC[c] * T_n * a * k * t.wgt[q]);
+                  atomic_add(d_rgb + 3 * tap_index(t, q) + c, dC[c] * T_n * a * k * tap_weight(t, q));
             }
           }
         }
@@ -297,7 +296,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
   const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
   const bool want_atlas = atlas_grad != 0;
   const int64_t scenes = L.count;
-  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.h * in.base.ad.w;
+  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.plane;
   if (want_atlas) {
     if (d_mask->element_count() != scenes * atlas_elems)
       return ffi::Error::InvalidArgument("d_mask must match mask when atlas_grad");

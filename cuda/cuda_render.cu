@@ -11,9 +11,11 @@
 //   3. prepare_kernel    per-tile write cursors, and tile ranges clamped to the
 //                        pair capacity.
 //   4. fill_kernel       each primitive appends its index to every tile it
-//                        covers (atomic cursor; unordered within a tile).
-//   5. DeviceSegmentedSort  sorts each tile's segment by primitive index
-//                        (= depth, back to front); its cost follows the pairs
+//                        covers (a warp per primitive, atomic cursors;
+//                        unordered within a tile).
+//   5. sort_segments     sorts each tile's segment by primitive index
+//                        (= depth, back to front) without a host round-trip
+//                        (segment_sort.cuh); its cost follows the pairs
 //                        actually present, not the capacity.
 //   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene).
 // Temporaries come from the FFI scratch allocator.
@@ -37,11 +39,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cub/device/device_segmented_sort.cuh>
 #include <cub/device/device_scan.cuh>
 #include <string>
 
 #include "ffi_inputs.h"
+#include "segment_sort.cuh"
 #include "render_common.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -113,22 +115,27 @@ __global__ void prepare_kernel(int num_tiles, const unsigned long long* __restri
 }
 
 // Appends each primitive's index (within its scene) to the lists of the
-// tiles it covers.
+// tiles it covers. One warp per primitive, its lanes taking the tiles of the
+// rectangle in turn: the atomics of one primitive are in flight together
+// instead of one after another.
 __global__ void fill_kernel(int N, int64_t total, int tiles_x, int num_tiles,
                             const TileRect* __restrict__ rects,
                             unsigned long long* __restrict__ cursor, long long capacity,
                             int32_t* __restrict__ ids) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
   if (i >= total) return;
   const int64_t scene = i / N;
   const int n = (int)(i - scene * N);
   unsigned long long* scene_cursor = cursor + scene * num_tiles;
   const TileRect r = rects[i];
-  for (int ty = r.y0; ty <= r.y1; ++ty)
-    for (int tx = r.x0; tx <= r.x1; ++tx) {
-      const unsigned long long pos = atomicAdd(scene_cursor + ty * tiles_x + tx, 1ull);
-      if (pos < (unsigned long long)capacity) ids[pos] = n;
-    }
+  const int w = r.x1 - r.x0 + 1, h = r.y1 - r.y0 + 1;
+  if (w <= 0 || h <= 0) return;
+  for (int j = lane; j < w * h; j += 32) {
+    const int tx = r.x0 + j % w, ty = r.y0 + j / w;
+    const unsigned long long pos = atomicAdd(scene_cursor + ty * tiles_x + tx, 1ull);
+    if (pos < (unsigned long long)capacity) ids[pos] = n;
+  }
 }
 
 // Where a tile block reads its candidate primitives: the binned list
@@ -263,15 +270,48 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
+// Sums the kGradFields (8) gradient fields of one primitive over a warp with
+// 9 shuffles instead of 8 x 5: each round halves the fields a lane keeps and
+// doubles the lanes summed into them (a transposing reduction). Returns, in
+// every lane, the warp's total of field grad_field_of_lane(lane).
+__device__ __forceinline__ float warp_field_sum(const float g[kGradFields], int lane) {
+  static_assert(kGradFields == 8, "the reduction is written for 8 fields");
+  const unsigned all = 0xffffffffu;
+  const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+  float h[4], q[2];
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_down_sync(0xffffffffu, x, off);
-  return x;
+  for (int i = 0; i < 4; ++i)  // lanes 16-31 keep fields 4-7, lanes 0-15 fields 0-3
+    h[i] = (b4 ? g[i + 4] : g[i]) + __shfl_xor_sync(all, b4 ? g[i] : g[i + 4], 16);
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    q[i] = (b3 ? h[i + 2] : h[i]) + __shfl_xor_sync(all, b3 ? h[i] : h[i + 2], 8);
+  float s = (b2 ? q[1] : q[0]) + __shfl_xor_sync(all, b2 ? q[0] : q[1], 4);
+  s += __shfl_xor_sync(all, s, 2);
+  s += __shfl_xor_sync(all, s, 1);
+  return s;
 }
+
+// The field whose warp total warp_field_sum leaves in `lane`: bits 4, 3, 2 of
+// the lane chose the field's halves, quarters and eighths.
+__device__ __forceinline__ int grad_field_of_lane(int lane) { return (lane >> 2) & 7; }
 
 // Gradient results, dense over the scenes.
 struct GradOut {
   float *xy, *scale, *rotation, *opacity_logit, *color_logit, *mask, *rgb;
+
+  // Where field f (the order of geometry_grad's g[8]) of primitive n goes:
+  // field_base(f) + field_stride(f) * n.
+  __device__ float* field_base(int f) const {
+    switch (f) {
+      case 0: return xy;
+      case 1: return xy + 1;
+      case 2: return scale;
+      case 3: return rotation;
+      case 4: return opacity_logit;
+      default: return color_logit + (f - 5);
+    }
+  }
+  __device__ static int field_stride(int f) { return f < 2 ? 2 : f < 5 ? 1 : 3; }
 
   __device__ GradOut scene(int64_t b, int N, int64_t atlas_elems) const {
     const int64_t n = b * N, a = b * atlas_elems;
@@ -308,13 +348,15 @@ __global__ void __launch_bounds__(kBlock)
   const int32_t* __restrict__ stop = pixels.stop.at(layout, scene);
   const float* __restrict__ d_color = pixels.d_color.at(layout, scene);
   const float* __restrict__ d_trans = pixels.d_trans.at(layout, scene);
-  const GradOut out = all_out.scene(scene, in.N, (int64_t)in.ad.P * in.ad.h * in.ad.w);
+  const GradOut out = all_out.scene(scene, in.N, (int64_t)in.ad.P * in.ad.plane);
   const int tile = blockIdx.x;
   const int tile_x = tile % tiles_x, tile_y = tile / tiles_x;
   const int px = tile_x * kTile + (threadIdx.x % kTile);
   const int py = tile_y * kTile + (threadIdx.x / kTile);
   const bool valid = px < W && py < H;
   const int lane = threadIdx.x & 31;
+  float* const my_field = out.field_base(grad_field_of_lane(lane));
+  const int my_stride = GradOut::field_stride(grad_field_of_lane(lane));
   int begin, end;
   const bool binned = tile_range(L, (int)(scene * num_tiles + tile), begin, end);
   float dC[3] = {0.0f, 0.0f, 0.0f}, dT = 0.0f, T_final = 1.0f;
@@ -410,30 +452,20 @@ __global__ void __launch_bounds__(kBlock)
             geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
             if (atlas_grad) {
               for (int q = 0; q < 4; ++q) {
-                if (t.idx[q] < 0) continue;
-                atomicAdd(out.mask + t.idx[q], g_m * t.wgt[q]);
+                atomicAdd(out.mask + tap_index(t, q), g_m * tap_weight(t, q));
                 if (use_rgb)
                   for (int c = 0; c < 3; ++c)
-                    atomicAdd(out.rgb + 3 * t.idx[q] + c, dC[c] * T_n * a * k * t.wgt[q]);
+                    atomicAdd(out.rgb + 3 * tap_index(t, q) + c, dC[c] * T_n * a * k * tap_weight(t, q));
               }
             }
           }
         }
       }
-      // Warp-level sum of the 32 pixels' contributions, one atomic per field.
+      // Warp-level sum of the 32 pixels' contributions; 8 lanes then add one
+      // field each to global memory.
       if (__any_sync(0xffffffffu, hit)) {
-#pragma unroll
-        for (int f = 0; f < kGradFields; ++f) g[f] = warp_sum(g[f]);
-        if (lane == 0) {
-          atomicAdd(out.xy + 2 * n, g[0]);
-          atomicAdd(out.xy + 2 * n + 1, g[1]);
-          atomicAdd(out.scale + n, g[2]);
-          atomicAdd(out.rotation + n, g[3]);
-          atomicAdd(out.opacity_logit + n, g[4]);
-          atomicAdd(out.color_logit + 3 * n, g[5]);
-          atomicAdd(out.color_logit + 3 * n + 1, g[6]);
-          atomicAdd(out.color_logit + 3 * n + 2, g[7]);
-        }
+        const float sum = warp_field_sum(g, lane);
+        if ((lane & 3) == 0) atomicAdd(my_field + my_stride * n, sum);
       }
     }
   }
@@ -516,17 +548,11 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
                                                                    capacity, cursor, clamped);
   DB_CUDA_LAUNCHED(prepare_kernel);
   if (total == 0 || capacity == 0) return ffi::Error::Success();
-  fill_kernel<<<grid_for(total, 256), 256, 0, stream>>>(N, total, tiles_x, num_tiles, rects,
+  fill_kernel<<<grid_for(32 * total, 256), 256, 0, stream>>>(N, total, tiles_x, num_tiles, rects,
                                                         cursor, capacity, unsorted);
   DB_CUDA_LAUNCHED(fill_kernel);
-  size_t sort_bytes = 0;
-  DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(nullptr, sort_bytes, unsorted, ids, (int)capacity,
-                                                 (int)all_tiles, clamped, clamped + 1, stream));
-  char* sort_tmp;
-  if (auto e = scratch_alloc(scratch, sort_bytes, sort_tmp); e.failure()) return e;
-  DB_CUDA_TRY(cub::DeviceSegmentedSort::SortKeys(sort_tmp, sort_bytes, unsorted, ids,
-                                                 (int)capacity, (int)all_tiles, clamped,
-                                                 clamped + 1, stream));
+  DB_CUDA_TRY(segsort::sort_segments(stream, (int)all_tiles, clamped, L.total, capacity, N, unsorted,
+                                     ids));
   return ffi::Error::Success();
 }
 
@@ -605,7 +631,7 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
   const int H = (int)td[layout.rank], W = (int)td[layout.rank + 1];
   const bool want_atlas = atlas_grad != 0;
   const int64_t scenes = layout.count;
-  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.h * in.base.ad.w;
+  const int64_t atlas_elems = (int64_t)in.base.ad.P * in.base.ad.plane;
   if (want_atlas) {
     if ((int64_t)d_mask->element_count() != scenes * atlas_elems)
       return ffi::Error::InvalidArgument("d_mask must match mask when atlas_grad");

@@ -120,14 +120,15 @@ xla::ffi::Error make_inputs(xla::ffi::Buffer<xla::ffi::F32> xy,
       (int)od.size() != 1 + r || od[r] != N || (int)td.size() != 1 + r || td[r] != N)
     return Error::InvalidArgument("primitive fields disagree on N");
   const auto md = mask.dimensions();
-  if ((int)md.size() != 3 + r) return Error::InvalidArgument("mask must have shape [P,h,w]");
+  if ((int)md.size() != 3 + r || md[r + 1] < 3 || md[r + 2] < 3)
+    return Error::InvalidArgument("mask must have shape [P,h+2,w+2] (bitmaps padded by one texel)");
   const auto gd = rgb.dimensions();
   if ((int)gd.size() != 4 + r) return Error::InvalidArgument("rgb must have rank 4");
   if (use_rgb && (gd[r] != md[r] || gd[r + 1] != md[r + 1] || gd[r + 2] != md[r + 2] ||
                   gd[r + 3] != 3))
-    return Error::InvalidArgument("rgb must have shape [P,h,w,3] when use_rgb");
+    return Error::InvalidArgument("rgb must have shape [P,h+2,w+2,3] when use_rgb");
   in.base.N = (int)N;
-  in.base.ad = make_atlas_dims((int)md[r], (int)md[r + 1], (int)md[r + 2]);
+  in.base.ad = make_atlas_dims((int)md[r], (int)md[r + 1] - 2, (int)md[r + 2] - 2);
   in.base.xy = xy.typed_data();
   in.base.scale = scale.typed_data();
   in.base.rotation = rotation.typed_data();

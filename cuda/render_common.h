@@ -7,7 +7,8 @@
 //
 // diffbmp_forward
 //   args:  xy [N,2], scale [N], rotation [N], opacity_logit [N], color_logit [N,3],
-//          template [N] int32, mask [P,h,w], rgb [P,h,w,3] (or [1,1,1,3] unused)
+//          template [N] int32, mask [P,h+2,w+2], rgb [P,h+2,w+2,3] (or [1,1,1,3] unused):
+//          h x w bitmaps padded by one texel of zeros on every side (see Taps)
 //   attrs: color_blend (f32), alpha_max (f32), use_rgb (s32, 0/1)
 //   rets:  color [H,W,3] premultiplied, transmittance [H,W] = prod (1 - a_n),
 //          stop [H,W] int32: the primitive index at which front-to-back
@@ -20,8 +21,10 @@
 //          d_color [H,W,3], d_transmittance [H,W]
 //   attrs: color_blend, alpha_max, use_rgb, atlas_grad (s32, 0/1)
 //   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
-//          d_color_logit [N,3], d_mask [P,h,w] (or [0,h,w]), d_rgb [P,h,w,3] (or [0,h,w,3],
-//          also [0,1,1,3] without rgb): the atlas gradients are empty unless atlas_grad
+//          d_color_logit [N,3], d_mask [P,h+2,w+2] (or [0,h+2,w+2]), d_rgb [P,h+2,w+2,3]
+//          (or [0,h+2,w+2,3], also [0,1,1,3] without rgb): the atlas gradients are empty
+//          unless atlas_grad, and padded like the atlas (the border's entries are
+//          meaningless: the caller drops them)
 //
 // Backward note: a sample with alpha 0 changes nothing and is skipped, except
 // when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
@@ -67,17 +70,22 @@ struct Box {
 };
 
 struct AtlasDims {
-  int P, h, w;
+  int P, h, w;   // bitmaps, each h x w texels
+  int pitch;     // w + 2: a padded row, in texels
+  int plane;     // (h + 2) * (w + 2): a padded bitmap, in texels
   float half;    // L / 2, bitmap pixels per unit of u
   float off_x;   // w / 2 - 1/2
   float off_y;   // h / 2 - 1/2
 };
 
+// Dimensions of P bitmaps of h x w texels, stored padded (see Taps).
 DB_HD AtlasDims make_atlas_dims(int P, int h, int w) {
   AtlasDims a;
   a.P = P;
   a.h = h;
   a.w = w;
+  a.pitch = w + 2;
+  a.plane = (h + 2) * (w + 2);
   a.half = 0.5f * (float)(h > w ? h : w);
   a.off_x = 0.5f * (float)w - 0.5f;
   a.off_y = 0.5f * (float)h - 0.5f;
@@ -149,31 +157,32 @@ DB_HD bool inside(const AtlasDims& ad, float fx, float fy) {
   return fx > -1.0f && fx < (float)ad.w && fy > -1.0f && fy < (float)ad.h;
 }
 
-// Bilinear taps of (fx, fy): the four texel offsets (or -1 when outside the
-// bitmap) and their weights, in the order (x0,y0), (x1,y0), (x0,y1), (x1,y1).
+// Bilinear taps of a sample position (fx, fy) that inside() accepted. The
+// atlas is stored with one texel of zeros around every bitmap, and
+// fx in (-1, w), fy in (-1, h) put all four taps inside that padded bitmap:
+// no bounds checks, and taps beyond the bitmap read 0 (DESIGN §1, "zero
+// outside"). The taps are, in order, (x0,y0), (x1,y0), (x0,y1), (x1,y1).
 struct Taps {
-  int idx[4];
-  float wgt[4];
+  int i00;    // padded offset of texel (floor(fx), floor(fy))
+  int pitch;  // padded row length
   float tx, ty;
 };
 
 DB_HD Taps make_taps(const AtlasDims& ad, int tmpl, float fx, float fy) {
-  Taps t;
   const float x0f = floorf(fx), y0f = floorf(fy);
-  const int x0 = (int)x0f, y0 = (int)y0f;
+  Taps t;
   t.tx = fx - x0f;
   t.ty = fy - y0f;
-  const int base = tmpl * ad.h * ad.w;
-  for (int k = 0; k < 4; ++k) {
-    const int xi = x0 + (k & 1), yi = y0 + (k >> 1);
-    const bool ok = xi >= 0 && xi < ad.w && yi >= 0 && yi < ad.h;
-    t.idx[k] = ok ? base + yi * ad.w + xi : -1;
-  }
-  t.wgt[0] = (1.0f - t.tx) * (1.0f - t.ty);
-  t.wgt[1] = t.tx * (1.0f - t.ty);
-  t.wgt[2] = (1.0f - t.tx) * t.ty;
-  t.wgt[3] = t.tx * t.ty;
+  t.pitch = ad.pitch;
+  t.i00 = tmpl * ad.plane + ((int)y0f + 1) * ad.pitch + ((int)x0f + 1);
   return t;
+}
+
+// Padded texel offset and bilinear weight of tap q (0..3).
+DB_HD int tap_index(const Taps& t, int q) { return t.i00 + (q & 1) + (q >> 1) * t.pitch; }
+
+DB_HD float tap_weight(const Taps& t, int q) {
+  return ((q & 1) ? t.tx : 1.0f - t.tx) * ((q >> 1) ? t.ty : 1.0f - t.ty);
 }
 
 // Value and (d/dfx, d/dfy) of a single-channel image with `stride` channels.
@@ -182,20 +191,23 @@ DB_HD Taps make_taps(const AtlasDims& ad, int tmpl, float fx, float fy) {
 template <typename TI>
 DB_HD void sample(const TI* img, int stride, int channel, const Taps& t, float& val,
                   float& dfx, float& dfy) {
-  float q[4];
-  for (int k = 0; k < 4; ++k)
-    q[k] = t.idx[k] >= 0 ? (float)img[t.idx[k] * stride + channel] : 0.0f;
-  val = t.wgt[0] * q[0] + t.wgt[1] * q[1] + t.wgt[2] * q[2] + t.wgt[3] * q[3];
-  dfx = (1.0f - t.ty) * (q[1] - q[0]) + t.ty * (q[3] - q[2]);
-  dfy = (1.0f - t.tx) * (q[2] - q[0]) + t.tx * (q[3] - q[1]);
+  const TI* row0 = img + (int64_t)t.i00 * stride + channel;
+  const TI* row1 = row0 + (int64_t)t.pitch * stride;
+  const float q0 = (float)row0[0], q1 = (float)row0[stride];
+  const float q2 = (float)row1[0], q3 = (float)row1[stride];
+  val = tap_weight(t, 0) * q0 + tap_weight(t, 1) * q1 + tap_weight(t, 2) * q2 +
+        tap_weight(t, 3) * q3;
+  dfx = (1.0f - t.ty) * (q1 - q0) + t.ty * (q3 - q2);
+  dfy = (1.0f - t.tx) * (q2 - q0) + t.tx * (q3 - q1);
 }
 
 template <typename TI>
 DB_HD float sample_value(const TI* img, int stride, int channel, const Taps& t) {
-  float v = 0.0f;
-  for (int k = 0; k < 4; ++k)
-    if (t.idx[k] >= 0) v += t.wgt[k] * (float)img[t.idx[k] * stride + channel];
-  return v;
+  const TI* row0 = img + (int64_t)t.i00 * stride + channel;
+  const TI* row1 = row0 + (int64_t)t.pitch * stride;
+  const float top = (1.0f - t.tx) * (float)row0[0] + t.tx * (float)row0[stride];
+  const float bottom = (1.0f - t.tx) * (float)row1[0] + t.tx * (float)row1[stride];
+  return (1.0f - t.ty) * top + t.ty * bottom;
 }
 
 // Alpha and straight colour of primitive `p` at a pixel whose taps are `t`.

@@ -56,7 +56,22 @@ def _target(name: str, cfg: KernelConfig) -> str:
     return name + "_bf16" if cfg.atlas_bf16 else name
 
 
+def pad_atlas(mask, rgb, use_rgb: bool):
+    """The atlas as the kernels read it: each bitmap with one texel of zeros around it.
+
+    ``mask [P, h, w] -> [P, h + 2, w + 2]``, ``rgb [P, h, w, 3] -> [P, h + 2, w + 2, 3]``
+    (a dummy ``rgb`` is passed through when not ``use_rgb``). The border lets
+    the kernels read all four bilinear taps without bounds checks.
+    """
+    mask = jnp.pad(mask, ((0, 0), (1, 1), (1, 1)))
+    if use_rgb:
+        rgb = jnp.pad(rgb, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return mask, rgb
+
+
 def _atlas_inputs(cfg: KernelConfig, mask, rgb):
+    """Padded, and cast to bf16 when asked for."""
+    mask, rgb = pad_atlas(mask, rgb, cfg.use_rgb)
     if cfg.atlas_bf16:
         return mask.astype(jnp.bfloat16), rgb.astype(jnp.bfloat16)
     return mask, rgb
@@ -75,7 +90,9 @@ def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
 
 
 def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
+    """The parameter gradients and (padded, empty unless ``cfg.atlas_grad``) atlas gradients."""
     n = params.scale.shape[0]
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
     # Unused atlas gradients are empty, of the same rank (the kernels read
     # every buffer's batch dimensions by rank).
     atlas_shape = mask.shape if cfg.atlas_grad else (0,) + mask.shape[1:]
@@ -90,7 +107,6 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
         jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
     )
     call = jax.ffi.ffi_call(_target(_ffi.BACKWARD, cfg), out_types, vmap_method=_VMAP)
-    mask, rgb = _atlas_inputs(cfg, mask, rgb)
     return call(*_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
                 atlas_grad=np.int32(cfg.atlas_grad), **_attrs(cfg))
 
@@ -117,9 +133,9 @@ def _bwd(cfg, res, cotangents):
         cfg, params, template, mask, rgb, trans, stop,
         jnp.asarray(d_color, jnp.float32), jnp.asarray(d_trans, jnp.float32))
     d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
-    if cfg.atlas_grad:
-        d_mask_out = d_mask
-        d_rgb_out = d_rgb if cfg.use_rgb else jnp.zeros_like(rgb)
+    if cfg.atlas_grad:  # drop the padding's border
+        d_mask_out = d_mask[:, 1:-1, 1:-1]
+        d_rgb_out = d_rgb[:, 1:-1, 1:-1, :] if cfg.use_rgb else jnp.zeros_like(rgb)
     else:
         d_mask_out, d_rgb_out = jnp.zeros_like(mask), jnp.zeros_like(rgb)
     d_template = np.zeros(template.shape, dtype=jax.dtypes.float0)

@@ -269,9 +269,10 @@ def test_vmapped_render_is_one_custom_call():
     text = jax.jit(jax.vmap(f)).lower(*args).as_text()
     assert "stablehlo.custom_call" in text  # the text format the parsing below expects
     _check_one_launch(text, "3", 10)
-    # The shared atlas goes in with a size-1 batch dimension: read in place, not copied per scene.
+    # The shared atlas goes in with a size-1 batch dimension: read in place, not copied per
+    # scene (its 3 bitmaps of 9 x 7 padded by one texel, ops.pad_atlas).
     line = next(l for l in text.splitlines() if "custom_call @diffbmp_forward(" in l)
-    assert "tensor<1x3x9x7xf32>" in line.split("->")[0]
+    assert "tensor<1x3x11x9xf32>" in line.split("->")[0]
 
     # Two levels: one call, results [2, 3, ...].
     nested = jax.tree.map(lambda x: x.reshape((1,) + x.shape).repeat(2, 0), args)
