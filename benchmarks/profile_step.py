@@ -18,7 +18,10 @@ Workloads (512², N=1000 stamps by default, the scenes of bench_scale.py):
 
 ``--time`` instead prints the wall time of each workload (median of 20, no
 profiler), to compare with the sum of the kernel times: the difference is
-time the GPU spent idle, waiting for the host.
+time not spent in kernels (dispatch, launch gaps, host waits).
+
+Seen on the H100 machines: ``render`` profiles reliably this way; ``step``
+under ncu crashed the profiled process (segfault) both times it was tried.
 """
 
 from __future__ import annotations
