@@ -20,8 +20,10 @@ Workloads (512², N=1000 stamps by default, the scenes of bench_scale.py):
 profiler), to compare with the sum of the kernel times: the difference is
 time not spent in kernels (dispatch, launch gaps, host waits).
 
-Seen on the H100 machines: ``render`` profiles reliably this way; ``step``
-under ncu crashed the profiled process (segfault) both times it was tried.
+Seen on the H100 machines: ``render`` profiled fine this way three times out
+of three; ``step`` has not yet given a profile (a segfault, then out-of-memory
+from profiled processes run back to back, before run_profile.sh turned
+preallocation off).
 """
 
 from __future__ import annotations
