@@ -100,15 +100,67 @@ Binning bin(const Inputs& in, int H, int W) {
   return b;
 }
 
+// The pixel columns [lo, hi] of one tile row where a primitive may have a
+// sample inside its bitmap; empty when lo > hi. Along a row the bitmap
+// coordinates are affine in x, so the columns where |u| < hu and |v| < hv
+// (inside(), in (u, v) terms) form one interval, found by clipping the
+// segment between the row's end pixels against that box. The box is widened
+// by a relative 1e-4 and the interval by a pixel on each side, so rounding
+// never drops a column: inside() still decides every pixel in the span, and
+// skipping the others changes no result.
+struct Span {
+  int lo, hi;
+};
+
+inline Span row_span(const Prim& p, const AtlasDims& ad, int py, int x0, int x1) {
+  const float hu = ((float)ad.w + 1.0f) / (2.0f * ad.half) * 1.0001f + 1e-5f;
+  const float hv = ((float)ad.h + 1.0f) / (2.0f * ad.half) * 1.0001f + 1e-5f;
+  float u0, v0, u1, v1, fx, fy;
+  to_bitmap(p, ad, (float)x0, (float)py, u0, v0, fx, fy);
+  to_bitmap(p, ad, (float)x1, (float)py, u1, v1, fx, fy);
+  float t0 = 0.0f, t1 = 1.0f;  // the part of the segment inside the box
+  auto clip = [&](float a, float b, float h) {  // keep t with |a + t (b - a)| < h
+    const float d = b - a;
+    if (d == 0.0f) {
+      if (!(std::fabs(a) < h)) t0 = 2.0f;
+      return;
+    }
+    float ta = (-h - a) / d, tb = (h - a) / d;
+    if (ta > tb) std::swap(ta, tb);
+    t0 = std::max(t0, ta);
+    t1 = std::min(t1, tb);
+  };
+  clip(u0, u1, hu);
+  clip(v0, v1, hv);
+  if (!(t0 <= t1)) return {1, 0};
+  const float len = (float)(x1 - x0);
+  return {std::max(x0, (int)std::floor(x0 + t0 * len) - 1),
+          std::min(x1, (int)std::ceil(x0 + t1 * len) + 1)};
+}
+
+// row_span of every candidate [begin, end) of a tile, for row py.
+inline void row_spans(const Binning& b, const AtlasDims& ad, const int32_t* begin,
+                      const int32_t* end, int py, int x0, int x1, std::vector<Span>& spans) {
+  spans.resize(end - begin);
+  for (const int32_t* it = begin; it != end; ++it)
+    spans[it - begin] = row_span(b.prims[*it], ad, py, x0, x1);
+}
+
+// Runs f(px, py, begin, end, spans, tid) for every pixel: its tile's
+// candidates [begin, end) and their spans on the pixel's row.
 template <typename F>
-void for_each_pixel(const Binning& b, int H, int W, int max_threads, F&& f) {
+void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f) {
   const int num_tiles = b.tiles_x * b.tiles_y;
   parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile, int tid) {
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
+    const int x1 = std::min(x0 + kTile, W) - 1;
     const int32_t* begin = b.ids.data() + b.offsets[tile];
     const int32_t* end = b.ids.data() + b.offsets[tile + 1];
-    for (int py = y0; py < std::min(y0 + kTile, H); ++py)
-      for (int px = x0; px < std::min(x0 + kTile, W); ++px) f(px, py, begin, end, tid);
+    std::vector<Span> spans;
+    for (int py = y0; py < std::min(y0 + kTile, H); ++py) {
+      row_spans(b, ad, begin, end, py, x0, x1, spans);
+      for (int px = x0; px <= x1; ++px) f(px, py, begin, end, spans.data(), tid);
+    }
   });
 }
 
@@ -116,11 +168,14 @@ void for_each_pixel(const Binning& b, int H, int W, int max_threads, F&& f) {
 void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W,
              int max_threads, float* color, float* trans, int32_t* stop) {
   const Binning b = bin(in, H, W);
-  for_each_pixel(b, H, W, max_threads, [&](int px, int py, const int32_t* begin, const int32_t* end, int) {
+  for_each_pixel(b, in.ad, H, W, max_threads, [&](int px, int py, const int32_t* begin,
+                                                  const int32_t* end, const Span* spans, int) {
     float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
     int32_t stopped = -1;
     for (const int32_t* it = end; it != begin;) {  // front (top) to back
       const int n = *--it;
+      const Span& sp = spans[it - begin];
+      if (px < sp.lo || px > sp.hi) continue;
       const Prim& p = b.prims[n];
       float u, v, fx, fy;
       to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
@@ -157,10 +212,13 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   parallel_for(num_tiles, threads, [&](int tile, int tid) {
     float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
+    const int x1 = std::min(x0 + kTile, W) - 1;
     const int32_t* begin = b.ids.data() + b.offsets[tile];
     const int32_t* end = b.ids.data() + b.offsets[tile + 1];
-    for (int py = y0; py < std::min(y0 + kTile, H); ++py)
-      for (int px = x0; px < std::min(x0 + kTile, W); ++px) {
+    std::vector<Span> spans;
+    for (int py = y0; py < std::min(y0 + kTile, H); ++py) {
+      row_spans(b, in.ad, begin, end, py, x0, x1, spans);
+      for (int px = x0; px <= x1; ++px) {
         const int pix = py * W + px;
         const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
         const float dT = d_trans[pix], T_final = trans[pix];
@@ -169,6 +227,8 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
         const int32_t* first = std::lower_bound(begin, end, stop[pix]);
         float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
         for (const int32_t* it = first; it != end; ++it) {
+          const Span& sp = spans[it - begin];
+          if (px < sp.lo || px > sp.hi) continue;
           const int n = *it;
           const Prim& p = b.prims[n];
           float u, v, fx, fy;
@@ -215,11 +275,13 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
               atomic_add(d_mask + tap_index(t, q), g_m * tap_weight(t, q));
               if (use_rgb)
                 for (int c = 0; c < 3; ++c)
-                  atomic_add(d_rgb + 3 * tap_index(t, q) + c, dC[c] * T_n * a * k * tap_weight(t, q));
+                  atomic_add(d_rgb + 3 * tap_index(t, q) + c,
+                             dC[c] * T_n * a * k * tap_weight(t, q));
             }
           }
         }
       }
+    }
   }, /*dynamic=*/false);
   std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
   for (int th = 0; th < threads; ++th) {
