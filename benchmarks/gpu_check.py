@@ -2,7 +2,11 @@
 
 Run from outside the source tree (so the installed package is imported):
 
-    cd /tmp && python3 /path/to/benchmarks/gpu_check.py [--json out.json]
+    cd /tmp && python3 /path/to/benchmarks/gpu_check.py [--json out.json] [--part i/n]
+
+``--part i/n`` runs every n-th check starting at the i-th, so that n processes
+share the GPU and the CPU cores (``run_gpu.sh`` starts GPU_CHECK_PARTS of them;
+most of the time is compilation, which runs in parallel).
 
 Builds nothing: assumes ``diffbmp_jax`` is installed with its CUDA kernels.
 Every check draws fresh random scenes and compares, per field,
@@ -244,39 +248,28 @@ def bf16_accuracy(seed=0):
 
 # ---------------------------------------------------------------- main
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
-    print("jax", jax.__version__, "devices", jax.devices(), flush=True)
-    if not DRYRUN and not _ffi.cuda_available():
-        print("FAIL  CUDA kernels not built or no GPU visible")
-        return 1
-    if not _ffi.registered("cpu"):
-        print("FAIL  cpu kernels not built")
-        return 1
-    t0 = time.time()
-    set_pair_budget(None)
+# ---------------------------------------------------------------- the checks
 
-    # 1. Random scenes, every colour mode, atlas gradients on some.
-    for seed in range(6):
-        rng = np.random.default_rng(seed)
-        H, W = [(33, 47), (40, 24), (64, 80), (17, 130)][seed % 4]
-        atlas = random_atlas(rng, num=1 + seed % 4, h=5 + seed, w=11 - seed)
-        params = random_scene(rng, 40 + 30 * seed, H, W)
-        tmpl = jnp.asarray(rng.integers(0, atlas.num, params.num), jnp.int32)
-        for k in (0.0, 0.5, 1.0):
-            check_scene(f"random s{seed} {H}x{W} N={params.num} k={k}", params, atlas, H, W,
-                        template=tmpl, k=k, atlas_grad=(seed % 2 == 0), seed=seed)
+def random_scenes(seed):
+    """1. A random scene, every colour mode, atlas gradients on even seeds."""
+    rng = np.random.default_rng(seed)
+    H, W = [(33, 47), (40, 24), (64, 80), (17, 130)][seed % 4]
+    atlas = random_atlas(rng, num=1 + seed % 4, h=5 + seed, w=11 - seed)
+    params = random_scene(rng, 40 + 30 * seed, H, W)
+    tmpl = jnp.asarray(rng.integers(0, atlas.num, params.num), jnp.int32)
+    for k in (0.0, 0.5, 1.0):
+        check_scene(f"random s{seed} {H}x{W} N={params.num} k={k}", params, atlas, H, W,
+                    template=tmpl, k=k, atlas_grad=(seed % 2 == 0), seed=seed)
 
-    # 2. Dense opaque stacks: early termination on most pixels.
+
+def deep_stacks():
+    """2-3. Dense stacks: early termination, and thousands of layers on one tile."""
     rng = np.random.default_rng(11)
     atlas = random_atlas(rng, num=2, h=8, w=8)
     params = stacked_scene(rng, 300, 40, 40, scale=10.0, opacity=(0.6, 0.99))
     check_scene("opaque stack 300 on 40x40 (early stop)", params, atlas, 40, 40, k=0.5,
                 atlas_grad=True, seed=11)
-
-    # 3. 20,000 primitives on one 16x16 tile, translucent (long composited lists:
+    # 20,000 primitives on one 16x16 tile, translucent (long composited lists:
     # ~5000 layers per pixel before early termination). Against the reference the
     # forward tolerance is 5e-5: sequential float32 compositing over thousands of
     # layers drifts ~2e-5 from a float64 evaluation in BOTH kernel backends (the
@@ -284,27 +277,30 @@ def main():
     rng = np.random.default_rng(12)
     atlas = random_atlas(rng, num=3, h=16, w=16)
     params = stacked_scene(rng, 20000, 16, 16, scale=9.0, opacity=(0.001, 0.012))
-    ok, cu = check_scene("20k stacked on one tile, translucent", params, atlas, 16, 16, k=0.3,
-                         seed=12, ref_fwd_tol=5e-5)
+    check_scene("20k stacked on one tile, translucent", params, atlas, 16, 16, k=0.3,
+                seed=12, ref_fwd_tol=5e-5)
     params = stacked_scene(rng, 20000, 16, 16, scale=9.0, opacity=(0.02, 0.5))
     check_scene("20k stacked on one tile, opaque-ish", params, atlas, 16, 16, k=0.0, seed=13)
 
-    # 4. Primitives larger than the canvas.
+
+def large_primitives():
+    """4. Primitives larger than the canvas."""
     rng = np.random.default_rng(14)
     atlas = random_atlas(rng, num=3, h=12, w=9)
     params = random_scene(rng, 60, 37, 45, scale=(40.0, 300.0), opacity=(0.02, 0.4))
     check_scene("larger than the canvas (scale 40..300 on 37x45)", params, atlas, 37, 45,
                 k=0.5, atlas_grad=True, seed=14)
 
-    # 5. Many tiles, 64^2 smooth bitmaps: vs cpu only (the reference would be large).
+
+def many_tiles_and_fallbacks():
+    """5-6. Many tiles of 64^2 bitmaps (vs cpu: the reference would be large), then the
+    all-primitives fallback (pair budget exceeded), which must give the same result."""
     rng = np.random.default_rng(15)
     atlas = smooth_atlas(rng, num=5, h=64, w=64)
     params = random_scene(rng, 3000, 200, 333, scale=(2.0, 40.0))
     tmpl = jnp.asarray(rng.integers(0, 5, params.num), jnp.int32)
     check_scene("3000 prims 200x333, 64^2 atlas", params, atlas, 200, 333, template=tmpl,
                 k=0.5, atlas_grad=True, seed=15, vs_reference=False)
-
-    # 6. The all-primitives fallback (pair budget exceeded) gives the same result.
     set_pair_budget(0)
     check_scene("fallback path: 3000 prims 200x333", params, atlas, 200, 333, template=tmpl,
                 k=0.5, atlas_grad=True, seed=15, vs_reference=False)
@@ -319,7 +315,10 @@ def main():
                 k=0.3, seed=16, vs_reference=False)
     set_pair_budget(None)
 
-    # 7. Out-of-range template ids inside jit: invisible on both kernel backends.
+
+def bad_templates_and_repeatability():
+    """7-8. Out-of-range template ids inside jit (invisible on both kernel backends);
+    the same inputs twice (forward bitwise, gradients to rounding: atomics)."""
     rng = np.random.default_rng(17)
     atlas = random_atlas(rng, num=3, h=9, w=7)
     params = random_scene(rng, 80, 48, 48)
@@ -336,7 +335,6 @@ def main():
             outs[dev.platform] = {"color": np.asarray(c), "alpha": np.asarray(al)}
     compare("bad template ids inside jit: cuda vs cpu", outs[gpu_device().platform], outs["cpu"])
 
-    # 8. Repeatability: forward bitwise, gradients to rounding (atomics).
     rng = np.random.default_rng(18)
     atlas = random_atlas(rng, num=4, h=64, w=64)
     params = random_scene(rng, 5000, 256, 256, scale=(3.0, 30.0))
@@ -348,13 +346,45 @@ def main():
     tols = {k: (0.0 if k in ("color", "alpha") else 1e-5) for k in r1}
     report("repeatability: same inputs twice (forward bitwise)", errs, tols)
 
-    # 9. bf16 atlas.
+
+def bf16_targets():
+    """9. The bf16 atlas."""
     try:
         if not DRYRUN:
             bf16_accuracy()
     except Exception as e:  # noqa: BLE001
         print(f"FAIL  bf16 atlas targets: {type(e).__name__}: {e}")
         RESULTS.append(dict(name="bf16", ok=False, errors={}))
+
+
+# In an order that spreads the cost when split into parts (--part): the
+# random scenes compile the most.
+CHECKS = [lambda: random_scenes(0), many_tiles_and_fallbacks, lambda: random_scenes(1),
+          bad_templates_and_repeatability, lambda: random_scenes(2), deep_stacks,
+          lambda: random_scenes(3), bf16_targets, lambda: random_scenes(4), large_primitives,
+          lambda: random_scenes(5)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--part", default="1/1",
+                    help="run the checks of part i of n (i/n), so that n processes can share them")
+    args = ap.parse_args()
+    i, n = (int(v) for v in args.part.split("/"))
+    if not 1 <= i <= n:
+        ap.error(f"--part must be i/n with 1 <= i <= n, got {args.part}")
+    print("jax", jax.__version__, "devices", jax.devices(), f"part {i}/{n}", flush=True)
+    if not DRYRUN and not _ffi.cuda_available():
+        print("FAIL  CUDA kernels not built or no GPU visible")
+        return 1
+    if not _ffi.registered("cpu"):
+        print("FAIL  cpu kernels not built")
+        return 1
+    t0 = time.time()
+    set_pair_budget(None)
+    for check in CHECKS[i - 1::n]:
+        check()
 
     n_fail = sum(not r["ok"] for r in RESULTS)
     print(f"\n{len(RESULTS) - n_fail} passed, {n_fail} failed, {time.time() - t0:.1f} s")

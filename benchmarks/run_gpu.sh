@@ -6,7 +6,8 @@
 #   fit, clip and scale run only when named)
 #
 # Logs and JSON go to $OUT (the device tool's output folder), else /tmp/diffbmp_gpu.
-# Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S.
+# Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S. check and test run
+# side by side (gpu_check.py split into GPU_CHECK_PARTS processes, default 4).
 # Scripts run from /tmp so that the source folder does not shadow the
 # installed package. Extra bench_cuda.py arguments: BENCH_ARGS="...".
 set -o pipefail
@@ -29,15 +30,37 @@ cd /tmp || exit 1
 python3 -c "import diffbmp_jax, diffbmp_jax._ffi as f; print(diffbmp_jax.__file__, 'cuda_available', f.cuda_available())" \
   2>&1 | tee -a "$OUT/build.log"
 
-if [[ $STAGE == all || ",$STAGE," == *,check,* ]]; then
-  timeout ${CHECK_S:-300} python3 "$REPO/benchmarks/gpu_check.py" --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" || status=1
+want() { [[ $STAGE == all || ",$STAGE," == *,$1,* ]]; }
+# check and test share the machine: gpu_check.py runs as GPU_CHECK_PARTS processes
+# (its time is mostly compilation, on the CPU cores) while pytest runs beside them.
+# No preallocation, so the processes share the GPU's memory.
+pids=()
+if want check; then
+  parts=${GPU_CHECK_PARTS:-4}
+  for ((i = 1; i <= parts; i++)); do
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout ${CHECK_S:-300} python3 "$REPO/benchmarks/gpu_check.py" \
+      --part "$i/$parts" --json "$OUT/gpu_check_$i.json" > "$OUT/gpu_check_$i.log" 2>&1 &
+    pids+=($!)
+  done
 fi
-if [[ $STAGE == all || ",$STAGE," == *,test,* ]]; then
+if want test; then
   if python3 -c "import pytest" 2>/dev/null; then
-    timeout ${TEST_S:-120} python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_cuda.py" 2>&1 | tail -15 | tee "$OUT/pytest_cuda.log" || status=1
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout ${TEST_S:-300} python3 -m pytest -q -p no:cacheprovider \
+      "$REPO/tests/test_cuda.py" > "$OUT/pytest_cuda_full.log" 2>&1 &
+    pids+=($!)
   else
-    echo "pytest not installed: tests/test_cuda.py skipped" | tee "$OUT/pytest_cuda.log"
+    echo "pytest not installed: tests/test_cuda.py skipped" > "$OUT/pytest_cuda_full.log"
   fi
+fi
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+if want check; then
+  cat "$OUT"/gpu_check_*.log > "$OUT/gpu_check.log"
+  awk '/ passed, .* failed/ {p += $1; f += $3} END {print p " passed, " f " failed (all parts)"}' \
+    "$OUT/gpu_check.log" | tee -a "$OUT/gpu_check.log"
+  grep -h "^FAIL" "$OUT/gpu_check.log"
+fi
+if want test; then
+  tail -15 "$OUT/pytest_cuda_full.log" | tee "$OUT/pytest_cuda.log"
 fi
 if [[ $STAGE == all || ",$STAGE," == *,bench,* ]]; then
   timeout ${BENCH_S:-200} python3 "$REPO/benchmarks/bench_cuda.py" --json "$OUT/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cuda.log" || status=1
