@@ -122,11 +122,6 @@ def respawn_step(static: StepStatic, data: StepData, theta: Theta, opt_state, im
                    guide_angle=data.guide_angle)
 
 
-def _logit(p, eps):
-    p = jnp.clip(p, eps, 1.0 - eps)
-    return jnp.log(p) - jnp.log1p(-p)
-
-
 def respawn_in_regions(static: StepStatic, data: StepData, theta: Theta, opt_state, image, key):
     """Respawn (:func:`diffbmp_jax.respawn.respawn`) with positions confined to each group's mask.
 
@@ -161,8 +156,8 @@ def respawn_in_regions(static: StepStatic, data: StepData, theta: Theta, opt_sta
         log_scale=jnp.log(init_lib.sample_colors(data.guide_scale[..., None], xy)[:, 0]),
         rotation=init_lib.sample_colors(data.guide_angle[..., None], xy)[:, 0]
         + jax.random.uniform(k2, (n,), minval=-0.3, maxval=0.3),
-        opacity_logit=jnp.full((n,), _logit(cfg.init_opacity, 1e-4)),
-        color_logit=_logit(init_lib.sample_colors(data.target, xy), 0.02),
+        opacity_logit=jnp.full((n,), init_lib.logit(cfg.init_opacity, 1e-4)),
+        color_logit=init_lib.logit(init_lib.sample_colors(data.target, xy), 0.02),
     )
     theta = Theta(*(jnp.where(_per_n(dead, b), a, b) for a, b in zip(new, theta)))
 

@@ -24,7 +24,7 @@ from .blur import gaussian_filter, kernel_radius
 from .primitives import Primitives
 
 __all__ = ["random", "grid", "structure_aware", "INITIALIZERS", "base_scale", "structure_maps",
-           "sample_pixels", "sample_colors"]
+           "sample_pixels", "sample_colors", "logit"]
 
 _LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
 
@@ -58,7 +58,8 @@ def sample_colors(image: jax.Array, xy: jax.Array) -> jax.Array:
     return image[iy, ix]
 
 
-def _logit(p, eps=0.02):
+def logit(p, eps: float = 0.02):
+    """Inverse sigmoid of ``p`` clipped to ``[eps, 1 - eps]``: opacity and colour logits of new primitives."""
     p = jnp.clip(p, eps, 1.0 - eps)
     return jnp.log(p) - jnp.log1p(-p)
 
@@ -90,7 +91,7 @@ def random(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
     rot = jax.random.uniform(kr, (num,), minval=-math.pi, maxval=math.pi)
     col = jax.random.uniform(kc, (num, 3))
     params = Primitives(xy=xy, scale=s, rotation=rot,
-                        opacity_logit=jnp.full((num,), _logit(opacity)), color_logit=_logit(col))
+                        opacity_logit=jnp.full((num,), logit(opacity)), color_logit=logit(col))
     return params, _templates(kt, num, atlas)
 
 
@@ -112,7 +113,7 @@ def grid(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
     s = jnp.full((num,), 0.5 * max(cw, ch) * math.sqrt(coverage), jnp.float32)
     col = sample_colors(target, xy)
     params = Primitives(xy=xy, scale=s, rotation=jnp.zeros((num,), jnp.float32),
-                        opacity_logit=jnp.full((num,), _logit(opacity)), color_logit=_logit(col))
+                        opacity_logit=jnp.full((num,), logit(opacity)), color_logit=logit(col))
     return params, _templates(key, num, atlas)
 
 
@@ -190,10 +191,23 @@ def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.
     target = _check(target, atlas, num)
     if maps is None:
         maps = structure_maps(target, num, coverage=coverage, floor=floor, scale_range=scale_range)
+    else:
+        _check_maps(maps, *target.shape[:2])
     kxy, kt = jax.random.split(key)
     params = _params_from_maps(target, kxy, maps["prob"], maps["scale"], maps["angle"], int(num),
                                float(opacity))
     return params, _templates(kt, num, atlas)
+
+
+def _check_maps(maps, h: int, w: int) -> None:
+    """ValueError naming ``maps`` unless it holds this target's structure_maps guides."""
+    need = {"prob": (h * w,), "scale": (h, w), "angle": (h, w)}
+    if not isinstance(maps, dict) or any(k not in maps for k in need):
+        raise ValueError("maps must be the dict returned by structure_maps (keys 'prob', 'scale', 'angle')")
+    for k, shape in need.items():
+        if tuple(jnp.shape(maps[k])) != shape:
+            raise ValueError(f"maps['{k}'] must have shape {shape} for this {h}x{w} target, "
+                             f"got {tuple(jnp.shape(maps[k]))}")
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6))
@@ -205,7 +219,7 @@ def _params_from_maps(target, kxy, prob, scale, angle, num: int, opacity: float)
     col = sample_colors(target, xy)
     order = jnp.argsort(-s)  # big (flat-region) stamps at the bottom
     return Primitives(xy=xy[order], scale=s[order], rotation=rot[order],
-                      opacity_logit=jnp.full((num,), _logit(opacity)), color_logit=_logit(col[order]))
+                      opacity_logit=jnp.full((num,), logit(opacity)), color_logit=logit(col[order]))
 
 
 INITIALIZERS = {"random": random, "grid": grid, "structure_aware": structure_aware}

@@ -144,11 +144,6 @@ def region_tables(mask: np.ndarray, margin: float, min_room: float):
     return (iy * w + ix).astype(np.int32), room, dil, int(allowed.sum())
 
 
-def _logit(p, eps):
-    p = jnp.clip(p, eps, 1.0 - eps)
-    return jnp.log(p) - jnp.log1p(-p)
-
-
 def _as_mask(mask, h: int, w: int, name: str) -> np.ndarray:
     if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
         from PIL import Image
@@ -245,8 +240,8 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         xy, s = xy[order], s[order]
         col = _init.sample_colors(target, xy)
         parts.append(Primitives(xy=xy, scale=s, rotation=_init.sample_colors(maps["angle"][..., None], xy)[:, 0],
-                                opacity_logit=jnp.full((ng,), _logit(config.init_opacity, 1e-4)),
-                                color_logit=_logit(col, 0.02)))
+                                opacity_logit=jnp.full((ng,), _init.logit(config.init_opacity, 1e-4)),
+                                color_logit=_init.logit(col, 0.02)))
         templates.append(jax.random.randint(kt, (ng,), 0, a.num, dtype=jnp.int32) + offsets[g])
         group_ids.append(np.full(ng, g, np.int32))
     params = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *parts)

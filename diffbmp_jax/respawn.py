@@ -77,7 +77,7 @@ def respawn(theta: Theta, opt_state, image, key, *, cfg: FitConfig, height: int,
         rotation=_init.sample_colors(guide_angle[..., None], xy)[:, 0]
         + jax.random.uniform(k2, (n,), minval=-0.3, maxval=0.3),
         opacity_logit=jnp.full((n,), _logit(cfg.init_opacity)),
-        color_logit=_init._logit(_init.sample_colors(target, xy)),
+        color_logit=_init.logit(_init.sample_colors(target, xy)),
     )
 
     def pick(new_leaf, old_leaf):

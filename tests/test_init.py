@@ -2,6 +2,7 @@
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 import pytest
 
 import diffbmp_jax as db
@@ -81,3 +82,18 @@ def test_structure_aware_with_precomputed_maps_is_the_same():
     other = init.structure_maps(target[:, ::-1], 50, coverage=2.0)
     c, _ = init.structure_aware(target, atlas, 50, key, coverage=2.0, maps=other)
     assert not np.allclose(np.asarray(a.xy), np.asarray(c.xy))
+
+
+def test_structure_aware_rejects_maps_of_another_target():
+    target, atlas, key = _target(), _atlas(), jax.random.key(4)
+    small = init.structure_maps(target[:-4], 50)
+    with pytest.raises(ValueError, match=r"maps\['prob'\] must have shape"):
+        init.structure_aware(target, atlas, 50, key, maps=small)
+    with pytest.raises(ValueError, match="maps must be the dict"):
+        init.structure_aware(target, atlas, 50, key, maps={"prob": small["prob"]})
+
+
+def test_logit_inverts_the_sigmoid_inside_its_clip():
+    p = jnp.array([0.0, 0.3, 0.5, 0.9, 1.0])
+    out = init.logit(p, 0.01)
+    np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(out)), [0.01, 0.3, 0.5, 0.9, 0.99], rtol=1e-6)
