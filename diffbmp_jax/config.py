@@ -20,8 +20,10 @@ from .schedules import LR_SCHEDULES
 __all__ = ["FitConfig", "BACKGROUNDS", "TEMPLATE_CHOICES", "resolve_config"]
 
 BACKGROUNDS = ("noise", "white", "black", "image")
-TEMPLATE_CHOICES = ("init", "round_robin", "random", "color")
 """Named backgrounds; an RGB triple in [0, 1] is accepted too."""
+
+TEMPLATE_CHOICES = ("init", "round_robin", "random", "color")
+"""How a fit picks each primitive's bitmap at the start (``FitConfig.templates``)."""
 
 
 @dataclasses.dataclass(frozen=True)
