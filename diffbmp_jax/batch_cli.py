@@ -8,7 +8,7 @@ its size (after ``--size``), then all are fitted together by
 Outputs: ``OUT/<k>_<name>/`` per target (``result.png``, ``params.npz``, one
 ``result.<fmt>`` per extra ``--export`` format) and ``OUT/summary.json``
 (per-target PSNR and SSIM, devices, wall time). Files are written atomically,
-only after the fit succeeded. Building the parser imports neither jax nor the fitters.
+only after the fit succeeded. Building the parser imports none of the fitters.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".
 
 def add_batch_subcommand(subparsers) -> None:
     """Adds ``batch`` to an argparse ``add_subparsers()`` object."""
+    from .config import TEMPLATE_CHOICES
+    from .render import BACKENDS
     b = subparsers.add_parser("batch", help="fit many targets at once (one batched fit, all devices)",
                               description="Fits every target with the same stamps and settings as one "
                                           "batched, device-sharded loop (diffbmp_jax.fit_batch).")
@@ -37,8 +39,8 @@ def add_batch_subcommand(subparsers) -> None:
                    help="longer side of the first target after resizing; the others follow (default 256)")
     b.add_argument("--stamp-size", dest="stamp_size", type=int, default=64)
     b.add_argument("--color-blend", dest="color_blend", type=float, default=None)
-    b.add_argument("--templates", default=None, choices=("init", "round_robin", "random", "color"))
-    b.add_argument("--backend", default=None, choices=("auto", "reference", "cpu", "cuda"))
+    b.add_argument("--templates", default=None, choices=TEMPLATE_CHOICES)
+    b.add_argument("--backend", default=None, choices=BACKENDS)
     b.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all)")
     b.add_argument("--export", default="png", help="comma list of output formats (default 'png')")
     b.add_argument("--seed", type=int, default=0)

@@ -43,6 +43,8 @@ _FIT_FLAGS = ("init", "templates", "reassign_every")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import TEMPLATE_CHOICES
+    from .render import BACKENDS
     p = argparse.ArgumentParser(prog="diffbmp-jax", description="Differentiable rendering with bitmap primitives.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--steps", type=int, default=None, help="optimisation steps")
         sp.add_argument("-o", "--out", default=None, help="output folder")
         sp.add_argument("--config", default=None, help="TOML file with any of these options and FitConfig fields")
-        sp.add_argument("--backend", default=None, choices=("auto", "reference", "cpu", "cuda"))
+        sp.add_argument("--backend", default=None, choices=BACKENDS)
         sp.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
         sp.add_argument("--color-blend", dest="color_blend", type=float, default=None,
                         help="0: stamps take optimised colours, 1: keep each stamp's own colours")
@@ -61,8 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--stamp-size", dest="stamp_size", type=int, default=None, help="atlas bitmap side (pixels)")
         sp.add_argument("--frames", type=int, default=None, help="frames in progress.gif (0 = none)")
         sp.add_argument("--init", default=None, help="initialiser: structure_aware, random, grid")
-        # The choices of config.TEMPLATE_CHOICES, spelled out so that --help needs no jax import.
-        sp.add_argument("--templates", default=None, choices=("init", "round_robin", "random", "color"),
+        sp.add_argument("--templates", default=None, choices=TEMPLATE_CHOICES,
                         help="which bitmap each primitive starts with ('color': nearest mean colour, for mosaics)")
         sp.add_argument("--reassign-every", dest="reassign_every", type=int, default=None,
                         help="every K steps let primitives switch to the bitmap that lowers the loss most "

@@ -1,7 +1,7 @@
 """``diffbmp-jax text "PROMPT" --stamps ... --clip-model PATH``: the CLIP-guided subcommand.
 
 Kept apart from :mod:`diffbmp_jax.text_fit` so that building the parser (and
-``diffbmp-jax --help``) imports neither jax nor transformers.
+``diffbmp-jax --help``) does not import transformers.
 
 Outputs in ``OUT`` (default ``diffbmp_text``), written atomically like ``fit``:
 ``result.png``, ``params.npz`` (same keys as ``fit``), ``history.json``
@@ -19,6 +19,7 @@ __all__ = ["add_text_subcommand", "run_text"]
 
 def add_text_subcommand(subparsers) -> None:
     """Adds the ``text`` subcommand to an argparse ``add_subparsers()`` object."""
+    from .render import BACKENDS
     p = subparsers.add_parser(
         "text", help="compose stamps to match a text prompt (CLIP guidance)",
         description="Fits bitmap primitives so that CLIP finds the render similar to PROMPT. "
@@ -42,7 +43,7 @@ def add_text_subcommand(subparsers) -> None:
     p.add_argument("--color-blend", dest="color_blend", type=float, default=None,
                    help="0: stamps take optimised colours, 1: keep each stamp's own colours")
     p.add_argument("--init", default=None, help="initialiser: random (default), grid, structure_aware")
-    p.add_argument("--backend", default=None, choices=("auto", "reference", "cpu", "cuda"))
+    p.add_argument("--backend", default=None, choices=BACKENDS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=12, help="frames in progress.gif (0 = none)")
     p.add_argument("-o", "--out", default="diffbmp_text", help="output folder (default: %(default)s)")

@@ -8,7 +8,7 @@
 ``template [N]``, ``height``, ``width``, ``color_blend``) and
 ``OUT/history.json`` (per-frame PSNR, flicker, frozen counts, times).
 ``regions`` writes ``result.png``, ``params.npz`` (plus ``group [N]``) and
-``history.json``. Building the parser imports neither jax nor the fitters.
+``history.json``. Building the parser imports none of the fitters.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = ["add_video_subcommands", "run_video", "run_regions", "parse_region"]
 
 def add_video_subcommands(subparsers) -> None:
     """Adds ``video`` and ``regions`` to an argparse ``add_subparsers()`` object."""
+    from .render import BACKENDS
     v = subparsers.add_parser("video", help="fit a video (MP4, GIF or folder of frames) frame by frame",
                               description="Fits frame 0 fully, then each next frame from the previous one "
                                           "with fewer steps, freezing primitives over unchanged regions.")
@@ -44,7 +45,7 @@ def add_video_subcommands(subparsers) -> None:
     v.add_argument("--format", default="mp4", choices=("mp4", "gif"))
     v.add_argument("--fps", type=float, default=10.0)
     v.add_argument("--color-blend", dest="color_blend", type=float, default=None)
-    v.add_argument("--backend", default=None, choices=("auto", "reference", "cpu", "cuda"))
+    v.add_argument("--backend", default=None, choices=BACKENDS)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("-o", "--out", default="diffbmp_video")
     v.add_argument("--no-progress", dest="progress", action="store_false", default=True)
@@ -59,7 +60,7 @@ def add_video_subcommands(subparsers) -> None:
     r.add_argument("--margin", type=float, default=1.0, help="pixels stamps may reach beyond their mask")
     r.add_argument("--stamp-size", dest="stamp_size", type=int, default=32)
     r.add_argument("--color-blend", dest="color_blend", type=float, default=None)
-    r.add_argument("--backend", default=None, choices=("auto", "reference", "cpu", "cuda"))
+    r.add_argument("--backend", default=None, choices=BACKENDS)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("-o", "--out", default="diffbmp_regions")
 
