@@ -147,9 +147,11 @@ inline void row_spans(const Binning& b, const AtlasDims& ad, const int32_t* begi
 }
 
 // Runs f(px, py, begin, end, spans, tid) for every pixel: its tile's
-// candidates [begin, end) and their spans on the pixel's row.
+// candidates [begin, end) and their spans on the pixel's row; tiles are
+// scheduled as parallel_for's `dynamic` says.
 template <typename F>
-void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f) {
+void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f,
+                    bool dynamic = true) {
   const int num_tiles = b.tiles_x * b.tiles_y;
   parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile, int tid) {
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
@@ -161,7 +163,7 @@ void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max
       row_spans(b, ad, begin, end, py, x0, x1, spans);
       for (int px = x0; px <= x1; ++px) f(px, py, begin, end, spans.data(), tid);
     }
-  });
+  }, dynamic);
 }
 
 // One scene on at most `max_threads` threads.
@@ -209,76 +211,68 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
   std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
   const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
-  parallel_for(num_tiles, threads, [&](int tile, int tid) {
+  // Static scheduling: each thread's sums, and so the gradients, repeat from run to run.
+  for_each_pixel(b, in.ad, H, W, threads, [&](int px, int py, const int32_t* begin,
+                                              const int32_t* end, const Span* spans, int tid) {
     float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
-    const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
-    const int x1 = std::min(x0 + kTile, W) - 1;
-    const int32_t* begin = b.ids.data() + b.offsets[tile];
-    const int32_t* end = b.ids.data() + b.offsets[tile + 1];
-    std::vector<Span> spans;
-    for (int py = y0; py < std::min(y0 + kTile, H); ++py) {
-      row_spans(b, in.ad, begin, end, py, x0, x1, spans);
-      for (int px = x0; px <= x1; ++px) {
-        const int pix = py * W + px;
-        const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
-        const float dT = d_trans[pix], T_final = trans[pix];
-        if (dC[0] == 0.0f && dC[1] == 0.0f && dC[2] == 0.0f && dT == 0.0f) continue;
-        // Back to front over what the forward composited (index >= stop).
-        const int32_t* first = std::lower_bound(begin, end, stop[pix]);
-        float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
-        for (const int32_t* it = first; it != end; ++it) {
-          const Span& sp = spans[it - begin];
-          if (px < sp.lo || px > sp.hi) continue;
-          const int n = *it;
-          const Prim& p = b.prims[n];
-          float u, v, fx, fy;
-          to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
-          if (!inside(in.ad, fx, fy)) continue;
-          const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-          float m, m_fx, m_fy;
-          sample(in.mask, 1, 0, t, m, m_fx, m_fy);
-          const float a_raw = alpha_max * p.opacity * m;
-          const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
-          // A transparent sample changes nothing, but its texels still get a
-          // gradient when the atlas itself is differentiated.
-          if (a <= 0.0f && !atlas_grad) continue;
-          float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
-          for (int c = 0; c < 3; ++c) {
-            col[c] = p.tint[c];
-            if (use_rgb) {
-              sample(in.rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
-              col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
-            }
-          }
-          const float inv = 1.0f / (1.0f - a);
-          const float T_n = T_after * inv;
-          float ga = -dT * T_final * inv;
-          for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
-          for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
-          T_after = T_n;
+    const int pix = py * W + px;
+    const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
+    const float dT = d_trans[pix], T_final = trans[pix];
+    if (dC[0] == 0.0f && dC[1] == 0.0f && dC[2] == 0.0f && dT == 0.0f) return;
+    // Back to front over what the forward composited (index >= stop).
+    const int32_t* first = std::lower_bound(begin, end, stop[pix]);
+    float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
+    for (const int32_t* it = first; it != end; ++it) {
+      const Span& sp = spans[it - begin];
+      if (px < sp.lo || px > sp.hi) continue;
+      const int n = *it;
+      const Prim& p = b.prims[n];
+      float u, v, fx, fy;
+      to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+      if (!inside(in.ad, fx, fy)) continue;
+      const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+      float m, m_fx, m_fy;
+      sample(in.mask, 1, 0, t, m, m_fx, m_fy);
+      const float a_raw = alpha_max * p.opacity * m;
+      const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
+      // A transparent sample changes nothing, but its texels still get a
+      // gradient when the atlas itself is differentiated.
+      if (a <= 0.0f && !atlas_grad) continue;
+      float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
+      for (int c = 0; c < 3; ++c) {
+        col[c] = p.tint[c];
+        if (use_rgb) {
+          sample(in.rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
+          col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
+        }
+      }
+      const float inv = 1.0f / (1.0f - a);
+      const float T_n = T_after * inv;
+      float ga = -dT * T_final * inv;
+      for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
+      for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
+      T_after = T_n;
 
-          float* g = g_all + (size_t)n * kGradFields;
-          const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;
-          g[4] += g_m * m * (1.0f - p.opacity);  // d/d opacity_logit
-          float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
-          for (int c = 0; c < 3; ++c) {
-            const float gcol = dC[c] * T_n * a;
-            g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
-            if (use_rgb) {
-              g_fx += gcol * k * rgb_fx[c];
-              g_fy += gcol * k * rgb_fy[c];
-            }
-          }
-          geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
-          if (atlas_grad) {
-            for (int q = 0; q < 4; ++q) {
-              atomic_add(d_mask + tap_index(t, q), g_m * tap_weight(t, q));
-              if (use_rgb)
-                for (int c = 0; c < 3; ++c)
-                  atomic_add(d_rgb + 3 * tap_index(t, q) + c,
-                             dC[c] * T_n * a * k * tap_weight(t, q));
-            }
-          }
+      float* g = g_all + (size_t)n * kGradFields;
+      const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;
+      g[4] += g_m * m * (1.0f - p.opacity);  // d/d opacity_logit
+      float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
+      for (int c = 0; c < 3; ++c) {
+        const float gcol = dC[c] * T_n * a;
+        g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
+        if (use_rgb) {
+          g_fx += gcol * k * rgb_fx[c];
+          g_fy += gcol * k * rgb_fy[c];
+        }
+      }
+      geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
+      if (atlas_grad) {
+        for (int q = 0; q < 4; ++q) {
+          atomic_add(d_mask + tap_index(t, q), g_m * tap_weight(t, q));
+          if (use_rgb)
+            for (int c = 0; c < 3; ++c)
+              atomic_add(d_rgb + 3 * tap_index(t, q) + c,
+                         dC[c] * T_n * a * k * tap_weight(t, q));
         }
       }
     }
