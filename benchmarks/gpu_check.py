@@ -202,8 +202,8 @@ def bf16_accuracy(seed=0):
     cfg = ops.KernelConfig(H, W, 0.5, 0.99, True, True)
     d_color = jnp.asarray(rng.normal(size=(H, W, 3)), jnp.float32)
     d_trans = jnp.asarray(rng.normal(size=(H, W)), jnp.float32)
-    # The kernels read padded bitmaps (ops.pad_atlas); their atlas gradients are padded too.
-    mask, rgb = (np.asarray(a) for a in ops.pad_atlas(jnp.asarray(mask), jnp.asarray(rgb), True))
+    # The kernels read padded bitmaps (ops._pad_atlas); their atlas gradients are padded too.
+    mask, rgb = (np.asarray(a) for a in ops._pad_atlas(jnp.asarray(mask), jnp.asarray(rgb), True))
     inputs32 = ops._inputs(params, tmpl, jnp.asarray(mask), jnp.asarray(rgb))
     # The bf16 run: the atlas rounded to bf16, everything else fp32.
     m16, r16 = jnp.asarray(mask, jnp.bfloat16), jnp.asarray(rgb, jnp.bfloat16)

@@ -56,7 +56,7 @@ def _target(name: str, cfg: KernelConfig) -> str:
     return name + "_bf16" if cfg.atlas_bf16 else name
 
 
-def pad_atlas(mask, rgb, use_rgb: bool):
+def _pad_atlas(mask, rgb, use_rgb: bool):
     """The atlas as the kernels read it: each bitmap with one texel of zeros around it.
 
     ``mask [P, h, w] -> [P, h + 2, w + 2]``, ``rgb [P, h, w, 3] -> [P, h + 2, w + 2, 3]``
@@ -71,7 +71,7 @@ def pad_atlas(mask, rgb, use_rgb: bool):
 
 def _atlas_inputs(cfg: KernelConfig, mask, rgb):
     """Padded, and cast to bf16 when asked for."""
-    mask, rgb = pad_atlas(mask, rgb, cfg.use_rgb)
+    mask, rgb = _pad_atlas(mask, rgb, cfg.use_rgb)
     if cfg.atlas_bf16:
         return mask.astype(jnp.bfloat16), rgb.astype(jnp.bfloat16)
     return mask, rgb

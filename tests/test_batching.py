@@ -270,7 +270,7 @@ def test_vmapped_render_is_one_custom_call():
     assert "stablehlo.custom_call" in text  # the text format the parsing below expects
     _check_one_launch(text, "3", 10)
     # The shared atlas goes in with a size-1 batch dimension: read in place, not copied per
-    # scene (its 3 bitmaps of 9 x 7 padded by one texel, ops.pad_atlas).
+    # scene (its 3 bitmaps of 9 x 7 padded by one texel, ops._pad_atlas).
     line = next(l for l in text.splitlines() if "custom_call @diffbmp_forward(" in l)
     assert "tensor<1x3x11x9xf32>" in line.split("->")[0]
 
