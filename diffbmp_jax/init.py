@@ -59,7 +59,12 @@ def sample_colors(image: jax.Array, xy: jax.Array) -> jax.Array:
 
 
 def logit(p, eps: float = 0.02):
-    """Inverse sigmoid of ``p`` clipped to ``[eps, 1 - eps]``: opacity and colour logits of new primitives."""
+    """Inverse sigmoid of ``p`` clipped to ``[eps, 1 - eps]``: opacity and colour logits of new primitives.
+
+    ``eps`` is a Python float in (0, 0.5).
+    """
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
     p = jnp.clip(p, eps, 1.0 - eps)
     return jnp.log(p) - jnp.log1p(-p)
 

@@ -97,3 +97,5 @@ def test_logit_inverts_the_sigmoid_inside_its_clip():
     p = jnp.array([0.0, 0.3, 0.5, 0.9, 1.0])
     out = init.logit(p, 0.01)
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(out)), [0.01, 0.3, 0.5, 0.9, 0.99], rtol=1e-6)
+    with pytest.raises(ValueError, match="eps"):
+        init.logit(p, 0.5)
