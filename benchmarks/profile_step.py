@@ -20,6 +20,13 @@ Workloads (512², N=1000 stamps by default, the scenes of bench_scale.py):
 profiler), to compare with the sum of the kernel times: the difference is
 time not spent in kernels (dispatch, launch gaps, host waits).
 
+``--timeline`` traces the 4th run with ``jax.profiler`` (CUPTI, no Nsight
+needed) and prints what the GPU streams did: the span, the time some kernel
+or copy was running, the idle gaps, and the busiest kernels, per step for
+``step`` (divided by ``--steps``)::
+
+    python3 benchmarks/profile_step.py --what step --batch 16 --timeline
+
 Seen on the H100 machines: ``render`` profiled fine this way three times out
 of three; ``step`` has not yet given a profile (a segfault, then out-of-memory
 from profiled processes run back to back, before run_profile.sh turned
@@ -52,7 +59,7 @@ def workloads(args):
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_scale import targets
 
-    cfg = resolve_config(None, {"log_every": args.steps})
+    cfg = resolve_config(None, {"log_every": args.steps, **({"prune_every": 0} if args.no_respawn else {})})
     atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
     b = max(args.batch, 1)
     imgs = targets(b, args.size)
@@ -62,6 +69,7 @@ def workloads(args):
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
         out["step"] = lambda: run_chunk(_step, s_static, s_data, s_carry, np.int32(0))
+        out["step"].hlo = lambda: run_chunk.lower(_step, s_static, s_data, s_carry, np.int32(0)).compile().as_text()
         return out
     static, scenes, shared, carry = B._host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
@@ -69,6 +77,7 @@ def workloads(args):
     one = B.scene_mesh(jax.devices()[:1])
     sc, at, ca = B._place_batch(one, scenes, shared, carry)
     out["step"] = lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0))
+    out["step"].hlo = lambda: B._run_chunk.lower(static, one, sc, at, ca, np.int32(0)).compile().as_text()
     params = jax.vmap(lambda th: to_params(th, static.unit))(ca[0])
     wc = jnp.ones((args.size, args.size, 3), jnp.float32)
 
@@ -91,7 +100,7 @@ def workloads(args):
 def run(args):
     import jax
     work = workloads(args)
-    names = list(work) if args.time else [args.what]
+    names = [n for n in args.what.split(",") if n in work] if args.what else list(work)
     for name in names:
         fn = work[name]
         for _ in range(3):
@@ -104,8 +113,12 @@ def run(args):
                 ts.append(time.perf_counter() - t)
             print(f"wall {name:8s} batch {args.batch:3d}: median {np.median(ts) * 1e3:.3f} ms "
                   f"(min {np.min(ts) * 1e3:.3f})", flush=True)
-            continue
-        jax.block_until_ready(fn())  # the 4th run: parse() keeps the last period
+        if args.hlo and hasattr(fn, "hlo"):
+            show_fusions(fn.hlo(), args.hlo.split(","))
+        if args.timeline:
+            timeline(fn, name, args)
+        elif not args.time:
+            jax.block_until_ready(fn())  # the 4th run: parse() keeps the last period
 
 
 def short(name: str) -> str:
@@ -116,7 +129,7 @@ def short(name: str) -> str:
                 "DeviceRadixSort", "EmptyKernel"):
         if key in name:
             return "cub::" + key
-    m = re.search(r"diffbmp::[^(<]*?(\w+_kernel)", name)
+    m = re.search(r"(\w+_kernel)\b", name) if "diffbmp::" in name else None
     if m:
         return m.group(1)
     return name.split("(")[0][:60]
@@ -150,16 +163,94 @@ def parse(path: str) -> None:
         print(f"{name:60s} {c:6d} {v / 1e3:9.2f} {100 * v / total:5.1f}%")
 
 
+def group(name: str) -> str:
+    """Kernel name for the summary: ours and CUB's shortened, XLA's fusions without their number."""
+    g = short(name)
+    return re.sub(r"(_\d+)+$", "", g) if g == name.split("(")[0][:60] else g
+
+
+def show_fusions(text: str, names: list[str], lines: int = 30) -> None:
+    """Prints the compiled fusions whose names start with one of ``names``, and their bodies."""
+    comps = {}
+    for block in text.split("\n\n"):
+        head = block.strip().split("\n", 1)[0]
+        m = re.match(r"%?([\w.\-]+) ", head)
+        if m:
+            comps[m.group(1)] = block.strip()
+    for line in text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .* fusion\(.*calls=%?([\w.\-]+)", line)
+        if not m or not any(m.group(1).startswith(n) for n in names):
+            continue
+        ops = sorted({"/".join(o.split("/")[-3:]) for o in re.findall(r'op_name="([^"]+)"', comps.get(m.group(2), ""))})
+        print(f"\n--- {re.sub(r', metadata=.*', '', line.strip())[:300]}\n    ops: {'; '.join(ops)[:1500]}")
+        body = comps.get(m.group(2), "(body not found)").splitlines()
+        print("\n".join(re.sub(r", metadata=.*", "", l)[:200] for l in body[:lines]) + ("\n  ..." if len(body) > lines else ""))
+
+
+def timeline(fn, name, args):
+    """Traces one run of ``fn`` and prints what the GPU streams did."""
+    import glob
+    import tempfile
+    import jax
+    from jax.profiler import ProfileData
+
+    folder = tempfile.mkdtemp(prefix="diffbmp_trace_")
+    with jax.profiler.trace(folder):
+        jax.block_until_ready(fn())
+    files = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
+    if not files:
+        print(f"timeline {name}: no trace written", flush=True)
+        return
+    data = ProfileData.from_file(files[0])
+    events = []
+    for plane in data.planes:
+        if not plane.name.startswith("/device:GPU"):
+            continue
+        for line in plane.lines:
+            if line.name.startswith("Stream"):
+                events += [(e.start_ns, e.start_ns + e.duration_ns, e.name) for e in line.events]
+    if not events:
+        print(f"timeline {name}: no GPU events; planes: {[p.name for p in data.planes]}", flush=True)
+        return
+    events.sort()
+    span = events[-1][1] - events[0][0]
+    busy, end = 0.0, events[0][0]
+    for s, e, _ in events:  # union of the intervals
+        if e > end:
+            busy += e - max(s, end)
+            end = e
+    per = args.steps if name == "step" else 1
+    rows = defaultdict(lambda: [0, 0.0])
+    for s, e, n in events:
+        rows[group(n)][0] += 1
+        rows[group(n)][1] += e - s
+    unit = "per step" if per > 1 else "per call"
+    print(f"\ntimeline {name} batch {args.batch}: {len(events)} GPU events, {unit}: span "
+          f"{span / per / 1e3:.1f} us, busy {busy / per / 1e3:.1f} us, idle {(span - busy) / per / 1e3:.1f} us, "
+          f"{len(events) / per:.1f} events", flush=True)
+    print(f"{'kernel':60s} {'count':>7s} {'us':>9s} {'share':>6s}")
+    for n, (c, v) in sorted(rows.items(), key=lambda kv: -kv[1][1])[:args.top]:
+        print(f"{n:60s} {c / per:7.1f} {v / per / 1e3:9.2f} {100 * v / busy:5.1f}%")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--what", default="render", choices=["render", "forward", "step"])
+    ap.add_argument("--what", default=None,
+                    help="render, forward or step, or a comma list of them (default: render; with --time "
+                         "or --timeline every workload)")
     ap.add_argument("--batch", type=int, default=16, help="scenes; 0 = the single-scene loop of fit")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=10, help="steps of the 'step' workload")
     ap.add_argument("--time", action="store_true", help="wall times of every workload, no profiler")
+    ap.add_argument("--timeline", action="store_true", help="trace with jax.profiler and summarise the GPU streams")
+    ap.add_argument("--top", type=int, default=25, help="kernels listed by --timeline")
+    ap.add_argument("--no-respawn", action="store_true", help="fit with prune_every=0")
+    ap.add_argument("--hlo", default="", help="comma list of fusion-name prefixes whose compiled HLO to print")
     ap.add_argument("--parse", help="an ncu --csv log to summarise instead of running")
     args = ap.parse_args()
+    if args.what is None and not (args.time or args.timeline):
+        args.what = "render"
     if args.parse:
         parse(args.parse)
     else:

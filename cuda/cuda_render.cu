@@ -138,6 +138,16 @@ __global__ void fill_kernel(int N, int64_t total, int tiles_x, int num_tiles,
   }
 }
 
+// The pixel of this thread in its tile: each warp covers 8 x 4 pixels (not
+// 16 x 2), which on fitted scenes leaves fewer (warp, primitive) pairs with
+// any sample inside the bitmap (benchmarks/coverage_stats.py: 53.5 % vs 60 %).
+__device__ __forceinline__ void tile_pixel(int tile_x, int tile_y, int& px, int& py) {
+  static_assert(kTile == 16 && kWarps == 8, "8 warps of 8 x 4 pixels tile 16 x 16");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  px = tile_x * kTile + (warp & 1) * 8 + (lane & 7);
+  py = tile_y * kTile + (warp >> 1) * 4 + (lane >> 3);
+}
+
 // Where a tile block reads its candidate primitives: the binned list
 // ids[starts[t] .. starts[t+1]) (ascending), or, when the pair count *total
 // (of all scenes) exceeded the capacity, indices [0, N) filtered by tile
@@ -226,8 +236,8 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t pix0 = scene * H * W;
   const int tile = blockIdx.x;
   const int tile_x = tile % tiles_x, tile_y = tile / tiles_x;
-  const int px = tile_x * kTile + (threadIdx.x % kTile);
-  const int py = tile_y * kTile + (threadIdx.x / kTile);
+  int px, py;
+  tile_pixel(tile_x, tile_y, px, py);
   const bool valid = px < W && py < H;
   int begin, end;
   const bool binned = tile_range(L, (int)(scene * num_tiles + tile), begin, end);
@@ -328,8 +338,10 @@ struct PixelInputs {
   BatchedPtr<float> d_trans;
 };
 
+// At most 64 registers (4 resident blocks per SM instead of 3 at 80 registers,
+// a few bytes spilled): measured faster on the H100 (benchmarks/RESULTS.md).
 template <typename AT>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, 4)
     backward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
                     int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
                     int atlas_grad, PixelInputs pixels, GradOut all_out) {
@@ -351,8 +363,8 @@ __global__ void __launch_bounds__(kBlock)
   const GradOut out = all_out.scene(scene, in.N, (int64_t)in.ad.P * in.ad.plane);
   const int tile = blockIdx.x;
   const int tile_x = tile % tiles_x, tile_y = tile / tiles_x;
-  const int px = tile_x * kTile + (threadIdx.x % kTile);
-  const int py = tile_y * kTile + (threadIdx.x / kTile);
+  int px, py;
+  tile_pixel(tile_x, tile_y, px, py);
   const bool valid = px < W && py < H;
   const int lane = threadIdx.x & 31;
   float* const my_field = out.field_base(grad_field_of_lane(lane));
