@@ -33,7 +33,7 @@ import diffbmp_jax as db
 from diffbmp_jax import batch as B
 from diffbmp_jax.cli import ASSETS
 from diffbmp_jax.config import resolve_config
-from diffbmp_jax.fit import _prepare, _step
+from diffbmp_jax.fit import RESPAWN, _prepare, _step
 from diffbmp_jax.loop import run_chunk
 from diffbmp_jax.optim import to_params
 
@@ -121,12 +121,12 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
         s_static, s_data, s_carry = _prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(_step, *singles[0], np.int32(0)))  # compile
+    jax.block_until_ready(run_chunk(_step, *singles[0], np.int32(0), RESPAWN))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(_step, s_static, s_data, s_carry, np.int32(0))
+            out = run_chunk(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
             jax.block_until_ready(out)  # one fit after another
         return out
 

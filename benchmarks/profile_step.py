@@ -53,7 +53,7 @@ def workloads(args):
     from diffbmp_jax import batch as B
     from diffbmp_jax.cli import ASSETS
     from diffbmp_jax.config import resolve_config
-    from diffbmp_jax.fit import _prepare, _step
+    from diffbmp_jax.fit import RESPAWN, _prepare, _step
     from diffbmp_jax.loop import run_chunk
     from diffbmp_jax.optim import to_params
     sys.path.insert(0, str(Path(__file__).parent))
@@ -68,8 +68,8 @@ def workloads(args):
         s_static, s_data, s_carry = _prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(_step, s_static, s_data, s_carry, np.int32(0))
-        out["step"].hlo = lambda: run_chunk.lower(_step, s_static, s_data, s_carry, np.int32(0)).compile().as_text()
+        out["step"] = lambda: run_chunk(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
+        out["step"].hlo = lambda: run_chunk.lower(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN).compile().as_text()
         return out
     static, scenes, shared, carry = B._host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,

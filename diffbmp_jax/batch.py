@@ -12,6 +12,8 @@
   and nothing crosses devices inside a step; ``log_every`` steps run as one
   compiled ``lax.scan``, so the host only wakes between chunks to move the
   progress bar (and not at all, apart from dispatch, with ``progress=False``);
+  the steps have no branches, and the respawn waits on the host once per
+  chunk with the defaults (:mod:`diffbmp_jax.loop`);
 * ``B`` is padded to a multiple of the device count with copies of the last
   scene, which are dropped from the result.
 
@@ -37,7 +39,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .atlas import Atlas
 from .config import FitConfig, resolve_config
-from .fit import FitResult, _Data, _evaluate, _prepare, _Static, _step
+from .fit import RESPAWN, FitResult, _Data, _evaluate, _prepare, _Static, _step
+from .loop import scan_steps
 from .losses import ssim as _ssim
 from .primitives import Primitives
 from .validation import as_key, as_target
@@ -121,10 +124,16 @@ def _run_chunk(static: _Static, mesh: Mesh, scenes: _Data, atlas: Atlas, carry, 
     """``static.chunk`` steps of every scene: ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
 
     def local(scenes, atlas, carry, start):
-        data = _local(scenes, atlas)
-        step = jax.vmap(lambda d, c, t: _step(static, d, c, t), in_axes=(_SCENE_AXES, 0, None))
+        # The step and the respawn of fit, over the scene axis; the step index
+        # (and so every branch of the loop) is shared by all scenes.
+        def over_scenes(fn):
+            batched = jax.vmap(lambda d, c, t: fn(static, d, c, t), in_axes=(_SCENE_AXES, 0, None))
+            return lambda _, d, c, t: batched(d, c, t)
+
+        step = over_scenes(_step)
+        respawn = RESPAWN._replace(apply=over_scenes(RESPAWN.apply))
         ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-        return jax.lax.scan(lambda c, t: step(data, c, t), carry, ts)
+        return scan_steps(step, static, _local(scenes, atlas), carry, ts, respawn)
 
     # check_vma=False: nothing here communicates across devices, and the FFI
     # calls inside have no rule for shard_map's replication checker.

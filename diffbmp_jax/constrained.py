@@ -34,6 +34,7 @@ from .atlas import Atlas
 from .blur import gaussian_filter, kernel_radius
 from .canvas import background, render_over, step_canvas
 from .config import FitConfig
+from .loop import Periodic, scan_steps
 from .losses import combined_loss
 from .metrics import psnr
 from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params
@@ -174,63 +175,79 @@ def _per_n(mask, leaf):
 
 
 def _step(static: StepStatic, data: StepData, carry, t):
-    """One masked (and possibly constrained) step; ``carry = (theta, opt_state, anchor)``."""
+    """One masked (and possibly constrained) step; ``carry = (theta, opt_state, anchor)``.
+
+    Returns ``(carry, (loss, 0))``; branch-free (see :mod:`diffbmp_jax.loop`),
+    respawn runs after it as :data:`RESPAWN` (the 0 is the step's respawn count,
+    filled in by the loop).
+    """
     cfg, h, w = static.cfg, static.height, static.width
     size = float(max(h, w))
     opt = make_optimizer(cfg, static.steps)
+    theta, opt_state, anchor = carry
+    atlas, bg, _ = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
-    def do(args):
-        theta, opt_state, anchor = args
-        atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    def loss_fn(th):
+        image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
+        loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
+                             ssim_weight=cfg.ssim_weight, weight=data.weight)
+        if static.temporal_weight > 0:
+            # Parameter motion since the previous frame, normalised units
+            # (positions in base half-extents, log scales, radians, logits).
+            motion = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(th, anchor)) / th.log_scale.shape[0]
+            loss = loss + static.temporal_weight * motion
+        return loss
 
-        def loss_fn(th):
-            image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
-            loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
-                                 ssim_weight=cfg.ssim_weight, weight=data.weight)
-            if static.temporal_weight > 0:
-                # Parameter motion since the previous frame, normalised units
-                # (positions in base half-extents, log scales, radians, logits).
-                motion = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(th, anchor)) / th.log_scale.shape[0]
-                loss = loss + static.temporal_weight * motion
-            return loss, image
+    loss, grads = jax.value_and_grad(loss_fn)(theta)
+    updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
+    # Masked update: frozen primitives get a zero update.
+    updates = jax.tree_util.tree_map(lambda u: u * _per_n(data.free, u), updates)
+    new = clamp_theta(optax.apply_updates(theta, updates), cfg, size, static.unit)
+    if static.constrained:
+        new = project(static, data.region, new)
+    return (_keep_frozen(data, new, theta), opt_state, anchor), (loss, jnp.zeros((), jnp.int32))
 
-        (loss, image), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        grads = finite_grads(grads)
-        updates, opt_state = opt.update(grads, opt_state, theta)
-        # Masked update: frozen primitives get a zero update.
-        updates = jax.tree_util.tree_map(lambda u: u * _per_n(data.free, u), updates)
-        new = clamp_theta(optax.apply_updates(theta, updates), cfg, size, static.unit)
-        if static.constrained:
-            new = project(static, data.region, new)
-        count = jnp.zeros((), jnp.int32)
-        if cfg.prune_every > 0:
-            due = ((t + 1) % cfg.prune_every == 0) & (t + 1 < cfg.prune_until * static.steps)
-            before = new
-            spawn = respawn_in_regions if static.constrained else respawn_step
-            new, opt_state, count = jax.lax.cond(
-                due, lambda a: spawn(static, data, a[0], a[1], image, k_spawn),
-                lambda a: (a[0], a[1], jnp.zeros((), jnp.int32)), (new, opt_state))
-            if static.constrained:
-                new = project(static, data.region, new)
-            # A respawned primitive starts a new life: no pull back to its old place.
-            moved = jnp.any(new.xy != before.xy, axis=-1)
-            anchor = Theta(*(jnp.where(_per_n(moved, b), a, b) for a, b in zip(new, anchor)))
-        # Frozen primitives keep their exact bits (clipping, projection and
-        # respawn above must not touch them either).
-        keep = data.free > 0
-        new = Theta(*(jnp.where(_per_n(keep, a), a, b) for a, b in zip(new, theta)))
-        return (new, opt_state, anchor), (loss, count)
 
-    def skip(args):
-        return args, (jnp.full((), jnp.nan, jnp.float32), jnp.zeros((), jnp.int32))
+def _keep_frozen(data: StepData, new: Theta, old: Theta) -> Theta:
+    """Frozen primitives keep their exact bits (clipping, projection and respawn must not touch them)."""
+    keep = data.free > 0
+    return Theta(*(jnp.where(_per_n(keep, a), a, b) for a, b in zip(new, old)))
 
-    return jax.lax.cond(t < static.steps, do, skip, carry)
+
+def _respawn(static: StepStatic, data: StepData, carry, t):
+    """Respawn after step ``t`` (in each group's region when constrained), judged on
+    the current render of step ``t``'s canvas. Returns ``(carry, count)``."""
+    cfg, h, w = static.cfg, static.height, static.width
+    theta, opt_state, anchor = carry
+    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    image = _image(static, to_params(theta, static.unit), atlas, data.template, bg)
+    spawn = respawn_in_regions if static.constrained else respawn_step
+    new, opt_state, count = spawn(static, data, theta, opt_state, image, k_spawn)
+    if static.constrained:
+        new = project(static, data.region, new)
+    new = _keep_frozen(data, new, theta)
+    # A respawned primitive starts a new life: no pull back to its old place.
+    moved = jnp.any(new.xy != theta.xy, axis=-1)
+    anchor = Theta(*(jnp.where(_per_n(moved, a), a, b) for a, b in zip(new, anchor)))
+    return (new, opt_state, anchor), count
+
+
+def _respawn_every(static) -> int:
+    return static.cfg.prune_every
+
+
+def _respawn_due(static, t):
+    return t + 1 < static.cfg.prune_until * static.steps
+
+
+#: Respawn every ``cfg.prune_every`` steps until ``cfg.prune_until`` of the run.
+RESPAWN = Periodic(every=_respawn_every, due=_respawn_due, apply=_respawn)
 
 
 def _run_all(static: StepStatic, data: StepData, theta: Theta, anchor: Theta):
     carry = (theta, make_optimizer(static.cfg, static.steps).init(theta), anchor)
     ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
-    carry, (loss, _) = jax.lax.scan(lambda c, t: _step(static, data, c, t), carry, ts)
+    carry, (loss, _) = scan_steps(_step, static, data, carry, ts, RESPAWN)
     return carry[0], loss
 
 

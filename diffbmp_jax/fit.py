@@ -31,7 +31,7 @@ from . import templates as _templates
 from .atlas import Atlas
 from .canvas import background, check_background_image, render_over, step_canvas
 from .config import BACKGROUNDS, FitConfig, resolve_config
-from .loop import run_chunks
+from .loop import Periodic, run_chunks
 from .losses import check_weight_mask, combined_loss
 from .metrics import psnr as _psnr
 from .losses import ssim as _ssim
@@ -98,42 +98,51 @@ def _image(static: _Static, params: Primitives, atlas: Atlas, template, bg):
 
 
 def _step(static: _Static, data: _Data, carry, t):
-    """One optimisation step at (traced) step index ``t``; no-op past the end."""
+    """One optimisation step at (traced) step index ``t``: ``(carry, (loss, 0))``.
+
+    Branch-free (see :mod:`diffbmp_jax.loop`); respawn runs after it, as
+    :data:`RESPAWN`. The second output is the step's respawn count, filled in
+    by the loop.
+    """
     cfg, h, w = static.cfg, static.height, static.width
-    size = float(max(h, w))
     opt = make_optimizer(cfg, static.steps)
     theta, opt_state = carry
+    atlas, bg, _ = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
-    def do(args):
-        theta, opt_state = args
-        atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    def loss_fn(th):
+        image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
+        return combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
+                             ssim_weight=cfg.ssim_weight, weight=data.weight)
 
-        def loss_fn(th):
-            image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
-            loss = combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
-                                 ssim_weight=cfg.ssim_weight, weight=data.weight)
-            return loss, image
+    loss, grads = jax.value_and_grad(loss_fn)(theta)
+    updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
+    theta = clamp_theta(optax.apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
+    return (theta, opt_state), (loss, jnp.zeros((), jnp.int32))
 
-        (loss, image), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        grads = finite_grads(grads)
-        updates, opt_state = opt.update(grads, opt_state, theta)
-        theta = clamp_theta(optax.apply_updates(theta, updates), cfg, size, static.unit)
-        count = jnp.zeros((), jnp.int32)
-        if cfg.prune_every > 0:
-            due = ((t + 1) % cfg.prune_every == 0) & (t + 1 < cfg.prune_until * static.steps)
-            theta, opt_state, count = jax.lax.cond(
-                due, lambda a: respawn(a[0], a[1], image, k_spawn, cfg=cfg, height=h, width=w, unit=static.unit,
-                                       target=data.target, weight=data.weight, guide_scale=data.guide_scale,
-                                       guide_angle=data.guide_angle),
-                lambda a: (a[0], a[1], jnp.zeros((), jnp.int32)), (theta, opt_state))
-        return (theta, opt_state), (loss, count)
 
-    def skip(args):
-        return args, (jnp.full((), jnp.nan, jnp.float32), jnp.zeros((), jnp.int32))
+def _respawn(static: _Static, data: _Data, carry, t):
+    """Respawn after step ``t``: invisible primitives move to where the error
+    of the current render (step ``t``'s canvas) is largest. ``(carry, count)``."""
+    cfg, h, w = static.cfg, static.height, static.width
+    theta, opt_state = carry
+    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    image = _image(static, to_params(theta, static.unit), atlas, data.template, bg)
+    theta, opt_state, count = respawn(theta, opt_state, image, k_spawn, cfg=cfg, height=h, width=w,
+                                      unit=static.unit, target=data.target, weight=data.weight,
+                                      guide_scale=data.guide_scale, guide_angle=data.guide_angle)
+    return (theta, opt_state), count
 
-    # The scan always runs `chunk` iterations so one compilation serves every
-    # chunk; iterations past the last step are skipped by the cond.
-    return jax.lax.cond(t < static.steps, do, skip, (theta, opt_state))
+
+def _respawn_every(static) -> int:
+    return static.cfg.prune_every
+
+
+def _respawn_due(static, t):
+    return t + 1 < static.cfg.prune_until * static.steps
+
+
+#: Respawn every ``config.prune_every`` steps until ``config.prune_until`` of the run.
+RESPAWN = Periodic(every=_respawn_every, due=_respawn_due, apply=_respawn)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -267,7 +276,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
     _, (image, p, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,
-                                       desc="fit", update=reassign)
+                                       desc="fit", update=reassign, periodic=RESPAWN)
     template = current["data"].template
     s = float(_ssim(image, target))
     return FitResult(params=params, template=template, image=image, history=history, psnr=p, ssim=s,

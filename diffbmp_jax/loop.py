@@ -1,37 +1,108 @@
-"""The chunked optimisation loop shared by :func:`diffbmp_jax.fit` and :func:`diffbmp_jax.fit_text`.
+"""The chunked optimisation loop shared by every fit.
 
 ``static.chunk`` steps run inside one ``jit``-compiled ``lax.scan`` (a
 "chunk"), so Python only runs between chunks to log, call the callback and
 move the progress bar. A chunk always runs ``static.chunk`` iterations so one
-compilation serves every chunk (the step function skips iterations past the
-last step); compilations are cached per step function, ``static`` and shapes.
+compilation serves every chunk; compilations are cached per step function,
+``static`` and shapes.
+
+No host round-trip per step. On a GPU every ``lax.cond`` copies its
+predicate to the host and waits for it, so the device drains and then idles
+while the host launches the next kernels (a third of a single-scene step on
+the H100, ``benchmarks/RESULTS.md``). So a step is branch-free: iterations
+past the last step are computed and then discarded (``jnp.where``; they occur
+only in the last chunk), and an operation that runs every few steps
+(:class:`Periodic`, e.g. respawning invisible primitives) runs *between*
+groups of steps, under one ``lax.cond`` per group: the chunk is scanned as
+groups of ``gcd(chunk, every)`` steps.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+import math
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["run_chunk", "run_chunks"]
+__all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def run_chunk(step: Callable, static, data, carry, start):
-    """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of ``step(static, data, carry, t)``.
+class Periodic(NamedTuple):
+    """An operation that runs after step ``t`` when ``(t + 1) % every(static) == 0``
+    and ``due(static, t)`` (and ``t`` is a real step, not past the end).
 
-    ``step`` returns ``(carry, (loss, aux))``; ``static`` must be hashable
-    (a NamedTuple of settings). Returns ``(carry, (losses [chunk], aux [chunk]))``.
+    ``apply(static, data, carry, t)`` returns ``(carry, count)``; ``count`` is
+    added to the ``aux`` output of step ``t`` (so ``aux`` must be an array of
+    its shape and dtype, e.g. a count of respawned primitives).
+    """
+    every: Callable[[Any], int]
+    due: Callable[[Any, jax.Array], jax.Array]
+    apply: Callable
+
+
+def _where(live, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, old)
+
+
+def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None):
+    """Runs ``step(static, data, carry, t)`` for the consecutive step indices ``ts`` (``[L]``).
+
+    ``step`` returns ``(carry, (loss, aux))`` and must not branch on ``t``
+    (see the module docstring); steps with ``t >= static.steps`` leave the
+    carry as it was and report a NaN loss and zero ``aux``. Returns
+    ``(carry, (losses [L, ...], aux [L, ...]))``.
+    """
+    length = int(ts.shape[0])
+    every = periodic.every(static) if periodic is not None else 0
+    group = math.gcd(length, every) if every > 0 else length
+
+    def one(c, t):
+        new, (loss, aux) = step(static, data, c, t)
+        live = t < static.steps
+        return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
+
+    def run_group(c, tg):
+        c, (loss, aux) = jax.lax.scan(one, c, tg)
+        if every > 0:
+            t = tg[-1]
+            due = ((t + 1) % every == 0) & (t < static.steps) & periodic.due(static, t)
+            c, count = jax.lax.cond(due, lambda c: periodic.apply(static, data, c, t),
+                                    lambda c: (c, jnp.zeros_like(aux[-1])), c)
+            aux = aux.at[-1].add(count)
+        return c, (loss, aux)
+
+    if group == length:
+        return run_group(carry, ts)
+    out_shape = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
+
+    def skip_group(c, tg):  # every step of the group is past the end
+        loss, aux = out_shape
+        return c, (jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype))
+
+    def each_group(c, tg):
+        return jax.lax.cond(tg[0] < static.steps, run_group, skip_group, c, tg)
+
+    carry, (loss, aux) = jax.lax.scan(each_group, carry, ts.reshape(length // group, group))
+    return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5))
+def run_chunk(step: Callable, static, data, carry, start, periodic: Periodic | None = None):
+    """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` (see :func:`scan_steps`).
+
+    ``step`` and ``periodic`` must be hashable (module-level functions), as
+    must ``static`` (a NamedTuple of settings). Returns
+    ``(carry, (losses [chunk], aux [chunk]))``.
     """
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return jax.lax.scan(lambda c, t: step(static, data, c, t), carry, ts)
+    return scan_steps(step, static, data, carry, ts, periodic)
 
 
 def run_chunks(step: Callable, static, data, carry, *, steps: int, log: Callable, progress: bool,
-               desc: str, update: Callable | None = None) -> tuple[Any, Any]:
+               desc: str, update: Callable | None = None, periodic: Periodic | None = None) -> tuple[Any, Any]:
     """Runs ``steps`` steps in chunks of ``static.chunk``, logging between chunks.
 
     ``update(done, chunk_steps, carry, data)``, if given, runs after every chunk
@@ -49,7 +120,7 @@ def run_chunks(step: Callable, static, data, carry, *, steps: int, log: Callable
     try:
         result, _ = log(0, carry, float("nan"), None)
         for start in range(0, steps, static.chunk):
-            carry, (losses, aux) = run_chunk(step, static, data, carry, jnp.int32(start))
+            carry, (losses, aux) = run_chunk(step, static, data, carry, jnp.int32(start), periodic)
             done = min(start + static.chunk, steps)
             losses = np.asarray(losses)[: done - start]
             if update is not None:

@@ -120,41 +120,33 @@ def _views_embedding(static: _Static, clip_params, views):
 
 
 def _step(static: _Static, data: _Data, carry, t):
+    """One step at (traced) index ``t``: ``(carry, (loss, clip score))``; branch-free (:mod:`diffbmp_jax.loop`)."""
     cfg, h, w = static.cfg, static.height, static.width
     size = float(max(h, w))
     opt = make_optimizer(cfg, static.steps)
+    theta, opt_state = carry
+    atlas, bg, k_aug = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
-    def do(args):
-        theta, opt_state = args
-        atlas, bg, k_aug = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    def loss_fn(th):
+        # Positions in units of the canvas' longer side.
+        image = _image(static, to_params(th, size), atlas, data.template, bg)
+        views = random_cutouts(k_aug, jnp.clip(image, 0.0, 1.0), static.num_cutouts, static.clip.vision.image_size,
+                               crop_scale=static.crop_scale, distortion=static.distortion,
+                               flip=static.flip)
+        emb = _views_embedding(static, data.clip_params, views)
+        score = jnp.mean(emb @ data.positive.T)
+        loss = -static.text_weight * score
+        if data.negative is not None:
+            loss = loss + static.text_weight * static.negative_weight * jnp.mean(emb @ data.negative.T)
+        if data.target is not None:
+            loss = loss + static.image_weight * jnp.mean(jnp.square(image - data.target))
+        return loss, score
 
-        def loss_fn(th):
-            # Positions in units of the canvas' longer side.
-            image = _image(static, to_params(th, size), atlas, data.template, bg)
-            views = random_cutouts(k_aug, jnp.clip(image, 0.0, 1.0), static.num_cutouts, static.clip.vision.image_size,
-                                   crop_scale=static.crop_scale, distortion=static.distortion,
-                                   flip=static.flip)
-            emb = _views_embedding(static, data.clip_params, views)
-            score = jnp.mean(emb @ data.positive.T)
-            loss = -static.text_weight * score
-            if data.negative is not None:
-                loss = loss + static.text_weight * static.negative_weight * jnp.mean(emb @ data.negative.T)
-            if data.target is not None:
-                loss = loss + static.image_weight * jnp.mean(jnp.square(image - data.target))
-            return loss, score
-
-        (loss, score), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-        grads = finite_grads(grads)
-        updates, opt_state = opt.update(grads, opt_state, theta)
-        theta = clamp_theta(optax.apply_updates(theta, updates), cfg, size, size)
-        return (theta, opt_state), (loss, score)
-
-    def skip(args):
-        nan = jnp.full((), jnp.nan, jnp.float32)
-        return args, (nan, nan)
-
-    # Fixed-length chunks: one compilation serves every chunk (the tail is skipped).
-    return jax.lax.cond(t < static.steps, do, skip, carry)
+    (loss, score), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+    grads = finite_grads(grads)
+    updates, opt_state = opt.update(grads, opt_state, theta)
+    theta = clamp_theta(optax.apply_updates(theta, updates), cfg, size, size)
+    return (theta, opt_state), (loss, score)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,0 +1,114 @@
+"""The chunked loop (diffbmp_jax.loop): branch-free steps, periodic work between groups of steps."""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import diffbmp_jax as db
+from diffbmp_jax.fit import RESPAWN, _prepare, _step
+from diffbmp_jax.config import resolve_config
+from diffbmp_jax.loop import Periodic, run_chunk
+from fit_scenes import shape_atlas
+
+
+class Toy(NamedTuple):
+    steps: int
+    chunk: int
+    every: int
+    until: int  # periodic work only after steps t with t + 1 < until
+
+
+def toy_step(static, data, carry, t):
+    # carry: (running sum, number of steps taken); loss = t, aux = 0 (a count)
+    s, n = carry
+    return (s + t * data, n + 1), (t.astype(jnp.float32), jnp.zeros((), jnp.int32))
+
+
+def toy_periodic(static, data, carry, t):
+    s, n = carry
+    return (s * 2, n), jnp.asarray(7, jnp.int32) + t
+
+
+TOY = Periodic(every=lambda st: st.every, due=lambda st, t: t + 1 < st.until, apply=toy_periodic)
+
+
+def python_loop(static, data, carry, start):
+    """What scan_steps must compute, as a plain loop."""
+    s, n = carry
+    losses, aux = [], []
+    for t in range(start, start + static.chunk):
+        if t >= static.steps:
+            losses.append(np.nan)
+            aux.append(0)
+            continue
+        s, n = s + t * data, n + 1
+        losses.append(float(t))
+        a = 0
+        if static.every and (t + 1) % static.every == 0 and t + 1 < static.until:
+            s, a = s * 2, 7 + t
+        aux.append(a)
+    return (s, n), losses, aux
+
+
+@pytest.mark.parametrize("steps,chunk,every,until", [
+    (10, 10, 0, 99),    # no periodic work: one group
+    (12, 5, 5, 99),     # periodic at chunk ends; last chunk partly past the end
+    (30, 10, 4, 99),    # gcd(10, 4) = 2: groups of 2 steps
+    (7, 6, 3, 5),       # `due` stops it; groups past the end are skipped
+    (25, 25, 25, 99),   # the fit's defaults: one group, one periodic run per chunk
+])
+def test_scan_steps_matches_a_python_loop(steps, chunk, every, until):
+    static = Toy(steps, chunk, every, until)
+    data = jnp.asarray(3, jnp.int32)
+    carry = (jnp.asarray(1, jnp.int32), jnp.asarray(0, jnp.int32))
+    want_carry = (1, 0)
+    for start in range(0, steps, chunk):
+        carry, (loss, aux) = run_chunk(toy_step, static, data, carry, jnp.int32(start), TOY)
+        want_carry, want_loss, want_aux = python_loop(static, 3, want_carry, start)
+        np.testing.assert_array_equal(np.asarray(loss), np.asarray(want_loss, np.float32))
+        np.testing.assert_array_equal(np.asarray(aux), want_aux)
+        assert (int(carry[0]), int(carry[1])) == want_carry
+    assert int(carry[1]) == steps  # steps past the end changed nothing
+
+
+def _branches(text: str) -> int:
+    return text.count("stablehlo.case") + text.count("stablehlo.if")
+
+
+def test_no_branch_per_step():
+    """On a GPU every lax.cond waits for its predicate on the host; a chunk of
+    the fit's defaults (25 steps, respawn every 25) holds exactly one."""
+    static = Toy(100, 25, 25, 99)
+    args = (toy_step, static, jnp.asarray(3, jnp.int32), (jnp.int32(0), jnp.int32(0)), jnp.int32(0))
+    assert _branches(run_chunk.lower(*args, TOY).as_text()) == 1
+    assert _branches(run_chunk.lower(*args, None).as_text()) == 0
+    # Periodic every 4 steps in chunks of 10: groups of gcd = 2 steps, each under
+    # one branch (skipped past the end) holding the periodic one.
+    text = run_chunk.lower(toy_step, Toy(100, 10, 4, 99), *args[2:], TOY).as_text()
+    assert _branches(text) == 2 and math.gcd(10, 4) == 2
+
+
+def test_fit_chunk_has_one_branch():
+    """The real fitting step: no branch inside; one for the respawn per chunk."""
+    target = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
+    cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "backend": "reference"})
+    static, data, carry = _prepare(target, shape_atlas(8), num_primitives=4, steps=10, key=jax.random.key(0),
+                                   config=cfg)
+    text = run_chunk.lower(_step, static, data, carry, jnp.int32(0), RESPAWN).as_text()
+    assert _branches(text) == 1
+
+
+def test_respawn_still_runs_in_fit():
+    """Respawn moved out of the step: fit still reports it, at the chunk ends."""
+    target = np.zeros((24, 24, 3), np.float32)
+    target[:, 12:] = 1.0
+    # Opacity pruning threshold above the initial opacity: every primitive is
+    # invisible at the first respawn.
+    res = db.fit(target, shape_atlas(8), num_primitives=6, steps=8, key=0, progress=False, backend="reference",
+                 log_every=4, prune_every=4, prune_until=1.0, prune_opacity=0.99)
+    assert res.history["step"] == [0, 4, 8]
+    assert res.history["respawned"][1] == 6
