@@ -10,11 +10,12 @@ No host round-trip per step. On a GPU every ``lax.cond`` copies its
 predicate to the host and waits for it, so the device drains and then idles
 while the host launches the next kernels (a third of a single-scene step on
 the H100, ``benchmarks/RESULTS.md``). So a step is branch-free: iterations
-past the last step are computed and then discarded (``jnp.where``; they occur
-only in the last chunk), and an operation that runs every few steps
-(:class:`Periodic`, e.g. respawning invisible primitives) runs *between*
-groups of steps, under one ``lax.cond`` per group: the chunk is scanned as
-groups of ``gcd(chunk, every)`` steps.
+past the last step (only in the last chunk) are computed and then discarded
+with ``jnp.where`` -- except on the CPU, where a branch costs nothing and
+skips them -- and an operation that runs every few steps (:class:`Periodic`,
+e.g. respawning invisible primitives) runs *between* groups of steps, under
+one ``lax.cond`` per group: the chunk is scanned as groups of
+``gcd(chunk, every)`` steps.
 """
 
 from __future__ import annotations
@@ -47,21 +48,29 @@ def _where(live, new, old):
     return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, old)
 
 
-def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None):
+def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None, *,
+               branch_past_end: bool | None = None):
     """Runs ``step(static, data, carry, t)`` for the consecutive step indices ``ts`` (``[L]``).
 
     ``step`` returns ``(carry, (loss, aux))`` and must not branch on ``t``
     (see the module docstring); steps with ``t >= static.steps`` leave the
-    carry as it was and report a NaN loss and zero ``aux``. Returns
-    ``(carry, (losses [L, ...], aux [L, ...]))``.
+    carry as it was and report a NaN loss and zero ``aux``: skipped by a
+    ``lax.cond`` if ``branch_past_end`` (default: on the CPU backend), else
+    computed and discarded. Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
     """
     length = int(ts.shape[0])
     every = periodic.every(static) if periodic is not None else 0
     group = math.gcd(length, every) if every > 0 else length
+    if branch_past_end is None:
+        branch_past_end = jax.default_backend() == "cpu"
 
     def one(c, t):
-        new, (loss, aux) = step(static, data, c, t)
         live = t < static.steps
+        if branch_past_end:
+            loss, aux = jax.eval_shape(lambda c: step(static, data, c, t)[1], c)
+            past_end = (jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype))
+            return jax.lax.cond(live, lambda c: step(static, data, c, t), lambda c: (c, past_end), c)
+        new, (loss, aux) = step(static, data, c, t)
         return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
 
     def run_group(c, tg):

@@ -1,5 +1,6 @@
 """The chunked loop (diffbmp_jax.loop): branch-free steps, periodic work between groups of steps."""
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import diffbmp_jax as db
 from diffbmp_jax.fit import RESPAWN, _prepare, _step
 from diffbmp_jax.config import resolve_config
-from diffbmp_jax.loop import Periodic, run_chunk
+from diffbmp_jax.loop import Periodic, run_chunk, scan_steps
 from fit_scenes import shape_atlas
 
 
@@ -54,6 +55,13 @@ def python_loop(static, data, carry, start):
     return (s, n), losses, aux
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 5, 6))
+def chunk_of(step, static, data, carry, start, periodic, branch_past_end):
+    ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
+    return scan_steps(step, static, data, carry, ts, periodic, branch_past_end=branch_past_end)
+
+
+@pytest.mark.parametrize("branch_past_end", [False, True])
 @pytest.mark.parametrize("steps,chunk,every,until", [
     (10, 10, 0, 99),    # no periodic work: one group
     (12, 5, 5, 99),     # periodic at chunk ends; last chunk partly past the end
@@ -61,18 +69,27 @@ def python_loop(static, data, carry, start):
     (7, 6, 3, 5),       # `due` stops it; groups past the end are skipped
     (25, 25, 25, 99),   # the fit's defaults: one group, one periodic run per chunk
 ])
-def test_scan_steps_matches_a_python_loop(steps, chunk, every, until):
+def test_scan_steps_matches_a_python_loop(steps, chunk, every, until, branch_past_end):
     static = Toy(steps, chunk, every, until)
     data = jnp.asarray(3, jnp.int32)
     carry = (jnp.asarray(1, jnp.int32), jnp.asarray(0, jnp.int32))
     want_carry = (1, 0)
     for start in range(0, steps, chunk):
-        carry, (loss, aux) = run_chunk(toy_step, static, data, carry, jnp.int32(start), TOY)
+        carry, (loss, aux) = chunk_of(toy_step, static, data, carry, jnp.int32(start), TOY, branch_past_end)
         want_carry, want_loss, want_aux = python_loop(static, 3, want_carry, start)
         np.testing.assert_array_equal(np.asarray(loss), np.asarray(want_loss, np.float32))
         np.testing.assert_array_equal(np.asarray(aux), want_aux)
         assert (int(carry[0]), int(carry[1])) == want_carry
     assert int(carry[1]) == steps  # steps past the end changed nothing
+
+
+def test_run_chunk_is_scan_steps():
+    static = Toy(12, 5, 5, 99)
+    args = (jnp.asarray(3, jnp.int32), (jnp.int32(1), jnp.int32(0)), jnp.int32(10))
+    got = run_chunk(toy_step, static, *args, TOY)
+    want = chunk_of(toy_step, static, *args, TOY, False)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _branches(text: str) -> int:
@@ -81,14 +98,15 @@ def _branches(text: str) -> int:
 
 def test_no_branch_per_step():
     """On a GPU every lax.cond waits for its predicate on the host; a chunk of
-    the fit's defaults (25 steps, respawn every 25) holds exactly one."""
-    static = Toy(100, 25, 25, 99)
-    args = (toy_step, static, jnp.asarray(3, jnp.int32), (jnp.int32(0), jnp.int32(0)), jnp.int32(0))
-    assert _branches(run_chunk.lower(*args, TOY).as_text()) == 1
-    assert _branches(run_chunk.lower(*args, None).as_text()) == 0
+    the fit's defaults (25 steps, respawn every 25) holds exactly one there."""
+    args = (toy_step, Toy(100, 25, 25, 99), jnp.asarray(3, jnp.int32), (jnp.int32(0), jnp.int32(0)), jnp.int32(0))
+    assert _branches(chunk_of.lower(*args, TOY, False).as_text()) == 1
+    assert _branches(chunk_of.lower(*args, None, False).as_text()) == 0
+    # On the CPU the steps past the end are skipped by a branch (one more).
+    assert _branches(chunk_of.lower(*args, TOY, True).as_text()) == 2
     # Periodic every 4 steps in chunks of 10: groups of gcd = 2 steps, each under
     # one branch (skipped past the end) holding the periodic one.
-    text = run_chunk.lower(toy_step, Toy(100, 10, 4, 99), *args[2:], TOY).as_text()
+    text = chunk_of.lower(toy_step, Toy(100, 10, 4, 99), *args[2:], TOY, False).as_text()
     assert _branches(text) == 2 and math.gcd(10, 4) == 2
 
 
@@ -98,7 +116,7 @@ def test_fit_chunk_has_one_branch():
     cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "backend": "reference"})
     static, data, carry = _prepare(target, shape_atlas(8), num_primitives=4, steps=10, key=jax.random.key(0),
                                    config=cfg)
-    text = run_chunk.lower(_step, static, data, carry, jnp.int32(0), RESPAWN).as_text()
+    text = chunk_of.lower(_step, static, data, carry, jnp.int32(0), RESPAWN, False).as_text()
     assert _branches(text) == 1
 
 
