@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from .atlas import Atlas
 from .config import FitConfig, resolve_config
 from .fit import RESPAWN, FitResult, _Data, _evaluate, _prepare, _Static, _step
-from .loop import scan_steps
+from .loop import run_chunks, scan_steps
 from .losses import ssim as _ssim
 from .primitives import Primitives
 from .validation import as_key, as_target
@@ -279,47 +279,31 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
         backgrounds=backgrounds, inits=inits, multiple=shards)
     scenes, shared_atlas, carry = _place_batch(mesh, scenes, shared_atlas, carry)
 
-    from tqdm.auto import tqdm
     history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": [], "reassigned": []}
-    pending = []  # per-chunk respawn counts per scene since the last log, on the device
 
-    def log(step, loss):
+    def log(step, carry, loss, counts):  # loss [B] (NaN at step 0); counts: [chunk, B] per chunk
         images, psnr, params = _evaluate_all(static, mesh, scenes, shared_atlas, carry[0])
         psnr = _to_host(psnr)[:count]
         history["step"].append(step)
-        history["loss"].append(None if loss is None else [float(v) for v in loss])
+        history["loss"].append(None if step == 0 else [float(v) for v in np.asarray(loss)[:count]])
         history["psnr"].append([float(v) for v in psnr])
         history["time"].append(time.perf_counter() - t0)
-        respawned = sum(_to_host(c)[:count] for c in pending) if pending else np.zeros(count)
-        pending.clear()
+        respawned = sum((_to_host(c).sum(0)[:count] for c in counts), np.zeros(count, np.int64))
         history["respawned"].append([int(v) for v in respawned])
         history["reassigned"].append([0] * count)
         if callback is not None:
             host_images, host_params = _to_host((images, params))
             callback(step, jax.tree.map(lambda x: x[:count], host_params), host_images[:count],
                      {"loss": history["loss"][-1], "psnr": history["psnr"][-1]})
-        return images, params, psnr
+        return (images, params, psnr), {"psnr": f"{np.mean(psnr):.2f}"}
 
-    watch = progress or callback is not None  # read back after every chunk
-    bar = tqdm(total=static.steps, disable=not progress, unit="it", desc=f"fit_batch[{count}]", leave=True)
-    try:
-        if watch or static.steps == 0:
-            final = log(0, None)
-        for start in range(0, static.steps, static.chunk):
-            carry, (losses, counts) = _run_chunk(static, mesh, scenes, shared_atlas, carry, jnp.int32(start))
-            pending.append(jnp.sum(counts, axis=0))
-            done = min(start + static.chunk, static.steps)
-            if watch:
-                last = _to_host(losses)[done - start - 1, :count]
-                final = log(done, last)
-                bar.update(done - start)
-                bar.set_postfix(loss=f"{np.mean(last):.4g}", psnr=f"{np.mean(final[2]):.2f}")
-        if not watch and static.steps > 0:
-            # Without a progress bar the chunks were only dispatched; this is
-            # the first read-back.
-            final = log(static.steps, _to_host(losses)[(static.steps - 1) % static.chunk, :count])
-    finally:
-        bar.close()
+    def run(scenes, carry, start):
+        return _run_chunk(static, mesh, scenes, shared_atlas, carry, start)
+
+    # Without a progress bar or callback, the chunks are only dispatched and
+    # the host reads results back once, at the end.
+    _, final = run_chunks(run, scenes, carry, steps=static.steps, chunk=static.chunk, log=log, progress=progress,
+                          desc=f"fit_batch[{count}]", watch=progress or callback is not None, to_host=_to_host)
 
     images, params, psnr = final
     images, params = _to_host((images, params))

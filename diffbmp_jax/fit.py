@@ -31,7 +31,7 @@ from . import templates as _templates
 from .atlas import Atlas
 from .canvas import background, check_background_image, render_over, step_canvas
 from .config import BACKGROUNDS, FitConfig, resolve_config
-from .loop import Periodic, run_chunks
+from .loop import Periodic, run_chunk, run_chunks
 from .losses import check_weight_mask, combined_loss
 from .metrics import psnr as _psnr
 from .losses import ssim as _ssim
@@ -260,7 +260,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         current["data"] = data._replace(template=new)
         return current["data"]
 
-    def log(step, carry, loss, counts):
+    def log(step, carry, loss, counts):  # counts: respawn counts per step, one array per chunk
         image, p, prm = _evaluate(static, current["data"], carry[0])
         p = float(p)
         history["step"].append(step)
@@ -268,15 +268,18 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
         history["loss"].append(loss)
         history["psnr"].append(p)
         history["time"].append(time.perf_counter() - t0)
-        history["respawned"].append(0 if counts is None else int(np.sum(counts)))
+        history["respawned"].append(int(sum(np.sum(c) for c in counts)))
         history["reassigned"].append(current["reassigned"])
         current["reassigned"] = 0
         if callback is not None:
             callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
-    _, (image, p, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,
-                                       desc="fit", update=reassign, periodic=RESPAWN)
+    def run(data, carry, start):
+        return run_chunk(_step, static, data, carry, start, RESPAWN)
+
+    _, (image, p, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
+                                       progress=progress, desc="fit", update=reassign)
     template = current["data"].template
     s = float(_ssim(image, target))
     return FitResult(params=params, template=template, image=image, history=history, psnr=p, ssim=s,

@@ -110,33 +110,50 @@ def run_chunk(step: Callable, static, data, carry, start, periodic: Periodic | N
     return scan_steps(step, static, data, carry, ts, periodic)
 
 
-def run_chunks(step: Callable, static, data, carry, *, steps: int, log: Callable, progress: bool,
-               desc: str, update: Callable | None = None, periodic: Periodic | None = None) -> tuple[Any, Any]:
-    """Runs ``steps`` steps in chunks of ``static.chunk``, logging between chunks.
+def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
+               watch: bool = True, update: Callable | None = None,
+               to_host: Callable = np.asarray) -> tuple[Any, Any]:
+    """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
+
+    ``run(data, carry, start)`` runs one chunk from step ``start`` and returns
+    ``(carry, (losses [chunk, ...], aux [chunk, ...]))`` (e.g. :func:`run_chunk`).
+
+    ``log(step, carry, loss, auxes)`` records the state after ``step`` steps:
+    ``loss`` is that step's (NaN at step 0, an array for a batch), ``auxes``
+    the list of the chunks' ``aux`` arrays since the previous log (device
+    arrays). It returns ``(result, postfix)``, ``postfix`` a dict shown on the
+    tqdm bar (``desc``; hidden unless ``progress``) after the mean loss. With
+    ``watch`` it runs at step 0 and after every chunk; without, only once at
+    the end, so the chunks are dispatched without the host waiting for any.
 
     ``update(done, chunk_steps, carry, data)``, if given, runs after every chunk
     before the log and returns the ``data`` for the next chunks (same shapes, so
     nothing recompiles): host-side changes such as template re-assignment.
 
-    ``log(step, carry, loss, aux)`` is called at step 0 (``loss`` NaN, ``aux``
-    None) and after every chunk (``loss`` the last step's, ``aux`` the chunk's
-    per-step ``aux`` array); it returns ``(result, postfix)``, ``postfix`` a
-    dict shown on the tqdm bar (``desc``; hidden unless ``progress``) after
-    the loss. Returns ``(carry, result of the last log)``.
+    ``to_host`` reads the losses back (across processes, for a multi-host batch).
+
+    Returns ``(carry, result of the last log)``.
     """
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, disable=not progress, unit="it", desc=desc, leave=True)
+    auxes, losses, result, done = [], None, None, 0
     try:
-        result, _ = log(0, carry, float("nan"), None)
-        for start in range(0, steps, static.chunk):
-            carry, (losses, aux) = run_chunk(step, static, data, carry, jnp.int32(start), periodic)
-            done = min(start + static.chunk, steps)
-            losses = np.asarray(losses)[: done - start]
+        if watch or steps == 0:
+            result, _ = log(0, carry, np.float32(np.nan), [])
+        for start in range(0, steps, chunk):
+            carry, (losses, aux) = run(data, carry, jnp.int32(start))
+            auxes.append(aux)
+            done = min(start + chunk, steps)
             if update is not None:
                 data = update(done, done - start, carry, data)
-            result, postfix = log(done, carry, losses[-1], aux)
-            bar.update(done - start)
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", **postfix)
+            if watch:
+                loss = to_host(losses)[done - start - 1]
+                result, postfix = log(done, carry, loss, auxes)
+                auxes = []
+                bar.update(done - start)
+                bar.set_postfix(loss=f"{np.mean(loss):.4g}", **postfix)
+        if not watch and steps > 0:
+            result, _ = log(done, carry, to_host(losses)[(done - 1) % chunk], auxes)
     finally:
         bar.close()
     return carry, result

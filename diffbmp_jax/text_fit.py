@@ -38,7 +38,7 @@ from .clip.api import ClipModel, image_features
 from .clip.model import ClipConfig
 from .clip.preprocess import normalize, random_cutouts, resize_center_crop
 from .config import FitConfig, resolve_config
-from .loop import run_chunks
+from .loop import run_chunk, run_chunks
 from .optim import clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
 from .validation import as_key, as_target, check_count
@@ -294,8 +294,11 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
             callback(step, prm, image, {"loss": loss, "clip_score": score})
         return (image, score, prm), {"clip": f"{score:.3f}"}
 
-    _, (image, score, params) = run_chunks(_step, static, data, carry, steps=steps, log=log, progress=progress,
-                                           desc="text")
+    def run(data, carry, start):
+        return run_chunk(_step, static, data, carry, start)
+
+    _, (image, score, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
+                                           progress=progress, desc="text")
     return TextFitResult(params=params, template=template, image=image, history=history, clip_score=score,
                          wall_time=time.perf_counter() - t0, config=config)
 
