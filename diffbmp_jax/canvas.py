@@ -25,12 +25,18 @@ def background(spec, key, height: int, width: int, bg_image) -> jax.Array:
 
     Args:
       spec: a name of :data:`BACKGROUNDS` or an RGB triple.
-      key: ``jax.random.key`` for ``"noise"`` (fresh uniform noise); unused otherwise.
+      key: ``jax.random.key`` for ``"noise"``; unused otherwise.
       height, width: canvas size in pixels.
       bg_image: ``[H, W, 3]`` image returned for ``"image"`` (else unused, may be None).
+
+    ``"noise"`` is fresh uniform noise with 256 levels per channel (the
+    centres ``(k + 1/2) / 256``, the precision of an 8-bit image): three bytes
+    of one random 32-bit word per pixel, a third of the random bits of three
+    floats, since drawing them is a sizeable part of a fitting step
+    (``benchmarks/RESULTS.md``).
     """
     if spec == "noise":
-        return jax.random.uniform(key, (height, width, 3))
+        return uniform_bytes(key, height, width)
     if spec == "white":
         return jnp.ones((3,), jnp.float32)
     if spec == "black":
@@ -38,6 +44,13 @@ def background(spec, key, height: int, width: int, bg_image) -> jax.Array:
     if spec == "image":
         return bg_image
     return jnp.asarray(spec, jnp.float32)
+
+
+def uniform_bytes(key, height: int, width: int) -> jax.Array:
+    """``[H, W, 3]`` float32 uniform noise on the 256 levels ``(k + 1/2) / 256``."""
+    word = jax.random.bits(key, (height, width), jnp.uint32)
+    byte = (word[..., None] >> jnp.array([0, 8, 16], jnp.uint32)) & 0xFF
+    return (byte.astype(jnp.float32) + 0.5) * (1.0 / 256.0)
 
 
 def render_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, height: int,
