@@ -1,4 +1,4 @@
-"""Where a fitting step's GPU time goes: per-kernel times under Nsight Compute.
+"""Where a fitting step's GPU time goes: per-kernel times (Nsight Compute or a jax.profiler trace).
 
 Runs one workload four times (compiling in the first); ``--parse`` keeps the
 kernels of the last repetition of the launch sequence -- the shortest tail
@@ -27,10 +27,14 @@ or copy was running, the idle gaps, and the busiest kernels, per step for
 
     python3 benchmarks/profile_step.py --what step --batch 16 --timeline
 
-Seen on the H100 machines: ``render`` profiled fine this way three times out
-of three; ``step`` has not yet given a profile (a segfault, then out-of-memory
-from profiled processes run back to back, before run_profile.sh turned
-preallocation off).
+The tracer slows the host's launches, so its idle times are upper bounds;
+kernel times are the GPU's. ``--hlo NAMES`` prints the compiled fusions
+behind XLA kernel names the timeline lists. ``--no-respawn`` fits with
+``prune_every=0``.
+
+Seen on the H100 machines: ``render`` profiled fine under Nsight Compute three
+times out of three; ``step`` did not (a segfault, then out-of-memory from
+profiled processes run back to back); ``--timeline`` worked for both every time.
 """
 
 from __future__ import annotations
