@@ -34,12 +34,12 @@ from .atlas import Atlas
 from .blur import gaussian_filter, kernel_radius
 from .canvas import background, render_over, step_canvas
 from .config import FitConfig
-from .loop import Periodic, scan_steps
+from .loop import scan_steps
 from .losses import combined_loss
 from .metrics import psnr
 from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params
 from .primitives import Primitives
-from .respawn import invisible, respawn
+from .respawn import invisible, respawn, schedule as respawn_schedule
 
 __all__ = ["StepStatic", "Region", "StepData", "BATCHED_FIELDS", "project", "respawn_step", "respawn_in_regions", "run_steps",
            "run_steps_batched", "stack_data", "final_render"]
@@ -232,16 +232,8 @@ def _respawn(static: StepStatic, data: StepData, carry, t):
     return (new, opt_state, anchor), count
 
 
-def _respawn_every(static) -> int:
-    return static.cfg.prune_every
-
-
-def _respawn_due(static, t):
-    return t + 1 < static.cfg.prune_until * static.steps
-
-
 #: Respawn every ``cfg.prune_every`` steps until ``cfg.prune_until`` of the run.
-RESPAWN = Periodic(every=_respawn_every, due=_respawn_due, apply=_respawn)
+RESPAWN = respawn_schedule(_respawn)
 
 
 def _run_all(static: StepStatic, data: StepData, theta: Theta, anchor: Theta):

@@ -31,13 +31,13 @@ from . import templates as _templates
 from .atlas import Atlas
 from .canvas import background, check_background_image, render_over, step_canvas
 from .config import BACKGROUNDS, FitConfig, resolve_config
-from .loop import Periodic, run_chunk, run_chunks
+from .loop import run_chunk, run_chunks
 from .losses import check_weight_mask, combined_loss
 from .metrics import psnr as _psnr
 from .losses import ssim as _ssim
 from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
-from .respawn import respawn
+from .respawn import respawn, schedule as respawn_schedule
 from .validation import as_key, as_target, check_count
 
 __all__ = ["FitConfig", "FitResult", "fit", "BACKGROUNDS", "as_target"]
@@ -133,16 +133,8 @@ def _respawn(static: _Static, data: _Data, carry, t):
     return (theta, opt_state), count
 
 
-def _respawn_every(static) -> int:
-    return static.cfg.prune_every
-
-
-def _respawn_due(static, t):
-    return t + 1 < static.cfg.prune_until * static.steps
-
-
 #: Respawn every ``config.prune_every`` steps until ``config.prune_until`` of the run.
-RESPAWN = Periodic(every=_respawn_every, due=_respawn_due, apply=_respawn)
+RESPAWN = respawn_schedule(_respawn)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -19,9 +19,10 @@ import jax.numpy as jnp
 from . import init as _init
 from .blur import gaussian_filter, kernel_radius
 from .config import FitConfig
+from .loop import Periodic
 from .optim import Theta
 
-__all__ = ["invisible", "respawn"]
+__all__ = ["invisible", "respawn", "schedule"]
 
 
 def invisible(theta: Theta, cfg: FitConfig, height: int, width: int, unit: float, xp=jnp):
@@ -93,6 +94,21 @@ def respawn(theta: Theta, opt_state, image, key, *, cfg: FitConfig, height: int,
 
     opt_state = jax.tree_util.tree_map(reset, opt_state)
     return theta, opt_state, jnp.sum(dead).astype(jnp.int32)
+
+
+def _prune_every(static) -> int:
+    return static.cfg.prune_every
+
+
+def _before_prune_until(static, t):
+    return t + 1 < static.cfg.prune_until * static.steps
+
+
+def schedule(apply) -> Periodic:
+    """``apply(static, data, carry, t) -> (carry, count)`` on the respawn schedule of
+    ``static.cfg`` (a :class:`FitConfig`): after every ``prune_every``-th step, until
+    ``prune_until`` of ``static.steps``. For :func:`diffbmp_jax.loop.scan_steps`."""
+    return Periodic(every=_prune_every, due=_before_prune_until, apply=apply)
 
 
 def _logit(p: float) -> float:
