@@ -130,3 +130,24 @@ def test_respawn_still_runs_in_fit():
                  log_every=4, prune_every=4, prune_until=1.0, prune_opacity=0.99)
     assert res.history["step"] == [0, 4, 8]
     assert res.history["respawned"][1] == 6
+
+
+def test_fit_steps_past_the_end_same_both_ways():
+    """The real step: discarding steps past the end (GPU) equals branching around them (CPU)."""
+    target = np.random.default_rng(1).uniform(size=(16, 16, 3)).astype(np.float32)
+    cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "prune_until": 1.0, "backend": "cpu"})
+    static, data, carry = _prepare(target, shape_atlas(8), num_primitives=6, steps=7, key=jax.random.key(0),
+                                   config=cfg)
+    outs = []
+    for branch in (False, True):
+        c = carry
+        losses = []
+        for start in (0, 5):  # the second chunk runs steps 5..9 of 7
+            c, (loss, count) = chunk_of(_step, static, data, c, jnp.int32(start), RESPAWN, branch)
+            losses.append(np.asarray(loss))
+        outs.append((c, np.concatenate(losses)))
+    (c0, l0), (c1, l1) = outs
+    np.testing.assert_array_equal(l0, l1)
+    assert np.all(np.isfinite(l0[:7])) and np.all(np.isnan(l0[7:]))
+    for a, b in zip(jax.tree.leaves(c0), jax.tree.leaves(c1)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
