@@ -48,6 +48,12 @@ def _where(live, new, old):
     return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, old)
 
 
+def _past_end(shapes):
+    """What steps past the end report: NaN losses and zero ``aux``, of the shapes ``(loss, aux)``."""
+    loss, aux = shapes
+    return jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype)
+
+
 def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None, *,
                branch_past_end: bool | None = None):
     """Runs ``step(static, data, carry, t)`` for the consecutive step indices ``ts`` (``[L]``).
@@ -67,9 +73,8 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
     def one(c, t):
         live = t < static.steps
         if branch_past_end:
-            loss, aux = jax.eval_shape(lambda c: step(static, data, c, t)[1], c)
-            past_end = (jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype))
-            return jax.lax.cond(live, lambda c: step(static, data, c, t), lambda c: (c, past_end), c)
+            shapes = jax.eval_shape(lambda c: step(static, data, c, t)[1], c)
+            return jax.lax.cond(live, lambda c: step(static, data, c, t), lambda c: (c, _past_end(shapes)), c)
         new, (loss, aux) = step(static, data, c, t)
         return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
 
@@ -85,11 +90,10 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
 
     if group == length:
         return run_group(carry, ts)
-    out_shape = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
+    shapes = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
 
     def skip_group(c, tg):  # every step of the group is past the end
-        loss, aux = out_shape
-        return c, (jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype))
+        return c, _past_end(shapes)
 
     def each_group(c, tg):
         return jax.lax.cond(tg[0] < static.steps, run_group, skip_group, c, tg)
