@@ -6,7 +6,9 @@
 #   bash benchmarks/run_variants.sh "CMD" [name=a.patch+b.patch ...]
 #
 # The unpatched tree is the variant "base". CMD runs from /tmp with the build on
-# PYTHONPATH and $REPO set to this repository, e.g.
+# PYTHONPATH and $REPO set to this repository (an editable install of the
+# package in the same Python would be imported instead: its finder comes
+# before PYTHONPATH), e.g.
 #   bash benchmarks/run_variants.sh \
 #     'python3 $REPO/benchmarks/profile_step.py --batch 16 --time --timeline' \
 #     w8x4=patches/8x4.patch
