@@ -38,12 +38,13 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .atlas import Atlas
+from .canvas import resolve_background
 from .config import FitConfig, resolve_config
 from .fit import RESPAWN, FitResult, _Data, _evaluate, _prepare, _Static, _step
 from .loop import run_chunks, scan_steps
 from .losses import ssim as _ssim
 from .primitives import Primitives
-from .validation import as_key, as_target
+from .validation import as_key, split_alpha
 
 __all__ = ["fit_batch", "BatchFitResult", "scene_mesh", "SCENE_AXIS"]
 
@@ -111,7 +112,7 @@ def scene_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 # --------------------------------------------------------------------------- compiled parts
 
 # vmap axes of the per-scene data (the atlas is shared, passed separately).
-_SCENE_AXES = _Data(target=0, atlas=None, template=0, weight=0, bg_image=0, guide_scale=0, guide_angle=0, key=0)
+_SCENE_AXES = _Data(target=0, target_alpha=0, atlas=None, template=0, weight=0, bg_image=0, guide_scale=0, guide_angle=0, key=0)
 
 
 def _local(scenes: _Data, atlas: Atlas) -> _Data:
@@ -189,7 +190,8 @@ def _per_scene(name: str, value, count: int) -> list:
     return list(value)
 
 
-def _as_targets(targets) -> list:
+def _as_targets(targets) -> tuple[list, bool]:
+    """The validated targets (``[H, W, 3]``, or ``[H, W, 4]`` where transparent) and whether any is transparent."""
     if isinstance(targets, (np.ndarray, jax.Array)):
         if targets.ndim != 4:
             raise ValueError(f"targets must have shape (B, H, W, 3), got {tuple(targets.shape)}")
@@ -198,13 +200,14 @@ def _as_targets(targets) -> list:
         items = list(targets)
     if not items:
         raise ValueError("targets is empty: fit_batch needs at least one target")
-    items = [as_target(t) for t in items]
-    shape = items[0].shape
+    split = [split_alpha(t) for t in items]
+    items = [rgb if a is None else jnp.concatenate([rgb, a[..., None]], -1) for rgb, a in split]
+    shape = items[0].shape[:2]
     for b, t in enumerate(items):
-        if t.shape != shape:
-            raise ValueError(f"targets must all have one shape: targets[0] is {tuple(shape)}, "
+        if t.shape[:2] != shape:
+            raise ValueError(f"targets must all have one shape: targets[0] is {tuple(items[0].shape)}, "
                              f"targets[{b}] is {tuple(t.shape)}")
-    return items
+    return items, any(a is not None for _, a in split)
 
 
 def _host_batch(items, atlas, *, num_primitives, steps, key, config, weights, backgrounds, inits,
@@ -214,6 +217,7 @@ def _host_batch(items, atlas, *, num_primitives, steps, key, config, weights, ba
     Returns ``(static, scenes, atlas, carry)``: ``scenes`` the per-scene
     :class:`_Data` (atlas None, raw key data) and ``carry`` with leading axis
     ``B`` padded up to a multiple of ``multiple`` with copies of the last scene.
+    ``config`` has its background resolved already (one for every scene).
     """
     count = len(items)
     prepared = [_prepare(items[b], atlas, num_primitives=num_primitives, steps=steps,
@@ -221,6 +225,10 @@ def _host_batch(items, atlas, *, num_primitives, steps, key, config, weights, ba
                          background_image=backgrounds[b], init_params=inits[b]) for b in range(count)]
     static, first, _ = prepared[0]
     prepared += [prepared[-1]] * (math.ceil(count / multiple) * multiple - count)
+    if any(d.target_alpha is not None for _, d, _ in prepared):  # one structure for every scene
+        ones = jnp.ones(first.target.shape[:2] + (1,), jnp.float32)
+        prepared = [(s, d if d.target_alpha is not None else d._replace(target_alpha=ones), c)
+                    for s, d, c in prepared]
     scenes = _stack([d._replace(atlas=None, key=jax.random.key_data(d.key)) for _, d, _ in prepared])
     carry = _stack([c for _, _, c in prepared])
     return static, scenes, first.atlas, carry
@@ -265,7 +273,9 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     if config.reassign_every:
         raise ValueError("fit_batch does not support reassign_every (a host-side step); "
                          "use fit() for template re-assignment")
-    items = _as_targets(targets)
+    items, transparent = _as_targets(targets)
+    # One background for the batch: noise as soon as one target has transparent pixels.
+    config = resolve_background(config, transparent)
     count = len(items)
     key = as_key(key)
     weights = _per_scene("weight_masks", weight_masks, count)
@@ -310,7 +320,7 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     images = images[:count]
     params = jax.tree.map(lambda x: x[:count], params)
     template = _to_host(scenes.template)[:count]
-    targets_np = np.stack([np.asarray(t) for t in items])
+    targets_np = _to_host(scenes.target)[:count]
     ssim = np.asarray(jax.vmap(_ssim)(jnp.asarray(images), jnp.asarray(targets_np)), np.float64)
     return BatchFitResult(params=params, template=template, images=images,
                           psnr=np.array(history["psnr"][-1]), ssim=ssim, history=history,

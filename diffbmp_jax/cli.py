@@ -235,7 +235,7 @@ def check_exports(exports) -> list[str]:
 def write_exports(path_of, formats, params, atlas, template, height: int, width: int, config) -> None:
     """``result.<fmt>`` for every format but png (written with the image outputs), at ``path_of(name)``.
 
-    Rendered over ``config.output_background`` with ``config.color_blend``.
+    Rendered over ``config.output_background`` with ``config.color_blend`` and ``config.antialias``.
     """
     extra = [e for e in formats if e != "png"]
     if not extra:
@@ -245,7 +245,8 @@ def write_exports(path_of, formats, params, atlas, template, height: int, width:
     bg = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}.get(bg, bg)
     for fmt in extra:
         _export.export(fmt, path_of(f"result.{fmt}"), params, atlas, height=height, width=width,
-                       template=template, color_blend=config.color_blend, background=bg)
+                       template=template, color_blend=config.color_blend, background=bg,
+                       antialias=config.antialias)
 
 
 def _json_safe(history: dict) -> dict:

@@ -17,13 +17,20 @@ from . import init as _init
 from .render import BACKENDS
 from .schedules import LR_SCHEDULES
 
-__all__ = ["FitConfig", "BACKGROUNDS", "TEMPLATE_CHOICES", "resolve_config"]
+__all__ = ["FitConfig", "BACKGROUNDS", "TEMPLATE_CHOICES", "GENTLE_STEPS", "resolve_config"]
 
-BACKGROUNDS = ("noise", "white", "black", "image")
-"""Named backgrounds; an RGB triple in [0, 1] is accepted too."""
+BACKGROUNDS = ("auto", "noise", "white", "black", "image")
+"""Named backgrounds; an RGB triple in [0, 1] is accepted too (see :mod:`diffbmp_jax.canvas`)."""
 
 TEMPLATE_CHOICES = ("init", "round_robin", "random", "color")
 """How a fit picks each primitive's bitmap at the start (``FitConfig.templates``)."""
+
+
+GENTLE_STEPS = {"lr_xy": 0.05, "lr_scale": 0.02, "lr_rotation": 0.03, "lr_opacity": 0.05, "lr_color": 0.05,
+                "adam_b1": 0.9}
+"""Step sizes a quarter of image fitting's, and Adam's usual momentum: the defaults of tasks
+whose parameters must move little per step (a video's warm-started frames, where larger steps
+flicker; CLIP guidance, not re-measured with the larger ones)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +58,14 @@ class FitConfig:
     ``blur_sigma=0`` turns it off. The final image always uses the sharp atlas.
 
     Canvas: ``background`` is what shows through uncovered pixels during
-    optimisation: ``"noise"`` (fresh uniform noise each step, so the optimiser
-    must cover the canvas), ``"white"``, ``"black"``, ``"image"`` (the
-    ``background_image`` argument) or an RGB triple in [0, 1].
-    ``output_background`` is used for the final image (same choices but noise).
+    optimisation: ``"auto"`` (the default: fresh noise behind a target with
+    transparent pixels, so the fit learns to leave them uncovered, and
+    ``output_background`` behind an opaque one, so the fit optimises the
+    picture it returns), ``"noise"`` (fresh uniform noise each step, so the
+    optimiser must cover the canvas), ``"white"``, ``"black"``, ``"image"``
+    (the ``background_image`` argument) or an RGB triple in [0, 1].
+    ``output_background`` is used for the final image (same choices but noise
+    and auto).
 
     Pruning and respawn: every ``prune_every`` steps (0 = never), until
     ``prune_until`` of the fit, primitives that are invisible (opacity below
@@ -72,23 +83,26 @@ class FitConfig:
     raises the loss; it costs ``P + 1`` dense renders and ``O(N H W)`` memory,
     so keep it for small scenes).
 
-    Rendering: ``color_blend``, ``alpha_max`` and ``backend`` are passed to
-    :func:`diffbmp_jax.render`. ``log_every`` is the number of steps per
+    Rendering: ``color_blend``, ``alpha_max``, ``antialias`` (bitmaps
+    prefiltered for their size on screen, :mod:`diffbmp_jax.mipmap`) and
+    ``backend`` are passed to :func:`diffbmp_jax.render`. ``log_every`` is the number of steps per
     compiled chunk (and between history entries).
     """
 
+    # Defaults measured on the scenes of benchmarks/quality.py (RESULTS.md,
+    # "fit quality per iteration"): the same settings for every scene.
     init: str = "structure_aware"
-    coverage: float = 3.0
-    init_opacity: float = 0.3
-    lr_xy: float = 0.05
-    lr_scale: float = 0.02
-    lr_rotation: float = 0.03
-    lr_opacity: float = 0.05
-    lr_color: float = 0.05
+    coverage: float = 6.0
+    init_opacity: float = 0.6
+    lr_xy: float = 0.2
+    lr_scale: float = 0.08
+    lr_rotation: float = 0.12
+    lr_opacity: float = 0.2
+    lr_color: float = 0.2
     lr_schedule: str = "cosine"
     lr_final: float = 0.1
     warmup_steps: int = 0
-    adam_b1: float = 0.9
+    adam_b1: float = 0.7
     adam_b2: float = 0.999
     mse_weight: float = 1.0
     l1_weight: float = 0.0
@@ -96,7 +110,7 @@ class FitConfig:
     soft_raster: bool = True
     blur_sigma: float = 1.0
     blur_anneal: float = 0.6
-    background: Any = "noise"
+    background: Any = "auto"
     output_background: Any = "white"
     prune_every: int = 25
     prune_until: float = 0.8
@@ -105,6 +119,7 @@ class FitConfig:
     max_scale: float = 0.5
     color_blend: float = 0.0
     alpha_max: float = 0.99
+    antialias: bool = True
     backend: str = "auto"
     log_every: int = 25
     templates: str = "init"
@@ -120,9 +135,9 @@ class FitConfig:
                 object.__setattr__(self, name, v)
             elif v not in BACKGROUNDS:
                 raise ValueError(f"config.{name} must be one of {BACKGROUNDS} or an RGB triple, got {v!r}")
-        if self.output_background == "noise":
-            raise ValueError("config.output_background cannot be 'noise' (the final image must be "
-                             "deterministic); use 'white', 'black', 'image' or an RGB triple")
+        if self.output_background in ("noise", "auto"):
+            raise ValueError(f"config.output_background cannot be {self.output_background!r} (the final image "
+                             "must be deterministic); use 'white', 'black', 'image' or an RGB triple")
         if self.init not in _init.INITIALIZERS:
             raise ValueError(f"config.init must be one of {tuple(_init.INITIALIZERS)}, got {self.init!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -154,8 +169,9 @@ class FitConfig:
                 raise ValueError(f"config.{name} must be an int >= 0, got {v!r}")
         if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
             raise ValueError(f"config.log_every must be an int >= 1, got {self.log_every!r}")
-        if not isinstance(self.soft_raster, bool):
-            raise ValueError(f"config.soft_raster must be true or false, got {self.soft_raster!r}")
+        for name in ("soft_raster", "antialias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config.{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:

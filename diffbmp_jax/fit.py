@@ -29,7 +29,8 @@ import optax
 from . import init as _init
 from . import templates as _templates
 from .atlas import Atlas
-from .canvas import background, check_background_image, render_over, step_canvas
+from .canvas import (background, check_background_image, render_over, resolve_background, step_canvas,
+                     step_target, target_over)
 from .config import BACKGROUNDS, FitConfig, resolve_config
 from .loop import run_chunk, run_chunks
 from .losses import check_weight_mask, combined_loss
@@ -38,7 +39,7 @@ from .losses import ssim as _ssim
 from .optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
 from .respawn import respawn, schedule as respawn_schedule
-from .validation import as_key, as_target, check_count
+from .validation import as_key, as_target, check_count, split_alpha
 
 __all__ = ["FitConfig", "FitResult", "fit", "BACKGROUNDS", "as_target"]
 
@@ -83,7 +84,8 @@ class _Static(NamedTuple):
 
 class _Data(NamedTuple):
     """Arrays a chunk reads (none of them optimised)."""
-    target: jax.Array          # [H, W, 3]
+    target: jax.Array          # [H, W, 3], over the output background
+    target_alpha: Any          # [H, W, 1] coverage of a transparent target, or None (opaque)
     atlas: Atlas
     template: jax.Array        # [N] int32
     weight: Any                # [H, W, 1|3] or None
@@ -109,9 +111,11 @@ def _step(static: _Static, data: _Data, carry, t):
     theta, opt_state = carry
     atlas, bg, _ = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
 
+    target = step_target(cfg, data.target, data.target_alpha, bg, data.bg_image, h, w)
+
     def loss_fn(th):
         image = _image(static, to_params(th, static.unit), atlas, data.template, bg)
-        return combined_loss(image, data.target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
+        return combined_loss(image, target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
                              ssim_weight=cfg.ssim_weight, weight=data.weight)
 
     loss, grads = jax.value_and_grad(loss_fn)(theta)
@@ -127,8 +131,9 @@ def _respawn(static: _Static, data: _Data, carry, t):
     theta, opt_state = carry
     atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
     image = _image(static, to_params(theta, static.unit), atlas, data.template, bg)
+    target = step_target(cfg, data.target, data.target_alpha, bg, data.bg_image, h, w)
     theta, opt_state, count = respawn(theta, opt_state, image, k_spawn, cfg=cfg, height=h, width=w,
-                                      unit=static.unit, target=data.target, weight=data.weight,
+                                      unit=static.unit, target=target, weight=data.weight,
                                       guide_scale=data.guide_scale, guide_angle=data.guide_angle)
     return (theta, opt_state), count
 
@@ -168,13 +173,19 @@ def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitCon
     """
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    target = as_target(target)
-    h, w = int(target.shape[0]), int(target.shape[1])
+    rgb, alpha = split_alpha(target)
+    config = resolve_background(config, transparent=alpha is not None)
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
     n = check_count("num_primitives", num_primitives, 1)
     steps = check_count("steps", steps, 0)
     key = as_key(key)
     weight = check_weight_mask(weight_mask, h, w)
     bg_image = check_background_image(config, background_image, h, w, name_shape="the target's shape")
+    if alpha is None:
+        target = rgb
+    else:  # the picture the fit returns is judged over the output background
+        alpha = alpha[..., None]
+        target = target_over(rgb, alpha, background(config.output_background, None, h, w, bg_image))
     if config.color_blend > 0 and atlas.rgb is None:
         raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
 
@@ -192,7 +203,7 @@ def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitCon
         if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= atlas.num:
             raise ValueError(f"init_params template must be {n} integer ids in [0, {atlas.num})")
     template = _initial_templates(config.templates, params, template, atlas, target, key)
-    data = _Data(target, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
+    data = _Data(target, alpha, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
                  bg_image, maps["scale"], maps["angle"], k_loop)
     unit = float(_init.base_scale(h, w, n, config.coverage))
     theta = to_theta(params, unit)
@@ -208,7 +219,10 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     """Fits ``num_primitives`` stamps from ``atlas`` to ``target``.
 
     Args:
-      target: ``[H, W, 3]`` image in [0, 1] (uint8, grey and RGBA accepted).
+      target: ``[H, W, 3]`` image in [0, 1] (uint8, grey and RGBA accepted; an
+        RGBA target with transparent pixels is fitted over fresh noise with
+        ``background="auto"``, so its transparent parts stay uncovered, and
+        judged over ``output_background``).
       atlas: the :class:`Atlas` of bitmaps to use.
       num_primitives: ``N >= 1``.
       steps: optimisation steps ``>= 0`` (0 returns the initialisation).
@@ -234,6 +248,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     static, data, carry = _prepare(target, atlas, num_primitives=num_primitives, steps=steps, key=key,
                                    config=config, weight_mask=weight_mask, background_image=background_image,
                                    init_params=init_params)
+    config = static.cfg  # background "auto" resolved for this target
     target, h, w, steps, unit = data.target, static.height, static.width, static.steps, static.unit
     bg_image = data.bg_image
 

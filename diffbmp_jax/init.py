@@ -124,7 +124,7 @@ def grid(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
 
 @functools.partial(jax.jit, static_argnames=("num", "coverage", "floor", "scale_range"))
 def structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.15,
-                   scale_range=(0.5, 1.6)) -> dict:
+                   scale_range=(0.25, 2.0)) -> dict:
     """Per-pixel guides derived from the target's local detail.
 
     Detail is the smoothed gradient magnitude plus the local standard
@@ -180,7 +180,7 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
 
 def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
                     opacity: float = 0.3, floor: float = 0.15,
-                    scale_range=(0.5, 1.6), maps: dict | None = None) -> tuple[Primitives, jax.Array]:
+                    scale_range=(0.25, 2.0), maps: dict | None = None) -> tuple[Primitives, jax.Array]:
     """The paper's structure-aware initialisation.
 
     Positions are drawn with probability rising with local detail (see

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from . import init as _init
 from .atlas import Atlas
+from .canvas import resolve_background
 from .config import FitConfig, resolve_config
 from .losses import ssim as _ssim
 from .optim import to_theta
@@ -190,7 +191,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     t0 = time.perf_counter()
     target = as_target(target)
     h, w = int(target.shape[0]), int(target.shape[1])
-    config = resolve_config(config, options)
+    config = resolve_background(resolve_config(config, options), transparent=False)  # the target is opaque
     if "image" in (config.background, config.output_background):
         raise ValueError("fit_regions does not support background='image' / output_background='image'")
     steps = check_count("steps", steps, 0)

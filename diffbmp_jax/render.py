@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _ffi
+from . import _ffi, mipmap
 from . import validation as V
 from .atlas import Atlas
 from .ops import KernelConfig, render_kernel
@@ -87,7 +87,7 @@ def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0,
 
 def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
            color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
-           atlas_grad: bool = False, atlas_bf16: bool = False):
+           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False):
     """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (DESIGN §1).
 
     Args:
@@ -109,6 +109,11 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
       atlas_bf16: ``backend="cuda"`` only: the kernels read the atlas as bf16
         (half its memory traffic; arithmetic and gradients stay fp32; about
         2e-3 relative error in the image, see benchmarks/RESULTS.md).
+      antialias: sample each bitmap from a prefiltered level that suits its
+        size on screen (:mod:`diffbmp_jax.mipmap`), so stamps drawn smaller
+        than their bitmaps do not alias. Off, every pixel samples the bitmap
+        itself (the contract of DESIGN §1). Fits turn it on
+        (``FitConfig.antialias``).
 
     Returns:
       ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
@@ -125,6 +130,9 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     use_rgb = color_blend > 0.0
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
+    if antialias:
+        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template)
+        p = mask.shape[0]
 
     if n == 0:
         return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)

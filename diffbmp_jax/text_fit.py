@@ -33,11 +33,11 @@ import optax
 
 from . import init as _init
 from .atlas import Atlas
-from .canvas import background, check_background_image, render_over, step_canvas
+from .canvas import background, check_background_image, render_over, resolve_background, step_canvas
 from .clip.api import ClipModel, image_features
 from .clip.model import ClipConfig
 from .clip.preprocess import normalize, random_cutouts, resize_center_crop
-from .config import FitConfig, resolve_config
+from .config import GENTLE_STEPS, FitConfig, resolve_config
 from .loop import run_chunk, run_chunks
 from .optim import clamp_theta, finite_grads, make_optimizer, to_params, to_theta
 from .primitives import Primitives
@@ -48,7 +48,7 @@ __all__ = ["fit_text", "TextFitResult", "TEXT_FIT_DEFAULTS", "add_text_subcomman
 # FitConfig fields whose image-fitting defaults do not suit a prompt: there is
 # no target to initialise colours from, and respawn needs a per-pixel error.
 TEXT_FIT_DEFAULTS = {"init": "random", "prune_every": 0, "background": "noise", "output_background": "white",
-                     "coverage": 2.0, "init_opacity": 0.7}
+                     "coverage": 2.0, "init_opacity": 0.7, **GENTLE_STEPS}
 
 
 @dataclasses.dataclass
@@ -228,7 +228,8 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
                         f"{type(model).__name__}")
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    config = resolve_config(config, options, defaults=TEXT_FIT_DEFAULTS)
+    # No target to match: "auto" means noise, as behind a transparent target.
+    config = resolve_background(resolve_config(config, options, defaults=TEXT_FIT_DEFAULTS), transparent=True)
     n = check_count("num_primitives", num_primitives, 1)
     steps = check_count("steps", steps, 0)
     num_cutouts = check_count("num_cutouts", num_cutouts, 1)

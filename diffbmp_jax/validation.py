@@ -125,8 +125,23 @@ def as_key(key) -> jax.Array:
 def as_target(target) -> jax.Array:
     """Validates a target image and returns float32 ``[H, W, 3]`` in [0, 1].
 
-    Accepts ``[H, W, 3]``, ``[H, W]`` (grey) or ``[H, W, 4]`` (alpha dropped),
-    floats in [0, 1] or uint8 (divided by 255).
+    Accepts ``[H, W, 3]``, ``[H, W]`` (grey) or ``[H, W, 4]`` (RGBA, composed
+    over white), floats in [0, 1] or uint8 (divided by 255). Fits that keep a
+    target's transparency use :func:`split_alpha` instead.
+    """
+    rgb, alpha = split_alpha(target)
+    if alpha is None:
+        return rgb
+    return rgb * alpha[..., None] + (1.0 - alpha[..., None])
+
+
+def split_alpha(target) -> tuple[jax.Array, jax.Array | None]:
+    """Validates a target image: ``(rgb [H, W, 3], alpha [H, W] or None)``, float32 in [0, 1].
+
+    Accepts what :func:`as_target` does. ``alpha`` is the straight (not
+    premultiplied) coverage of an ``[H, W, 4]`` target that has a pixel with
+    alpha below 1, and None for an opaque target (RGBA with alpha 1 everywhere
+    included).
     """
     if isinstance(target, (str, bytes)) or not hasattr(target, "__array__") and not isinstance(target, (list, tuple)):
         raise TypeError(f"target must be an image array [H, W, 3], got {type(target).__name__} "
@@ -139,12 +154,15 @@ def as_target(target) -> jax.Array:
     a = a.astype(np.float32)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, -1)
-    elif a.ndim == 3 and a.shape[-1] == 4:
-        a = a[..., :3]
-    if a.ndim != 3 or a.shape[-1] != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+    if a.ndim != 3 or a.shape[-1] not in (3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"target must have shape (H, W, 3), (H, W) or (H, W, 4), got {tuple(np.shape(target))}")
     if not np.all(np.isfinite(a)):
         raise ValueError("target contains non-finite values (NaN or inf)")
     if a.min() < 0.0 or a.max() > 1.0:
         raise ValueError(f"target values must lie in [0, 1] (or be uint8), found {a.min():g}..{a.max():g}")
-    return jnp.asarray(a)
+    alpha = None
+    if a.shape[-1] == 4:
+        if np.any(a[..., 3] < 1.0):
+            alpha = jnp.asarray(a[..., 3])
+        a = a[..., :3]
+    return jnp.asarray(a), alpha

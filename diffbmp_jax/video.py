@@ -37,8 +37,8 @@ import jax.numpy as jnp
 
 from . import init as _init
 from .atlas import Atlas
-from .canvas import check_background_image
-from .config import FitConfig, resolve_config
+from .canvas import check_background_image, resolve_background
+from .config import GENTLE_STEPS, FitConfig, resolve_config
 from .constrained import (StepData, StepStatic, final_render, respawn_step, run_steps, run_steps_batched,
                           stack_data)
 # The function (the package namespace exports it, shadowing the submodule).
@@ -49,7 +49,7 @@ from .primitives import Primitives
 from .respawn import invisible
 from .validation import as_key, as_target, check_count
 
-__all__ = ["fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr", "footprint_radius",
+__all__ = ["fit_video", "VIDEO_FIT_DEFAULTS", "VideoFitResult", "load_video", "flicker", "frame_psnr", "footprint_radius",
            "synthetic_video", "VIDEO_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm")
@@ -336,6 +336,12 @@ class VideoFitResult:
         return out
 
 
+VIDEO_FIT_DEFAULTS = {**GENTLE_STEPS, "coverage": 3.0, "init_opacity": 0.3}
+"""FitConfig fields whose image-fitting defaults do not suit a video: image fitting's larger steps
+and larger stamps (positions step in units of the stamp size) move warm-started primitives
+further each frame, and the video flickers more."""
+
+
 def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_next: int | None = None,
               key=0, config: FitConfig | dict | None = None, freeze: bool = True, prune: bool = True,
               temporal_weight: float = 0.0, change_threshold: float = 0.05, change_dilate: int = 2,
@@ -350,8 +356,9 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
       steps: optimisation steps for frame 0 (a full :func:`~diffbmp_jax.fit`).
       steps_next: steps for each later frame (default ``steps // 4``).
       key: ``jax.random.key`` or int seed.
-      config: :class:`FitConfig` or dict; ``**options`` override fields. The
-        same settings serve every frame (the schedule restarts each frame).
+      config: :class:`FitConfig` or dict (default ``FitConfig(**VIDEO_FIT_DEFAULTS)``);
+        ``**options`` override fields. The same settings serve every frame
+        (the schedule restarts each frame).
       freeze: freeze primitives whose footprint touches no changed pixel.
       prune: re-initialise invisible primitives at the start of each frame
         (periodic respawn during a frame follows ``config.prune_every``).
@@ -373,7 +380,8 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
     video = as_frames(frames)
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    config = resolve_config(config, options)
+    config = resolve_background(resolve_config(config, options, defaults=VIDEO_FIT_DEFAULTS),
+                                transparent=False)  # frames are opaque
     n = check_count("num_primitives", num_primitives, 1)
     steps = check_count("steps", steps, 0)
     steps_next = max(1, steps // 4) if steps_next is None else check_count("steps_next", steps_next, 0)

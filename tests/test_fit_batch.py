@@ -20,7 +20,7 @@ FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 H, W = 24, 28
 # Small fits that still exercise the noise background, the blurred atlas and
 # one respawn (at step 5) inside the batch.
-OPTS = dict(num_primitives=10, steps=10, log_every=5, prune_every=5, prune_until=1.0)
+OPTS = dict(num_primitives=10, steps=10, log_every=5, prune_every=5, prune_until=1.0, background="noise")
 
 
 def targets(count, seed=0):

@@ -21,7 +21,7 @@ FORMATS = ("psd", "svg", "png", "gif", "mp4")
 
 
 def export(fmt: str, path, params, atlas, *, height: int, width: int, template=None,
-           color_blend: float = 0.0, background=(1, 1, 1), scale=1, **kwargs) -> str:
+           color_blend: float = 0.0, background=(1, 1, 1), scale=1, antialias: bool = True, **kwargs) -> str:
     """Writes the scene to ``path`` in format ``fmt``.
 
     Args:
@@ -40,6 +40,9 @@ def export(fmt: str, path, params, atlas, *, height: int, width: int, template=N
       background: RGB in [0, 1].
       scale: output scale factor (PNG/PSD/GIF/MP4 re-render at
         ``scale`` times the size; SVG sets its displayed size).
+      antialias: rendered formats draw each stamp from the prefiltered
+        level for its output size, as fits do (:mod:`diffbmp_jax.mipmap`); an
+        SVG embeds the bitmaps themselves and its viewer filters them.
       **kwargs: passed to the writer (``alpha_max``; ``fps``, ``num_frames``,
         ``hold`` for animations; ``backend`` for rendered formats).
 
@@ -52,11 +55,11 @@ def export(fmt: str, path, params, atlas, *, height: int, width: int, template=N
     common = dict(height=height, width=width, template=template, color_blend=color_blend,
                   background=background, scale=scale, **kwargs)
     if f == "psd":
-        return export_psd(path, params, atlas, **common)
+        return export_psd(path, params, atlas, antialias=antialias, **common)
     if f == "svg":
         return export_svg(path, params, atlas, **common)
     if f == "png":
-        return export_png(path, params, atlas, **common)
+        return export_png(path, params, atlas, antialias=antialias, **common)
     if isinstance(params, (list, tuple)):
-        return export_progress(path, params, atlas, fmt=f, **common)
-    return export_buildup(path, params, atlas, fmt=f, **common)
+        return export_progress(path, params, atlas, fmt=f, antialias=antialias, **common)
+    return export_buildup(path, params, atlas, fmt=f, antialias=antialias, **common)

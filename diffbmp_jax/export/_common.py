@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import mipmap
 from .. import validation as V
+from ..atlas import Atlas
 from ..primitives import Primitives
 from ..reference import layers as _reference_layers
 from ..render import check_scene as render_check_scene, composite, render
@@ -72,6 +74,22 @@ def scale_scene(params: Primitives, height: int, width: int, s: float):
 
 
 # --- atomic writes --------------------------------------------------------------
+
+def drawn_atlas(params: Primitives, atlas, template, antialias: bool):
+    """``(atlas, template [N] int32 numpy)`` as the plain sampler draws them.
+
+    With ``antialias`` (the exporters' default, as in fits) the atlas becomes
+    its prefiltered levels and the ids pick each primitive's level for its
+    size in ``params`` (already scaled to the output): the picture of
+    ``render(..., antialias=True)``; without, both are returned as given.
+    """
+    if not antialias:
+        return atlas, template
+    rgb = None if atlas.rgb is None else jnp.asarray(atlas.rgb, jnp.float32)
+    mask, rgb, t = mipmap.lod_scene(jnp.asarray(params.scale, jnp.float32), jnp.asarray(atlas.mask, jnp.float32),
+                                    rgb, jnp.asarray(template, jnp.int32))
+    return Atlas(mask=mask, rgb=rgb), np.asarray(t, np.int32)
+
 
 def check_output_path(path, argname: str = "path"):
     """Checks early that ``path`` names a file in an existing folder; returns

@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from ._common import (atomic_output, check_background, check_scale, check_scene, iter_primitive_crops,
+from ._common import (atomic_output, check_background, check_scale, check_scene, drawn_atlas, iter_primitive_crops,
                       scale_scene, to_uint8)
 
 __all__ = ["export_psd", "PSD_MAX_SIDE"]
@@ -63,7 +63,7 @@ def _layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, rgba:
 
 def export_psd(path, params, atlas, *, height: int, width: int, template=None, color_blend: float = 0.0,
                background=(1.0, 1.0, 1.0), scale: float = 1, alpha_max: float = 0.99,
-               layer_names=None, chunk: int = 512) -> str:
+               layer_names=None, chunk: int = 512, antialias: bool = True) -> str:
     """Writes a layered PSD: a background layer and one pixel layer per primitive.
 
     Layers are in painter's order (primitive 0 just above the background,
@@ -88,6 +88,9 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
       scale: output scale factor (the canvas and primitives grow by it).
       layer_names: optional ``N`` names.
       chunk: primitives rendered per batch (memory vs. speed).
+      antialias: draw each stamp from the prefiltered level that suits its
+        size in the output (:mod:`diffbmp_jax.mipmap`), as fits do; False
+        samples the bitmaps themselves (``render``'s default).
 
     Returns:
       ``path`` as a string.
@@ -100,6 +103,8 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
         params, atlas, height, width, template, color_blend, alpha_max)
     bg = check_background(background)
     params, height, width = scale_scene(params, height, width, check_scale(scale))
+    names_ids = template  # layer names give the user's bitmap ids, not the prefiltered levels'
+    atlas, template = drawn_atlas(params, atlas, template, antialias)
     if max(height, width) > PSD_MAX_SIDE:
         raise ValueError(f"height/width: a PSD is at most {PSD_MAX_SIDE} pixels a side, got {height}x{width}")
     n = params.num
@@ -127,7 +132,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
             rgba = np.empty(a.shape + (4,), np.uint8)
             rgba[..., :3] = to_uint8(col)
             rgba[..., 3] = to_uint8(a / (opacity / 255.0)) if peak > 0 else 0
-            name = layer_names[i] if layer_names is not None else f"{i:04d} stamp {int(template[i])}"
+            name = layer_names[i] if layer_names is not None else f"{i:04d} stamp {int(names_ids[i])}"
             _layer(pt, records, spool, name, x0, y0, rgba, opacity)
             if a.size:
                 h, w = a.shape

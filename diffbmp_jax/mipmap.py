@@ -1,0 +1,113 @@
+"""Level-of-detail sampling (``render(..., antialias=True)``): bitmaps prefiltered per on-screen size.
+
+The kernels sample a bitmap at one point per pixel (bilinear). A stamp drawn
+smaller than its bitmap skips texels, so detail finer than a screen pixel
+aliases: a fingerprint's ridges turn into moiré that no photo of the same
+stamp would show, and the fit must fight a coverage that flickers with every
+sub-pixel move (on the textured-stamp scenes of ``benchmarks/quality.py`` this
+cost about 0.8 dB at 100 steps, ``benchmarks/RESULTS.md``).
+
+As in texture mip-mapping, each bitmap gets ``L`` levels at its own
+resolution: level ``l`` is the bitmap low-passed for a minification of
+``2**l`` texels per pixel (resized down by ``2**l`` and back up, both with a
+linear filter, so about a Gaussian of ``0.6 * 2**l`` texels). A primitive
+whose bitmap of side ``S`` texels spans ``2 * scale`` pixels (minification
+``m = S / (2 * scale)``) shows level ``round(log2(m))``, clipped to
+``[0, L - 1]``: the nearest level, not a blend of two, so a primitive that
+shrinks through ``m = 2**(l + 1/2)`` switches level (the level is not
+differentiated).
+
+All of it happens before the backends: the levels are stacked as the
+``P * L`` bitmaps of one atlas (bitmap ``p`` level ``l`` at ``p * L + l``) and
+the template ids are remapped, so every backend renders the same picture and
+gradients reach the original atlas through the (linear) prefilter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["num_levels", "pyramid", "level_template", "lod_scene"]
+
+
+def num_levels(side: int) -> int:
+    """Levels kept for bitmaps whose longer side is ``side`` texels: down to about 4 texels across."""
+    return max(1, int(math.floor(math.log2(max(int(side), 1)))) - 1)
+
+
+def _prefilter(images: jax.Array, level: int) -> jax.Array:
+    """``[P, h, w, C]`` images low-passed for a minification of ``2**level`` (same size)."""
+    if level == 0:
+        return images
+    p, h, w, c = images.shape
+    f = 2.0 ** level
+    small = (p, max(1, round(h / f)), max(1, round(w / f)), c)
+    down = jax.image.resize(images, small, method="linear", antialias=True)
+    return jax.image.resize(down, images.shape, method="linear", antialias=False)
+
+
+def pyramid(mask: jax.Array, rgb: jax.Array | None, levels: int) -> tuple[jax.Array, jax.Array | None]:
+    """The ``levels`` prefiltered versions of every bitmap, as one atlas of ``P * levels`` bitmaps.
+
+    Args:
+      mask: ``[P, h, w]`` coverage in [0, 1].
+      rgb: ``[P, h, w, 3]`` colours in [0, 1], or None.
+      levels: ``L >= 1`` (level 0 is the bitmap itself).
+
+    Returns:
+      ``(mask [P * L, h, w], rgb [P * L, h, w, 3] or None)``; bitmap ``p`` at
+      level ``l`` is entry ``p * L + l``. Colours are filtered premultiplied by
+      the mask (so transparent texels do not bleed in) and left as they were
+      where a level's coverage is zero.
+    """
+    p, h, w = mask.shape
+    stack = mask[..., None] if rgb is None else jnp.concatenate([mask[..., None], rgb * mask[..., None]], -1)
+    lv = jnp.stack([_prefilter(stack, l) for l in range(levels)], 1)  # [P, L, h, w, 1|4]
+    lv = lv.reshape((p * levels, h, w, lv.shape[-1]))
+    out_mask = jnp.clip(lv[..., 0], 0.0, 1.0)
+    if rgb is None:
+        return out_mask, None
+    own = jnp.repeat(rgb, levels, axis=0)
+    a = lv[..., :1]
+    out_rgb = jnp.where(a > 1e-6, jnp.clip(lv[..., 1:] / jnp.maximum(a, 1e-6), 0.0, 1.0), own)
+    return out_mask, out_rgb
+
+
+def level_template(scale: jax.Array, template: jax.Array, side: int, levels: int, num_bitmaps: int) -> jax.Array:
+    """``[N]`` ids into :func:`pyramid`'s atlas: bitmap ``template[n]`` at the level for ``scale[n]``.
+
+    Args:
+      scale: ``[N]`` half-extents in pixels of the bitmaps' longer side ``side`` (texels).
+      template: ``[N]`` int32 ids in ``[0, num_bitmaps)``; others stay out of range (-1),
+        so the kernels keep drawing them as invisible.
+    """
+    m = side / (2.0 * jnp.maximum(jax.lax.stop_gradient(scale), 1e-6))
+    level = jnp.clip(jnp.round(jnp.log2(jnp.maximum(m, 1e-6))), 0, levels - 1).astype(jnp.int32)
+    valid = (template >= 0) & (template < num_bitmaps)
+    return jnp.where(valid, template * levels + level, -1).astype(jnp.int32)
+
+
+def lod_scene(scale: jax.Array, mask: jax.Array, rgb: jax.Array | None, template: jax.Array):
+    """What the plain sampler must see to draw a scene antialiased.
+
+    Args:
+      scale: ``[N]`` primitive half-extents in pixels (as drawn: scaled
+        canvases pass scaled primitives, so their levels suit the output size).
+      mask, rgb: the atlas, ``[P, h, w]`` and ``[P, h, w, 3]`` or None.
+      template: ``[N]`` int32 ids in ``[0, P)``.
+
+    Returns:
+      ``(mask, rgb, template)``: :func:`pyramid`'s atlas and
+      :func:`level_template`'s ids, or the inputs unchanged when the bitmaps
+      are too small for a second level.
+    """
+    side = max(mask.shape[1:])
+    levels = num_levels(side)
+    if levels == 1:
+        return mask, rgb, template
+    template = level_template(scale, template, side, levels, mask.shape[0])
+    mask, rgb = pyramid(mask, rgb, levels)
+    return mask, rgb, template
