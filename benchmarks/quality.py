@@ -59,6 +59,10 @@ SCENES = (
     Scene("starry-fp-100", "starry_night.jpg", 512, 1000, 100, ("fingerprint.jpg",), 0.0, 20.06, 56),
     Scene("starry-flowers-300", "starry_night.jpg", 512, 1000, 300, ("flowers",), 0.3, 19.79, 58),
     Scene("starry-1024-fp-100", "starry_night.jpg", 1024, 5000, 100, ("fingerprint.jpg",), 0.0, 19.78, 235),
+    # A photomosaic: every stamp keeps its own colours (color_blend 1), each primitive starts
+    # with the stamp whose colours suit the target under it (templates "color").
+    Scene("vangogh1-mosaic-300", "vangogh1.jpg", 512, 1000, 300, ("flowers", "fingerprint.jpg", "circle.png"),
+          1.0, None, None),
     Scene("demo-100", "demo", 128, 300, 100, "demo", 0.0, None, None),
     Scene("demo-300", "demo", 128, 300, 300, "demo", 0.0, None, None),
 )
@@ -121,14 +125,17 @@ def run_scene(scene: Scene, bench: Path, stamp_size: int, overrides: dict, warm:
 
     def once():
         t0 = time.perf_counter()
+        mosaic = {"templates": "color"} if scene.color_blend == 1.0 else {}
         r = db.fit(target, atlas, num_primitives=scene.num, steps=scene.steps, key=jax.random.key(seed),
-                   progress=False, color_blend=scene.color_blend, **overrides)
+                   progress=False, color_blend=scene.color_blend, **{**mosaic, **overrides})
         jax.block_until_ready(r.image)
         return r, time.perf_counter() - t0
 
     r, cold = once()
     warm_wall = once()[1] if warm else None
-    used = int(np.unique(np.asarray(r.template)).size)
+    # A stamp is used when a visible primitive shows it (opacity above the pruning threshold).
+    visible = np.asarray(jax.nn.sigmoid(r.params.opacity_logit)) > r.config.prune_opacity
+    used = int(np.unique(np.asarray(r.template)[visible]).size)
     return {"scene": scene.name, "width": int(target.shape[1]), "height": int(target.shape[0]), "n": scene.num,
             "steps": scene.steps, "stamps": list(scene.stamps) if scene.stamps != "demo" else "demo",
             "color_blend": scene.color_blend, "psnr": float(r.psnr), "ssim": float(r.ssim),

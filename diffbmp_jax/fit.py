@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -213,6 +214,27 @@ def _prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitCon
     return static, data, carry
 
 
+PALETTE_TOLERANCE = 0.1
+"""RGB distance within which a target colour counts as reproducible by the stamps' own colours."""
+PALETTE_WARN_FRACTION = 0.05
+"""Fraction of the target out of the stamps' reach above which a ``color_blend=1`` fit warns."""
+
+
+def _warn_palette(static: _Static, data: _Data) -> None:
+    """One warning line when stamps that keep their own colours cannot reproduce the target's."""
+    cfg = static.cfg
+    if cfg.color_blend < 1.0:
+        return  # the optimised tint can still move every colour
+    bg = background(cfg.output_background, None, static.height, static.width, data.bg_image)
+    bg = np.asarray(bg).reshape(-1, 3).mean(0)
+    fraction, colour = _templates.palette_gap(data.atlas, data.target, bg, tolerance=PALETTE_TOLERANCE)
+    if fraction > PALETTE_WARN_FRACTION:
+        hexa = "#" + "".join(f"{int(round(255 * c)):02x}" for c in colour)
+        warnings.warn(f"color_blend=1: the stamps' own colours cannot reproduce {100 * fraction:.0f}% of the "
+                      f"target (farther than {PALETTE_TOLERANCE} from any mix of them and the background, "
+                      f"e.g. {hexa}); add stamps of those colours or lower color_blend", UserWarning, stacklevel=3)
+
+
 def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
         weight_mask=None, background_image=None, init_params: tuple | None = None, progress: bool = True,
         callback: Callable | None = None, **options) -> FitResult:
@@ -242,6 +264,10 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
 
     Returns:
       :class:`FitResult`.
+
+    With ``color_blend=1`` (stamps keep their own colours, e.g. photomosaics)
+    a ``UserWarning`` says when more than 5% of the target lies out of reach
+    of the stamps' colours (:func:`diffbmp_jax.templates.palette_gap`).
     """
     t0 = time.perf_counter()
     config = resolve_config(config, options)
@@ -249,6 +275,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
                                    config=config, weight_mask=weight_mask, background_image=background_image,
                                    init_params=init_params)
     config = static.cfg  # background "auto" resolved for this target
+    _warn_palette(static, data)
     target, h, w, steps, unit = data.target, static.height, static.width, static.steps, static.unit
     bg_image = data.bg_image
 

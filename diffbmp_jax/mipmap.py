@@ -65,15 +65,17 @@ def pyramid(mask: jax.Array, rgb: jax.Array | None, levels: int) -> tuple[jax.Ar
     """
     p, h, w = mask.shape
     stack = mask[..., None] if rgb is None else jnp.concatenate([mask[..., None], rgb * mask[..., None]], -1)
-    lv = jnp.stack([_prefilter(stack, l) for l in range(levels)], 1)  # [P, L, h, w, 1|4]
-    lv = lv.reshape((p * levels, h, w, lv.shape[-1]))
-    out_mask = jnp.clip(lv[..., 0], 0.0, 1.0)
+    masks, rgbs = [mask], [rgb]
+    for level in range(1, levels):
+        lv = _prefilter(stack, level)
+        masks.append(jnp.clip(lv[..., 0], 0.0, 1.0))
+        if rgb is not None:
+            a = lv[..., :1]
+            rgbs.append(jnp.where(a > 1e-6, jnp.clip(lv[..., 1:] / jnp.maximum(a, 1e-6), 0.0, 1.0), rgb))
+    out_mask = jnp.stack(masks, 1).reshape((p * levels, h, w))
     if rgb is None:
         return out_mask, None
-    own = jnp.repeat(rgb, levels, axis=0)
-    a = lv[..., :1]
-    out_rgb = jnp.where(a > 1e-6, jnp.clip(lv[..., 1:] / jnp.maximum(a, 1e-6), 0.0, 1.0), own)
-    return out_mask, out_rgb
+    return out_mask, jnp.stack(rgbs, 1).reshape((p * levels, h, w, 3))
 
 
 def level_template(scale: jax.Array, template: jax.Array, side: int, levels: int, num_bitmaps: int) -> jax.Array:

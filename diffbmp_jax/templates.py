@@ -16,7 +16,7 @@ from .reference import layers as _layers
 from .render import check_params, check_template
 
 __all__ = ["assign_round_robin", "assign_random", "assign_by_color", "bitmap_mean_colors",
-           "local_mean_colors", "reassign_templates", "template_losses"]
+           "local_mean_colors", "reassign_templates", "template_losses", "palette_gap"]
 
 
 def _check_atlas(atlas):
@@ -227,3 +227,57 @@ def _full_loss(params, template, atlas, target, color_blend, alpha_max, backgrou
     c, a = render(params, atlas, height=int(target.shape[0]), width=int(target.shape[1]),
                   template=jnp.asarray(template, jnp.int32), color_blend=color_blend, alpha_max=alpha_max)
     return jnp.mean((composite(c, a, background) - target) ** 2)
+
+
+def palette_gap(atlas: Atlas, target, background=(1.0, 1.0, 1.0), *, tolerance: float = 0.1,
+                samples: int = 4096, iterations: int = 64) -> tuple[float, np.ndarray]:
+    """How much of ``target`` stamps that keep their own colours (``color_blend=1``) cannot reproduce.
+
+    Composited stamps give convex combinations of what they show and of the
+    background, so the colours within reach are (about: each stamp counted by
+    its mean colour, :func:`bitmap_mean_colors`) the convex hull of the
+    stamps' mean colours and ``background``. A target pixel is out of reach
+    when its colour lies farther than ``tolerance`` (Euclidean RGB in [0, 1])
+    from that hull.
+
+    Args:
+      atlas: :class:`Atlas` with ``rgb``.
+      target: ``[H, W, 3]`` image in [0, 1].
+      background: RGB in [0, 1] behind the stamps.
+      tolerance: distance counted as reproduced.
+      samples: pixels examined (evenly spaced over the image).
+      iterations: Frank-Wolfe steps of the distance to the hull.
+
+    Returns:
+      ``(fraction, colour)``: the fraction of examined pixels out of reach, and
+      the ``[3]`` colour of the farthest one (all zeros when none is).
+    """
+    _check_atlas(atlas)
+    if atlas.rgb is None:
+        raise ValueError("atlas: palette_gap needs an atlas with rgb colours (Atlas.rgb is None)")
+    target = np.asarray(V.as_float_array("target", target, (None, None, 3)))
+    if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    flat = target.reshape(-1, 3)
+    pixels = flat[np.linspace(0, len(flat) - 1, min(int(samples), len(flat))).astype(np.int64)]
+    vertices = np.concatenate([np.asarray(bitmap_mean_colors(atlas), np.float64),
+                               np.asarray(background, np.float64).reshape(1, 3)])
+    dist = _hull_distance(pixels.astype(np.float64), vertices, int(iterations))
+    out = dist > tolerance
+    worst = pixels[int(np.argmax(dist))] if out.any() else np.zeros(3, np.float32)
+    return float(np.mean(out)), np.asarray(worst, np.float32)
+
+
+def _hull_distance(points: np.ndarray, vertices: np.ndarray, iterations: int) -> np.ndarray:
+    """``[M]`` distances of ``points [M, 3]`` to the convex hull of ``vertices [V, 3]`` (Frank-Wolfe)."""
+    # Start at the nearest vertex; each step moves towards the vertex that most
+    # lowers the squared distance, by the exact line-search step.
+    x = vertices[np.argmin(((points[:, None] - vertices[None]) ** 2).sum(-1), 1)]
+    for _ in range(iterations):
+        r = x - points
+        s = vertices[np.argmin(r @ vertices.T, 1)]
+        d = s - x
+        dd = (d * d).sum(-1)
+        gamma = np.clip(-(r * d).sum(-1) / np.maximum(dd, 1e-12), 0.0, 1.0)
+        x = x + gamma[:, None] * d
+    return np.sqrt(((x - points) ** 2).sum(-1))
