@@ -2,8 +2,8 @@
 # One call on the GPU machine: build + install the package (CUDA kernels for
 # sm_90 only, to save compile time), check the cuda backend, benchmark it.
 #
-#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render,fit,clip,scale]   (default: all;
-#   fit, clip and scale run only when named)
+#   bash benchmarks/run_gpu.sh [all | comma list of check,test,bench,render,fit,clip,scale,quality]   (default: all;
+#   fit, clip, scale and quality run only when named)
 #
 # Logs and JSON go to $OUT (the device tool's output folder), else /tmp/diffbmp_gpu.
 # Stage time limits (seconds): CHECK_S, TEST_S, BENCH_S, RENDER_S. check and test run
@@ -46,7 +46,7 @@ fi
 if want test; then
   if python3 -c "import pytest" 2>/dev/null; then
     XLA_PYTHON_CLIENT_PREALLOCATE=false timeout ${TEST_S:-300} python3 -m pytest -q -p no:cacheprovider \
-      "$REPO/tests/test_cuda.py" > "$OUT/pytest_cuda_full.log" 2>&1 &
+      "$REPO/tests/test_cuda.py" "$REPO/tests/test_mipmap.py" > "$OUT/pytest_cuda_full.log" 2>&1 &
     pids+=($!)
   else
     echo "pytest not installed: tests/test_cuda.py skipped" > "$OUT/pytest_cuda_full.log"
@@ -88,5 +88,11 @@ if [[ ",$STAGE," == *,scale,* ]]; then
   # Batched fits (scenes/s for B = 1..64) and, with several GPUs, the speed-up over one.
   timeout ${SCALE_S:-300} python3 "$REPO/benchmarks/bench_scale.py" --json "$OUT/bench_scale.json" ${SCALE_ARGS:-} \
     2>&1 | tee "$OUT/bench_scale.log" || status=1
+fi
+if [[ ",$STAGE," == *,quality,* ]]; then
+  # Fit quality per iteration on the shared bench scenes (QUALITY_BENCH: a copy of ../shared/bench
+  # inside the checkout, which is all that travels to the device).
+  timeout ${QUALITY_S:-420} python3 "$REPO/benchmarks/quality.py" --bench "${QUALITY_BENCH:-$REPO/.bench}" \
+    --json "$OUT/quality.json" ${QUALITY_ARGS:-} 2>&1 | grep -v "Palette images" | tee "$OUT/quality.log" || status=1
 fi
 exit $status

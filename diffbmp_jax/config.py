@@ -92,7 +92,7 @@ class FitConfig:
     # Defaults measured on the scenes of benchmarks/quality.py (RESULTS.md,
     # "fit quality per iteration"): the same settings for every scene.
     init: str = "structure_aware"
-    coverage: float = 6.0
+    coverage: float = 3.0
     init_opacity: float = 0.6
     lr_xy: float = 0.2
     lr_scale: float = 0.08

@@ -336,10 +336,9 @@ class VideoFitResult:
         return out
 
 
-VIDEO_FIT_DEFAULTS = {**GENTLE_STEPS, "coverage": 3.0, "init_opacity": 0.3}
+VIDEO_FIT_DEFAULTS = {**GENTLE_STEPS, "init_opacity": 0.3}
 """FitConfig fields whose image-fitting defaults do not suit a video: image fitting's larger steps
-and larger stamps (positions step in units of the stamp size) move warm-started primitives
-further each frame, and the video flickers more."""
+move warm-started primitives further each frame, and the video flickers more."""
 
 
 def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_next: int | None = None,

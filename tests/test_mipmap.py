@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import mipmap
+from diffbmp_jax import _ffi, mipmap
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not _ffi.cuda_available(),
+                                                                         reason="CUDA kernels not built or no GPU")])
 
 
 def stripes(size=64, period=2):
@@ -65,7 +68,8 @@ def test_small_detailed_stamp_matches_its_area_average():
     assert err_smooth < 0.06 and err_plain > 3 * err_smooth
 
 
-def test_kernels_match_reference_with_antialias(backend="cpu"):
+@pytest.mark.parametrize("backend", ["cpu", CUDA])
+def test_kernels_match_reference_with_antialias(backend):
     rng = np.random.default_rng(1)
     n, h, w = 12, 24, 28
     atlas = db.Atlas.from_arrays(rng.random((3, 16, 16)).astype(np.float32),
