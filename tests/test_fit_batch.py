@@ -199,7 +199,7 @@ def test_fit_batch_over_four_host_devices(tmp_path):
     tg, atlas = targets(5, seed=2)
     np.save(tmp_path / "targets.npy", tg)
     np.save(tmp_path / "mask.npy", np.asarray(atlas.mask))
-    opts = dict(num_primitives=8, steps=6, log_every=3, prune_every=3, prune_until=1.0)
+    opts = dict(num_primitives=8, steps=6, log_every=3, prune_every=3, prune_until=1.0, background="noise")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     env.pop("PYTHONPATH", None)  # import the installed package, not anything beside the tests
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "targets.npy"), str(tmp_path / "mask.npy"),
