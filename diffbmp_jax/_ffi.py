@@ -1,7 +1,14 @@
 """Loads the compiled kernel modules and registers their XLA FFI targets.
 
-Targets (same names on every platform, see ``cuda/render_common.h`` for the
-buffer contract):
+The handlers live in the package ``_diffbmp_jax_kernels`` (modules ``cpu``
+and ``cuda``), installed beside ``diffbmp_jax`` and never inside it, so that
+Python run from a checkout (its ``diffbmp_jax`` folder first on the path)
+still finds the installed kernels. Each module states the version of the
+buffer contract it implements; a mismatch (kernels built from another tree)
+is refused with a message saying to reinstall.
+
+Targets (same names on every platform, see ``cuda/common/render_common.h`` for
+the buffer contract):
   ``diffbmp_forward``  -> colour, transmittance, stop index per pixel
   ``diffbmp_backward`` -> gradients of the primitive fields (and of the atlas)
 """
@@ -16,16 +23,27 @@ import jax
 FORWARD = "diffbmp_forward"
 BACKWARD = "diffbmp_backward"
 
-_MODULES = {"cpu": "diffbmp_jax._diffbmp_cpu", "CUDA": "diffbmp_jax._diffbmp_cuda"}
+_MODULES = {"cpu": "_diffbmp_jax_kernels.cpu", "CUDA": "_diffbmp_jax_kernels.cuda"}
+
+CONTRACT = 1
+"""Version of the kernels' buffer contract this Python code calls (``kContractVersion``)."""
 
 
 @functools.lru_cache(maxsize=None)
 def registered(platform: str) -> bool:
-    """Registers the targets of ``platform`` ("cpu" or "CUDA") once; False if not built."""
+    """Registers the targets of ``platform`` ("cpu" or "CUDA") once; False if not built.
+
+    Raises RuntimeError when the installed kernels implement another contract version.
+    """
     try:
         module = importlib.import_module(_MODULES[platform])
     except ImportError:
         return False
+    version = getattr(module, "contract", None)
+    if version != CONTRACT:
+        raise RuntimeError(f"the installed {platform} kernels ({module.__file__}) implement buffer contract "
+                           f"{version}, this diffbmp_jax ({__file__}) calls contract {CONTRACT}: reinstall "
+                           "the package from this tree (python -m pip install .)")
     for name, capsule in module.registrations().items():
         jax.ffi.register_ffi_target(name, capsule, platform=platform)
     return True

@@ -38,7 +38,7 @@ class KernelConfig(NamedTuple):
 
 # Under jax.vmap the kernels render every scene of the batch in one launch:
 # each argument gains leading batch dimensions (size 1 where it is not mapped,
-# e.g. a shared atlas, read in place), see cuda/batch_layout.h.
+# e.g. a shared atlas, read in place), see cuda/common/batch_layout.h.
 _VMAP = "expand_dims"
 
 

@@ -50,6 +50,11 @@
 
 namespace diffbmp {
 
+// Version of the buffer contract above: the compiled modules export it and the
+// Python side refuses modules of another version (a checkout's Python beside
+// kernels installed from an older tree).
+constexpr int kContractVersion = 1;
+
 constexpr int kTile = 16;                   // tile side in pixels
 constexpr float kMinTransmittance = 1e-6f;  // early termination threshold
 constexpr float kMaxAlpha = 0.999f;         // keeps 1 - a away from 0 for any input
@@ -240,5 +245,84 @@ DB_HD void geometry_grad(const Prim& p, const AtlasDims& ad, float u, float v, f
 }
 
 constexpr int kGradFields = 8;
+
+// Front-to-back compositing of one sample (taps t) of primitive p into the
+// pixel's premultiplied colour C and transmittance T. Returns false for a
+// transparent sample, which changes nothing.
+template <typename TI>
+DB_HD bool composite_sample(const Prim& p, const TI* mask, const TI* rgb, const Taps& t, float k,
+                            float alpha_max, bool use_rgb, float C[3], float& T) {
+  const float a = eval_alpha(p, mask, t, alpha_max);
+  if (a <= 0.0f) return false;
+  float col[3];
+  eval_color(p, rgb, t, k, use_rgb, col);
+  for (int c = 0; c < 3; ++c) C[c] += T * a * col[c];
+  T *= 1.0f - a;
+  return true;
+}
+
+// What a backward sample leaves for the atlas gradient: dL/d(mask sample) and
+// dL/d(rgb sample) per channel; tap q of the sample receives each times
+// tap_weight(t, q).
+struct AtlasSampleGrad {
+  float mask;
+  float rgb[3];
+};
+
+// One sample of the backward walk, back to front over what the forward
+// composited. State: T_after, the transmittance in front of everything walked
+// so far (starts at the pixel's final T), and B, their premultiplied colour
+// (starts at 0); dC, dT and T_final are the pixel's cotangents and final
+// transmittance. Accumulates the primitive's field gradients into g
+// (geometry_grad's order) and fills `atlas` when atlas_grad. Returns false when
+// the sample is transparent and the atlas is not differentiated: then nothing
+// changes (with atlas_grad its texels still receive dL/da * alpha_max * o).
+template <typename TI>
+DB_HD bool backward_sample(const Prim& p, const AtlasDims& ad, const TI* mask, const TI* rgb,
+                           const Taps& t, float u, float v, float k, float alpha_max, bool use_rgb,
+                           bool atlas_grad, const float dC[3], float dT, float T_final,
+                           float& T_after, float B[3], float g[kGradFields],
+                           AtlasSampleGrad& atlas) {
+  float m, m_fx, m_fy;
+  sample(mask, 1, 0, t, m, m_fx, m_fy);
+  const float a_raw = alpha_max * p.opacity * m;
+  const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
+  if (a <= 0.0f && !atlas_grad) return false;
+  float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
+  for (int c = 0; c < 3; ++c) {
+    col[c] = p.tint[c];
+    if (use_rgb) {
+      sample(rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
+      col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
+    }
+  }
+  // Light reaching this primitive, and dL/da through the colour in front of
+  // it (B) and the final transmittance.
+  const float inv = 1.0f / (1.0f - a);
+  const float T_n = T_after * inv;
+  float ga = -dT * T_final * inv;
+  for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
+  for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
+  T_after = T_n;
+
+  const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
+  const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;  // no gradient where clamped
+  g[4] += g_m * m * (1.0f - p.opacity);  // d/d opacity_logit
+  float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
+  for (int c = 0; c < 3; ++c) {
+    const float gcol = dC[c] * T_n * a;
+    g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
+    if (use_rgb) {
+      g_fx += gcol * k * rgb_fx[c];
+      g_fy += gcol * k * rgb_fy[c];
+    }
+  }
+  geometry_grad(p, ad, u, v, g_fx, g_fy, g);
+  if (atlas_grad) {
+    atlas.mask = g_m;
+    for (int c = 0; c < 3; ++c) atlas.rgb[c] = dC[c] * T_n * a * k;
+  }
+  return true;
+}
 
 }  // namespace diffbmp

@@ -1,5 +1,5 @@
-// CUDA backend: the tile rasteriser of DESIGN §4 as XLA FFI handlers
-// (platform "CUDA"), computing the same function as cpu_render.cc through the
+// CUDA backend: the tile rasteriser of docs/DESIGN.md as XLA FFI handlers
+// (platform "CUDA"), computing the same function as cpu/render.cc through the
 // shared math of render_common.h. Buffer contract: see render_common.h.
 //
 // Pipeline of one render (forward or backward), all on the XLA compute stream,
@@ -42,6 +42,7 @@
 #include <cub/device/device_scan.cuh>
 #include <string>
 
+#include "ffi_binding.h"
 #include "ffi_inputs.h"
 #include "segment_sort.cuh"
 #include "render_common.h"
@@ -257,12 +258,7 @@ __global__ void __launch_bounds__(kBlock)
       to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-      const float a = eval_alpha(p, in.mask, t, alpha_max);
-      if (a <= 0.0f) continue;
-      float col[3];
-      eval_color(p, in.rgb, t, k, use_rgb != 0, col);
-      for (int c = 0; c < 3; ++c) C[c] += T * a * col[c];
-      T *= 1.0f - a;
+      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb != 0, C, T)) continue;
       if (T < kMinTransmittance) {
         stopped = s_id[i];
         done = true;
@@ -271,7 +267,7 @@ __global__ void __launch_bounds__(kBlock)
     }
   }
   if (valid) {
-    const int64_t pix = pix0 + py * W + px;
+    const int64_t pix = pix0 + (int64_t)py * W + px;
     color[3 * pix] = C[0];
     color[3 * pix + 1] = C[1];
     color[3 * pix + 2] = C[2];
@@ -375,7 +371,7 @@ __global__ void __launch_bounds__(kBlock, 4)
   int32_t stop_n = -1;
   bool active = false;
   if (valid) {
-    const int pix = py * W + px;
+    const int64_t pix = (int64_t)py * W + px;  // 64-bit: 3 * H * W can pass 2^31
     dC[0] = d_color[3 * pix];
     dC[1] = d_color[3 * pix + 1];
     dC[2] = d_color[3 * pix + 2];
@@ -407,7 +403,6 @@ __global__ void __launch_bounds__(kBlock, 4)
   }
   __syncthreads();
   const int start = s_start;
-  const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
   const float fpx = (float)px, fpy = (float)py;
   float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
   for (int lo = start; lo < end; lo += kBlock) {
@@ -426,49 +421,15 @@ __global__ void __launch_bounds__(kBlock, 4)
         to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
         if (inside(in.ad, fx, fy)) {
           const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-          float msk, m_fx, m_fy;
-          sample(in.mask, 1, 0, t, msk, m_fx, m_fy);
-          const float a_raw = alpha_max * p.opacity * msk;
-          const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
-          // As the CPU backend: a transparent sample changes nothing, but with
-          // atlas_grad its texels (and, through m_fx/m_fy, the geometry) still
-          // receive dL/da * alpha_max * o.
-          if (a > 0.0f || atlas_grad) {
-            hit = true;
-            float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
-            for (int c = 0; c < 3; ++c) {
-              col[c] = p.tint[c];
-              if (use_rgb) {
-                sample(in.rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
-                col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
-              }
-            }
-            const float inv = 1.0f / (1.0f - a);
-            const float T_n = T_after * inv;
-            float ga = -dT * T_final * inv;
-            for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
-            for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
-            T_after = T_n;
-
-            const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;
-            g[4] += g_m * msk * (1.0f - p.opacity);
-            float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
-            for (int c = 0; c < 3; ++c) {
-              const float gcol = dC[c] * T_n * a;
-              g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
-              if (use_rgb) {
-                g_fx += gcol * k * rgb_fx[c];
-                g_fy += gcol * k * rgb_fy[c];
-              }
-            }
-            geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
-            if (atlas_grad) {
-              for (int q = 0; q < 4; ++q) {
-                atomicAdd(out.mask + tap_index(t, q), g_m * tap_weight(t, q));
-                if (use_rgb)
-                  for (int c = 0; c < 3; ++c)
-                    atomicAdd(out.rgb + 3 * tap_index(t, q) + c, dC[c] * T_n * a * k * tap_weight(t, q));
-              }
+          AtlasSampleGrad ag;
+          hit = backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb != 0,
+                                atlas_grad != 0, dC, dT, T_final, T_after, B, g, ag);
+          if (hit && atlas_grad) {
+            for (int q = 0; q < 4; ++q) {
+              atomicAdd(out.mask + tap_index(t, q), ag.mask * tap_weight(t, q));
+              if (use_rgb)
+                for (int c = 0; c < 3; ++c)
+                  atomicAdd(out.rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
             }
           }
         }
@@ -684,46 +645,17 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }  // namespace
 }  // namespace diffbmp
 
-#define DB_CUDA_ARGS(DT)                                            \
-  .Ctx<ffi::PlatformStream<cudaStream_t>>()                         \
-      .Ctx<ffi::ScratchAllocator>()                                 \
-      .Arg<ffi::Buffer<ffi::F32>>() /*xy*/                          \
-      .Arg<ffi::Buffer<ffi::F32>>() /*scale*/                       \
-      .Arg<ffi::Buffer<ffi::F32>>() /*rotation*/                    \
-      .Arg<ffi::Buffer<ffi::F32>>() /*opacity_logit*/               \
-      .Arg<ffi::Buffer<ffi::F32>>() /*color_logit*/                 \
-      .Arg<ffi::Buffer<ffi::S32>>() /*template*/                    \
-      .Arg<ffi::Buffer<DT>>() /*mask*/                              \
-      .Arg<ffi::Buffer<DT>>() /*rgb*/
+#define DB_CUDA_CONTEXT .Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>()
 
-#define DB_CUDA_FORWARD(NAME, DT)                                                   \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::ForwardImpl<DT>,                     \
-                                ffi::Ffi::Bind() DB_CUDA_ARGS(DT)                   \
-                                    .Attr<float>("color_blend")                     \
-                                    .Attr<float>("alpha_max")                       \
-                                    .Attr<int32_t>("use_rgb")                       \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*color*/         \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*transmittance*/ \
-                                    .Ret<ffi::Buffer<ffi::S32>>() /*stop*/);
+#define DB_CUDA_FORWARD(NAME, DT)                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::ForwardImpl<DT>,                \
+                                ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) \
+                                    DB_FFI_FORWARD_REST);
 
-#define DB_CUDA_BACKWARD(NAME, DT)                                                \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::BackwardImpl<DT>,                  \
-                                ffi::Ffi::Bind() DB_CUDA_ARGS(DT)                 \
-                                    .Arg<ffi::Buffer<ffi::F32>>() /*trans*/       \
-                                    .Arg<ffi::Buffer<ffi::S32>>() /*stop*/        \
-                                    .Arg<ffi::Buffer<ffi::F32>>() /*d_color*/     \
-                                    .Arg<ffi::Buffer<ffi::F32>>() /*d_trans*/     \
-                                    .Attr<float>("color_blend")                   \
-                                    .Attr<float>("alpha_max")                     \
-                                    .Attr<int32_t>("use_rgb")                     \
-                                    .Attr<int32_t>("atlas_grad")                  \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_xy*/        \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_scale*/     \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_rotation*/  \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_opacity*/   \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_color*/     \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_mask*/      \
-                                    .Ret<ffi::Buffer<ffi::F32>>() /*d_rgb*/);
+#define DB_CUDA_BACKWARD(NAME, DT)                                             \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::BackwardImpl<DT>,               \
+                                ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) \
+                                    DB_FFI_BACKWARD_REST);
 
 // fp32 atlas (the contract of render_common.h) ...
 DB_CUDA_FORWARD(DiffbmpForwardCuda, ffi::F32)

@@ -1,4 +1,4 @@
-// C++ CPU backend: the tile-binned rasteriser of DESIGN §4, multithreaded,
+// C++ CPU backend: the tile-binned rasteriser of docs/DESIGN.md, multithreaded,
 // exposed as the XLA FFI handlers DiffbmpForwardCpu / DiffbmpBackwardCpu.
 #include <algorithm>
 #include <atomic>
@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "ffi_binding.h"
 #include "ffi_inputs.h"
 #include "render_common.h"
 #include "xla/ffi/api/ffi.h"
@@ -183,18 +184,13 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
       to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-      const float a = eval_alpha(p, in.mask, t, alpha_max);
-      if (a <= 0.0f) continue;
-      float col[3];
-      eval_color(p, in.rgb, t, k, use_rgb, col);
-      for (int c = 0; c < 3; ++c) C[c] += T * a * col[c];
-      T *= 1.0f - a;
+      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, C, T)) continue;
       if (T < kMinTransmittance) {
         stopped = n;
         break;
       }
     }
-    const int pix = py * W + px;
+    const int64_t pix = (int64_t)py * W + px;  // 64-bit: 3 * H * W can pass 2^31
     for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[c];
     trans[pix] = T;
     stop[pix] = stopped;
@@ -210,12 +206,11 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   const int threads = std::min(max_threads, num_threads(num_tiles));
   // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
   std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
-  const float tint_scale = use_rgb ? 1.0f - k : 1.0f;
   // Static scheduling: each thread's sums, and so the gradients, repeat from run to run.
   for_each_pixel(b, in.ad, H, W, threads, [&](int px, int py, const int32_t* begin,
                                               const int32_t* end, const Span* spans, int tid) {
     float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
-    const int pix = py * W + px;
+    const int64_t pix = (int64_t)py * W + px;
     const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
     const float dT = d_trans[pix], T_final = trans[pix];
     if (dC[0] == 0.0f && dC[1] == 0.0f && dC[2] == 0.0f && dT == 0.0f) return;
@@ -231,48 +226,16 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
       to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-      float m, m_fx, m_fy;
-      sample(in.mask, 1, 0, t, m, m_fx, m_fy);
-      const float a_raw = alpha_max * p.opacity * m;
-      const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
-      // A transparent sample changes nothing, but its texels still get a
-      // gradient when the atlas itself is differentiated.
-      if (a <= 0.0f && !atlas_grad) continue;
-      float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
-      for (int c = 0; c < 3; ++c) {
-        col[c] = p.tint[c];
-        if (use_rgb) {
-          sample(in.rgb, 3, c, t, rgb_s[c], rgb_fx[c], rgb_fy[c]);
-          col[c] = (1.0f - k) * p.tint[c] + k * rgb_s[c];
-        }
-      }
-      const float inv = 1.0f / (1.0f - a);
-      const float T_n = T_after * inv;
-      float ga = -dT * T_final * inv;
-      for (int c = 0; c < 3; ++c) ga += dC[c] * (T_n * col[c] - B[c] * inv);
-      for (int c = 0; c < 3; ++c) B[c] += T_n * a * col[c];
-      T_after = T_n;
-
       float* g = g_all + (size_t)n * kGradFields;
-      const float g_m = a_raw == a ? ga * alpha_max * p.opacity : 0.0f;
-      g[4] += g_m * m * (1.0f - p.opacity);  // d/d opacity_logit
-      float g_fx = g_m * m_fx, g_fy = g_m * m_fy;
-      for (int c = 0; c < 3; ++c) {
-        const float gcol = dC[c] * T_n * a;
-        g[5 + c] += gcol * tint_scale * p.tint[c] * (1.0f - p.tint[c]);
-        if (use_rgb) {
-          g_fx += gcol * k * rgb_fx[c];
-          g_fy += gcol * k * rgb_fy[c];
-        }
-      }
-      geometry_grad(p, in.ad, u, v, g_fx, g_fy, g);
+      AtlasSampleGrad ag;
+      if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC, dT,
+                           T_final, T_after, B, g, ag))
+        continue;
       if (atlas_grad) {
         for (int q = 0; q < 4; ++q) {
-          atomic_add(d_mask + tap_index(t, q), g_m * tap_weight(t, q));
+          atomic_add(d_mask + tap_index(t, q), ag.mask * tap_weight(t, q));
           if (use_rgb)
-            for (int c = 0; c < 3; ++c)
-              atomic_add(d_rgb + 3 * tap_index(t, q) + c,
-                         dC[c] * T_n * a * k * tap_weight(t, q));
+            for (int c = 0; c < 3; ++c) atomic_add(d_rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
         }
       }
     }
@@ -389,39 +352,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
 }  // namespace
 }  // namespace diffbmp
 
-#define DB_PRIM_ARGS                   \
-  .Arg<ffi::Buffer<ffi::F32>>() /*xy*/ \
-      .Arg<ffi::Buffer<ffi::F32>>()    \
-      .Arg<ffi::Buffer<ffi::F32>>()    \
-      .Arg<ffi::Buffer<ffi::F32>>()    \
-      .Arg<ffi::Buffer<ffi::F32>>()    \
-      .Arg<ffi::Buffer<ffi::S32>>()    \
-      .Arg<ffi::Buffer<ffi::F32>>()    \
-      .Arg<ffi::Buffer<ffi::F32>>()
-
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpForwardCpu, diffbmp::ForwardImpl,
-                              ffi::Ffi::Bind() DB_PRIM_ARGS
-                                  .Attr<float>("color_blend")
-                                  .Attr<float>("alpha_max")
-                                  .Attr<int32_t>("use_rgb")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>());
+                              ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_FORWARD_REST);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpBackwardCpu, diffbmp::BackwardImpl,
-                              ffi::Ffi::Bind() DB_PRIM_ARGS
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("color_blend")
-                                  .Attr<float>("alpha_max")
-                                  .Attr<int32_t>("use_rgb")
-                                  .Attr<int32_t>("atlas_grad")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_BACKWARD_REST);

@@ -1,0 +1,46 @@
+// The argument lists of the two FFI targets, written once for both backends:
+//
+//   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_FORWARD_REST
+//   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_BACKWARD_REST
+//
+// in the order of the buffer contract in render_common.h (the CUDA handlers
+// put the stream and the scratch allocator first).
+#pragma once
+
+#include "xla/ffi/api/ffi.h"
+
+// xy, scale, rotation, opacity_logit, color_logit, template, mask, rgb.
+#define DB_FFI_SCENE_ARGS(DT)                            \
+  .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*xy*/            \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*scale*/     \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*rotation*/  \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*opacity*/   \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*color*/     \
+      .Arg<xla::ffi::Buffer<xla::ffi::S32>>() /*template*/  \
+      .Arg<xla::ffi::Buffer<DT>>() /*mask*/                 \
+      .Arg<xla::ffi::Buffer<DT>>() /*rgb*/
+
+#define DB_FFI_FORWARD_REST                                      \
+  .Attr<float>("color_blend")                                    \
+      .Attr<float>("alpha_max")                                  \
+      .Attr<int32_t>("use_rgb")                                  \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*color*/          \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*transmittance*/  \
+      .Ret<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/
+
+#define DB_FFI_BACKWARD_REST                                   \
+  .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*transmittance*/     \
+      .Arg<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/          \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*d_color*/       \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*d_trans*/       \
+      .Attr<float>("color_blend")                               \
+      .Attr<float>("alpha_max")                                 \
+      .Attr<int32_t>("use_rgb")                                 \
+      .Attr<int32_t>("atlas_grad")                              \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_xy*/          \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_scale*/       \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_rotation*/    \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_opacity*/     \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_color*/       \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_mask*/        \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_rgb*/

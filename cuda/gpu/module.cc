@@ -1,0 +1,16 @@
+// Python module _diffbmp_jax_kernels.cuda: the CUDA FFI handlers as capsules.
+// "diffbmp_forward"/"diffbmp_backward" take an fp32 atlas (the contract of
+// render_common.h); the "_bf16" pair takes mask and rgb as bf16 buffers.
+#include "module.h"
+
+extern "C" XLA_FFI_Error* DiffbmpForwardCuda(XLA_FFI_CallFrame*);
+extern "C" XLA_FFI_Error* DiffbmpBackwardCuda(XLA_FFI_CallFrame*);
+extern "C" XLA_FFI_Error* DiffbmpForwardCudaBf16(XLA_FFI_CallFrame*);
+extern "C" XLA_FFI_Error* DiffbmpBackwardCudaBf16(XLA_FFI_CallFrame*);
+
+NB_MODULE(cuda, m) {
+  diffbmp::export_handlers(m, {{"diffbmp_forward", DiffbmpForwardCuda},
+                               {"diffbmp_backward", DiffbmpBackwardCuda},
+                               {"diffbmp_forward_bf16", DiffbmpForwardCudaBf16},
+                               {"diffbmp_backward_bf16", DiffbmpBackwardCudaBf16}});
+}
