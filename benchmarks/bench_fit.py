@@ -23,8 +23,9 @@ import jax
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax import _ffi, sources
-from diffbmp_jax.cli import ASSETS
+from diffbmp_jax.rendering import registry
+from diffbmp_jax import stamps
+from diffbmp_jax.assets import ASSETS
 
 
 def target_image(size: int) -> np.ndarray:
@@ -53,8 +54,8 @@ def bench_pruning(args, atlas) -> list[dict]:
 
 
 def available_backends(wanted) -> list[str]:
-    ok = {"reference": True, "cpu": _ffi.registered("cpu"),
-          "cuda": _ffi.registered("CUDA") and any(d.platform == "gpu" for d in jax.devices())}
+    ok = {"reference": True, "cpu": registry.registered("cpu"),
+          "cuda": registry.registered("CUDA") and any(d.platform == "gpu" for d in jax.devices())}
     return [b for b in wanted if ok.get(b, False)]
 
 
@@ -106,7 +107,7 @@ def main(argv=None):
         args.size, args.ns, args.steps = 96, [60, 200], 40
         args.prune_size, args.prune_n, args.prune_steps, args.seeds = 64, 120, 150, 1
 
-    atlas = sources.load_stamps([str(ASSETS / "stamps")], size=args.stamp_size)
+    atlas = stamps.load_stamps([str(ASSETS / "stamps")], size=args.stamp_size)
     out = {"device": str(jax.devices()[0]), "platform": platform.platform(), "jax": jax.__version__,
            "args": vars(args), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if not args.skip_prune:

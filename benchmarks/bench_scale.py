@@ -30,12 +30,13 @@ import jax
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax import batch as B
-from diffbmp_jax.cli import ASSETS
-from diffbmp_jax.config import resolve_config
-from diffbmp_jax.fit import RESPAWN, _prepare, _step
-from diffbmp_jax.loop import run_chunk
-from diffbmp_jax.optim import to_params
+from diffbmp_jax.fitting import batch as B
+from diffbmp_jax.assets import ASSETS
+from diffbmp_jax.fitting.config import resolve_config
+from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+from diffbmp_jax.fitting.image import prepare
+from diffbmp_jax.fitting.loop import run_chunk
+from diffbmp_jax.fitting.optim import to_params
 
 
 def targets(count: int, size: int) -> np.ndarray:
@@ -85,11 +86,11 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
     for b in sizes:
         for name, opts in variants.items():
             cfg = resolve_config(None, {"log_every": args.steps, **opts})
-            static, scenes, shared, carry = B._host_batch(
+            static, scenes, shared, carry = B.host_batch(
                 list(imgs[:b]), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0),
                 config=cfg, weights=[None] * b, backgrounds=[None] * b, inits=[None] * b)
-            sc, at, ca = B._place_batch(one, scenes, shared, carry)
-            t = median_time(lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0)), args.repeats)
+            sc, at, ca = B.place_batch(one, scenes, shared, carry)
+            t = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0)), args.repeats)
             rows.append({"batch": b, "part": name, "ms_per_step": t / args.steps * 1e3})
             print(f"  B={b:3d}  {name:32s} {t / args.steps * 1e3:8.3f}", flush=True)
         # The kernels alone: forward + backward of the render, vmapped over the scenes.
@@ -118,15 +119,15 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
     """1. ``seq`` single-scene loops (that of db.fit), one after another; returns scene-steps/s."""
     singles = []
     for b in range(seq):
-        s_static, s_data, s_carry = _prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
+        s_static, s_data, s_carry = prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(_step, *singles[0], np.int32(0), RESPAWN))  # compile
+    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), RESPAWN))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
+            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
             jax.block_until_ready(out)  # one fit after another
         return out
 
@@ -150,8 +151,8 @@ def run_batched(args, batches, devices, static, scenes, shared, carry, seq_rate,
     rows = []
     print(f"\n{'B':>4} {'ms/loop':>10} {'ms/step':>9} {'scene-steps/s':>14} {'vs sequential':>14}", flush=True)
     for b in batches:
-        sc, at, ca = B._place_batch(one, take(scenes, b), shared, take(carry, b))
-        t_b = median_time(lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0)), args.repeats)
+        sc, at, ca = B.place_batch(one, take(scenes, b), shared, take(carry, b))
+        t_b = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0)), args.repeats)
         rate = b * args.steps / t_b
         rows.append({"batch": b, "time_s": t_b, "ms_per_step": t_b / args.steps * 1e3,
                      "scene_steps_per_s": rate, "speedup_vs_sequential": rate / seq_rate,
@@ -171,10 +172,10 @@ def run_devices(args, dev_batches, devices, static, scenes, shared, carry, resul
         for b in dev_batches:
             if b % len(devices):
                 continue
-            s1 = B._place_batch(one, take(scenes, b), shared, take(carry, b))
-            t1 = median_time(lambda: B._run_chunk(static, one, *s1, np.int32(0)), args.repeats)
-            sc, at, ca = B._place_batch(full, take(scenes, b), shared, take(carry, b))
-            tn = median_time(lambda: B._run_chunk(static, full, sc, at, ca, np.int32(0)), args.repeats)
+            s1 = B.place_batch(one, take(scenes, b), shared, take(carry, b))
+            t1 = median_time(lambda: B.run_batch_chunk(static, one, *s1, np.int32(0)), args.repeats)
+            sc, at, ca = B.place_batch(full, take(scenes, b), shared, take(carry, b))
+            tn = median_time(lambda: B.run_batch_chunk(static, full, sc, at, ca, np.int32(0)), args.repeats)
             dev_rows.append({"batch": b, "time_1_s": t1, "time_n_s": tn, "devices": len(devices),
                              "speedup": t1 / tn})
             print(f"{b:4d} {t1 * 1e3:12.1f} {tn * 1e3:14.1f} {t1 / tn:8.2f}x", flush=True)
@@ -206,7 +207,7 @@ def main():
     print(f"{args.size}^2, N={args.n}, {args.steps} steps per timing, backend {cfg.backend}", flush=True)
 
     t = time.perf_counter()
-    static, scenes, shared, carry = B._host_batch(
+    static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
         weights=[None] * most, backgrounds=[None] * most, inits=[None] * most)
     print(f"set-up of {most} scenes: {time.perf_counter() - t:.1f} s", flush=True)

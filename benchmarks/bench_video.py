@@ -2,7 +2,7 @@
 
     python benchmarks/bench_video.py [--frames 10] [--size 64] [-n 120] [--steps 150] [--steps-next 40]
 
-Synthetic video (:func:`diffbmp_jax.video.synthetic_video`): a few shapes moving
+Synthetic video (:func:`diffbmp_jax.tasks.video.synthetic_video`): a few shapes moving
 over a static textured background. Variants:
 
 * independent: every frame fitted from scratch with ``--steps`` steps (same key);
@@ -27,8 +27,8 @@ import numpy as np
 import jax
 
 import diffbmp_jax as db
-from diffbmp_jax import cli
-from diffbmp_jax.video import fit_video, synthetic_video
+from diffbmp_jax.cli import app as cli
+from diffbmp_jax.tasks.video import fit_video, synthetic_video
 
 
 def main(argv=None):
@@ -44,7 +44,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     video = synthetic_video(a.frames, a.size, a.size, num_shapes=2, speed=1.5, seed=0)
-    atlas = db.Atlas.from_files(str(cli.ASSETS / "stamps"), size=24)
+    atlas = db.stamps.load_images(str(cli.ASSETS / "stamps"), size=24)
     common = dict(num_primitives=a.n, steps=a.steps, steps_next=a.steps_next, key=0)
     variants = [
         ("independent per-frame fits", dict(warm_start=False)),

@@ -31,12 +31,12 @@ import numpy as np
 
 def _stamps(spec):
     import diffbmp_jax as db
-    from diffbmp_jax import sources
+    from diffbmp_jax import stamps
     if spec:
-        return sources.load_stamps(spec, size=64)
+        return stamps.load_stamps(spec, size=64)
     bundled = Path(db.__file__).resolve().parent / "assets" / "stamps"
     if bundled.is_dir():
-        return sources.load_stamps([str(bundled)], size=64)
+        return stamps.load_stamps([str(bundled)], size=64)
     # Fallback: a soft disc and a ring.
     yy, xx = np.mgrid[:64, :64]
     r = np.sqrt((xx - 31.5) ** 2 + (yy - 31.5) ** 2)

@@ -29,16 +29,16 @@ TILE = 16
 
 def scene(size: int, n: int):
     import diffbmp_jax as db
-    from diffbmp_jax.cli import ASSETS
-    from diffbmp_jax.config import resolve_config
-    from diffbmp_jax.fit import _prepare
-    from diffbmp_jax.optim import to_params
+    from diffbmp_jax.assets import ASSETS
+    from diffbmp_jax.fitting.config import resolve_config
+    from diffbmp_jax.fitting.image import prepare
+    from diffbmp_jax.fitting.optim import to_params
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_scale import targets
 
     atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
     cfg = resolve_config(None, {})
-    static, _, carry = _prepare(targets(1, size)[0], atlas, num_primitives=n, steps=1,
+    static, _, carry = prepare(targets(1, size)[0], atlas, num_primitives=n, steps=1,
                                 key=jax.random.key(0), config=cfg)
     p = to_params(carry[0], static.unit)
     h, w = atlas.mask.shape[1:]

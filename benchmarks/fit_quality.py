@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax.cli import ASSETS
+from diffbmp_jax.assets import ASSETS
 
 
 def main():

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 import diffbmp_jax as db
-from diffbmp_jax import _ffi
+from diffbmp_jax.rendering import registry
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 FWD_TOL = 1e-5
@@ -188,7 +188,7 @@ def set_pair_budget(value):
 
 def bf16_accuracy(seed=0):
     """fp32 vs bf16-atlas CUDA targets on a 64x64-bitmap scene (informational + loose check)."""
-    from diffbmp_jax import ops
+    from diffbmp_jax.rendering import kernels
     rng = np.random.default_rng(seed)
     H, W, n = 256, 256, 2000
     P = 4
@@ -199,16 +199,16 @@ def bf16_accuracy(seed=0):
     rgb = rng.uniform(size=(P, 64, 64, 3)).astype(np.float32)
     params = random_scene(rng, n, H, W, scale=(4, 30))
     tmpl = jnp.asarray(rng.integers(0, P, n), jnp.int32)
-    cfg = ops.KernelConfig(H, W, 0.5, 0.99, True, True)
+    cfg = kernels.KernelConfig(H, W, 0.5, 0.99, True, True)
     d_color = jnp.asarray(rng.normal(size=(H, W, 3)), jnp.float32)
     d_trans = jnp.asarray(rng.normal(size=(H, W)), jnp.float32)
-    # The kernels read padded bitmaps (ops._pad_atlas); their atlas gradients are padded too.
-    mask, rgb = (np.asarray(a) for a in ops._pad_atlas(jnp.asarray(mask), jnp.asarray(rgb), True))
-    inputs32 = ops._inputs(params, tmpl, jnp.asarray(mask), jnp.asarray(rgb))
+    # The kernels read padded bitmaps (kernels.pad_atlas); their atlas gradients are padded too.
+    mask, rgb = (np.asarray(a) for a in kernels.pad_atlas(jnp.asarray(mask), jnp.asarray(rgb), True))
+    inputs32 = kernels.kernel_inputs(params, tmpl, jnp.asarray(mask), jnp.asarray(rgb))
     # The bf16 run: the atlas rounded to bf16, everything else fp32.
     m16, r16 = jnp.asarray(mask, jnp.bfloat16), jnp.asarray(rgb, jnp.bfloat16)
-    inputs16 = ops._inputs(params, tmpl, m16, r16)
-    attrs = ops._attrs(cfg)
+    inputs16 = kernels.kernel_inputs(params, tmpl, m16, r16)
+    attrs = kernels.kernel_attrs(cfg)
     out_f = (jax.ShapeDtypeStruct((H, W, 3), jnp.float32), jax.ShapeDtypeStruct((H, W), jnp.float32),
              jax.ShapeDtypeStruct((H, W), jnp.int32))
     out_b = tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in
@@ -375,10 +375,10 @@ def main():
     if not 1 <= i <= n:
         ap.error(f"--part must be i/n with 1 <= i <= n, got {args.part}")
     print("jax", jax.__version__, "devices", jax.devices(), f"part {i}/{n}", flush=True)
-    if not DRYRUN and not _ffi.cuda_available():
+    if not DRYRUN and not registry.cuda_available():
         print("FAIL  CUDA kernels not built or no GPU visible")
         return 1
-    if not _ffi.registered("cpu"):
+    if not registry.registered("cpu"):
         print("FAIL  cpu kernels not built")
         return 1
     t0 = time.time()

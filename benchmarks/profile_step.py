@@ -54,12 +54,13 @@ def workloads(args):
     import jax
     import jax.numpy as jnp
     import diffbmp_jax as db
-    from diffbmp_jax import batch as B
-    from diffbmp_jax.cli import ASSETS
-    from diffbmp_jax.config import resolve_config
-    from diffbmp_jax.fit import RESPAWN, _prepare, _step
-    from diffbmp_jax.loop import run_chunk
-    from diffbmp_jax.optim import to_params
+    from diffbmp_jax.fitting import batch as B
+    from diffbmp_jax.assets import ASSETS
+    from diffbmp_jax.fitting.config import resolve_config
+    from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+    from diffbmp_jax.fitting.image import prepare
+    from diffbmp_jax.fitting.loop import run_chunk
+    from diffbmp_jax.fitting.optim import to_params
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_scale import targets
 
@@ -69,19 +70,19 @@ def workloads(args):
     imgs = targets(b, args.size)
     out = {}
     if args.batch == 0:
-        s_static, s_data, s_carry = _prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
+        s_static, s_data, s_carry = prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
-        out["step"].hlo = lambda: run_chunk.lower(_step, s_static, s_data, s_carry, np.int32(0), RESPAWN).compile().as_text()
+        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), RESPAWN)
+        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), RESPAWN).compile().as_text()
         return out
-    static, scenes, shared, carry = B._host_batch(
+    static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
         weights=[None] * b, backgrounds=[None] * b, inits=[None] * b)
     one = B.scene_mesh(jax.devices()[:1])
-    sc, at, ca = B._place_batch(one, scenes, shared, carry)
-    out["step"] = lambda: B._run_chunk(static, one, sc, at, ca, np.int32(0))
-    out["step"].hlo = lambda: B._run_chunk.lower(static, one, sc, at, ca, np.int32(0)).compile().as_text()
+    sc, at, ca = B.place_batch(one, scenes, shared, carry)
+    out["step"] = lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0))
+    out["step"].hlo = lambda: B.run_batch_chunk.lower(static, one, sc, at, ca, np.int32(0)).compile().as_text()
     params = jax.vmap(lambda th: to_params(th, static.unit))(ca[0])
     wc = jnp.ones((args.size, args.size, 3), jnp.float32)
 

@@ -82,7 +82,8 @@ def quick(scene: Scene) -> Scene:
 def load_target(scene: Scene, bench: Path) -> np.ndarray:
     """``[H, W, 3]`` float32 in [0, 1], resized by the protocol (Lanczos to width ``W``)."""
     if scene.target == "demo":
-        from diffbmp_jax.cli import ASSETS, load_target as cli_target
+        from diffbmp_jax.assets import ASSETS
+        from diffbmp_jax.io.images import load_target as cli_target
         return cli_target(ASSETS / "target.png", scene.width)
     with Image.open(bench / "targets" / scene.target) as im:
         im = im.convert("RGB")
@@ -94,7 +95,7 @@ def load_target(scene: Scene, bench: Path) -> np.ndarray:
 def load_atlas(scene: Scene, bench: Path, size: int):
     import diffbmp_jax as db
     if scene.stamps == "demo":
-        from diffbmp_jax.cli import ASSETS
+        from diffbmp_jax.assets import ASSETS
         return db.load_stamps([str(ASSETS / "stamps")], size=64)
     return db.load_stamps([str(bench / "stamps" / s) for s in scene.stamps], size=size)
 

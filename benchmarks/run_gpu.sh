@@ -27,7 +27,7 @@ python3 -m pip install -q --no-build-isolation --no-deps \
 echo "build+install: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/build.log"
 
 cd /tmp || exit 1
-python3 -c "import diffbmp_jax, diffbmp_jax._ffi as f; print(diffbmp_jax.__file__, 'cuda_available', f.cuda_available())" \
+python3 -c "import diffbmp_jax, diffbmp_jax.rendering.registry as f; print(diffbmp_jax.__file__, 'cuda_available', f.cuda_available())" \
   2>&1 | tee -a "$OUT/build.log"
 
 want() { [[ $STAGE == all || ",$STAGE," == *,$1,* ]]; }
@@ -75,7 +75,7 @@ if [[ $STAGE == all || ",$STAGE," == *,bench,* || ",$STAGE," == *,render,* ]]; t
     --sizes 512,1024 --counts 1000,10000 --repeats 5 --json "$OUT/bench_render.json" 2>&1 | tee "$OUT/bench_render.log" || status=1
 fi
 if [[ ",$STAGE," == *,fit,* ]]; then
-  # Fitting speed per backend at 512² (issue: bench_fit), and pruning on vs off with cuda.
+  # Fitting speed per backend at 512², and pruning on vs off with cuda.
   timeout ${FIT_S:-300} python3 "$REPO/benchmarks/bench_fit.py" --size 512 --ns 500 2000 10000 --steps 100 \
     --backends cuda reference --prune-backend cuda --json "$OUT/bench_fit.json" 2>&1 | tee "$OUT/bench_fit.log" || status=1
 fi

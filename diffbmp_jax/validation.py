@@ -7,6 +7,8 @@ is not a tracer (``render`` outside ``jit``, constructors, ``fit``, export, CLI)
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -96,6 +98,17 @@ def unit_float(name: str, v, lo: float = 0.0, hi: float = 1.0) -> float:
     if not np.isfinite(f) or f < lo or f > hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
     return f
+
+
+def nonnegative_number(name: str, v) -> float:
+    """Checks a static finite number ``>= 0`` (weights, thresholds, margins); returns it as float.
+
+    Python and NumPy ints and floats are accepted, bools are not.
+    """
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
 
 
 def check_count(name: str, v, minimum: int) -> int:

@@ -218,12 +218,12 @@ def test_cpu_gradients_are_bitwise_repeatable():
 
 
 def test_kernels_read_a_zero_padded_atlas():
-    """ops._pad_atlas: one texel of zeros around each bitmap; a dummy rgb passes through."""
-    from diffbmp_jax import ops
+    """kernels.pad_atlas: one texel of zeros around each bitmap; a dummy rgb passes through."""
+    from diffbmp_jax.rendering import kernels
     rng = np.random.default_rng(12)
     mask = jnp.asarray(rng.uniform(0.5, 1.0, (3, 5, 4)), jnp.float32)
     rgb = jnp.asarray(rng.uniform(0.5, 1.0, (3, 5, 4, 3)), jnp.float32)
-    pm, pr = ops._pad_atlas(mask, rgb, True)
+    pm, pr = kernels.pad_atlas(mask, rgb, True)
     assert pm.shape == (3, 7, 6) and pr.shape == (3, 7, 6, 3)
     np.testing.assert_array_equal(pm[:, 1:-1, 1:-1], mask)
     np.testing.assert_array_equal(pr[:, 1:-1, 1:-1], rgb)
@@ -231,4 +231,4 @@ def test_kernels_read_a_zero_padded_atlas():
     inner[1:-1, 1:-1] = True
     assert not np.any(np.asarray(pm)[:, ~inner]) and not np.any(np.asarray(pr)[:, ~inner])
     dummy = jnp.zeros((1, 1, 1, 3), jnp.float32)
-    assert ops._pad_atlas(mask, dummy, False)[1] is dummy
+    assert kernels.pad_atlas(mask, dummy, False)[1] is dummy

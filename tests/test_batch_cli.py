@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffbmp_jax import batch_cli, cli, export
+from diffbmp_jax.cli import batch as batch_cli, app as cli
+from diffbmp_jax import export
 
 STAMPS = str(cli.ASSETS / "stamps")
 SMALL = ["--stamps", STAMPS, "-n", "10", "--steps", "6", "--stamp-size", "16", "--no-progress"]
@@ -62,7 +63,7 @@ def test_batch_end_to_end(tmp_path, targets, capsys):
 def test_centre_crop_keeps_the_middle():
     img = np.zeros((10, 30, 3), np.float32)
     img[:, 10:20] = 1.0  # a white middle third
-    out = batch_cli._fit_to(img, 10, 10)
+    out = batch_cli.fit_to(img, 10, 10)
     assert out.shape == (10, 10, 3) and np.all(out > 0.99)
 
 

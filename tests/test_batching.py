@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import ops
+from diffbmp_jax.rendering import kernels
 from scenes import random_atlas, random_scene, rel_err
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
@@ -270,7 +270,7 @@ def test_vmapped_render_is_one_custom_call():
     assert "stablehlo.custom_call" in text  # the text format the parsing below expects
     _check_one_launch(text, "3", 10)
     # The shared atlas goes in with a size-1 batch dimension: read in place, not copied per
-    # scene (its 3 bitmaps of 9 x 7 padded by one texel, ops._pad_atlas).
+    # scene (its 3 bitmaps of 9 x 7 padded by one texel, kernels.pad_atlas).
     line = next(l for l in text.splitlines() if "custom_call @diffbmp_forward(" in l)
     assert "tensor<1x3x11x9xf32>" in line.split("->")[0]
 
@@ -280,12 +280,12 @@ def test_vmapped_render_is_one_custom_call():
     _check_one_launch(text2, "2x3", 10)
 
     # The checks can fail: the sequential fallback (one kernel call per scene in a loop) is rejected.
-    old = ops._VMAP
-    ops._VMAP = "sequential"
+    old = kernels.VMAP_METHOD
+    kernels.VMAP_METHOD = "sequential"
     try:
         seq = jax.jit(jax.vmap(f)).lower(*args).as_text()
     finally:
-        ops._VMAP = old
+        kernels.VMAP_METHOD = old
     with pytest.raises(AssertionError):
         _check_one_launch(seq, "3", 10)
     assert re.search(r"\bwhile\b", seq)

@@ -3,7 +3,7 @@
 import numpy as np
 import jax
 
-from diffbmp_jax.canvas import background
+from diffbmp_jax.fitting.canvas import background
 
 
 def test_noise_is_uniform_on_256_levels():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffbmp_jax import cli
+from diffbmp_jax.cli import app as cli
 
 STAMPS = str(cli.ASSETS / "stamps")
 

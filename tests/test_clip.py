@@ -19,7 +19,7 @@ pytest.importorskip("safetensors")
 import diffbmp_jax as db
 from diffbmp_jax import clip
 from diffbmp_jax.clip import ClipModelNotFoundError, load_clip
-from diffbmp_jax.text_fit import fit_text
+from diffbmp_jax.tasks.text import fit_text
 
 # Tiny BPE vocabulary: letters, their word-final forms, merges for "galaxy" and "star".
 _LETTERS = list(string.ascii_lowercase)
@@ -196,7 +196,7 @@ def test_fit_text_errors(model):
 def test_text_cli_with_negative_prompt_and_target(model_dir, tmp_path):
     """`diffbmp-jax text` end to end: string prompt (tokenizer), negative prompt, image target."""
     from PIL import Image
-    from diffbmp_jax.cli import main, run
+    from diffbmp_jax.cli.app import main, run
     stamp = np.zeros((16, 16, 4), np.uint8)
     stamp[4:12, 4:12] = 255
     Image.fromarray(stamp).save(tmp_path / "sq.png")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import _ffi
+from diffbmp_jax.rendering import registry
 from scenes import random_atlas, random_scene, rel_err, stacked_scene
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not _ffi.cuda_available(), reason="CUDA kernels not built or no GPU"),
+    pytest.mark.skipif(not registry.cuda_available(), reason="CUDA kernels not built or no GPU"),
 ]
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")

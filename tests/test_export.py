@@ -189,7 +189,7 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, scene, monkeypatch):
     from diffbmp_jax.export import psd as psd_mod
 
     calls = {"n": 0}
-    real = psd_mod._layer
+    real = psd_mod.write_layer
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -197,7 +197,7 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, scene, monkeypatch):
             raise RuntimeError("disk full (simulated)")
         return real(*a, **k)
 
-    monkeypatch.setattr(psd_mod, "_layer", flaky)
+    monkeypatch.setattr(psd_mod, "write_layer", flaky)
     with pytest.raises(RuntimeError, match="simulated"):
         export("psd", tmp_path / "out.psd", params, atlas, height=H, width=W, template=template)
     assert os.listdir(tmp_path) == []

@@ -5,7 +5,7 @@ import jax
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.fit import FitConfig
+from diffbmp_jax.fitting.image import FitConfig
 
 from fit_scenes import shape_atlas, synthetic_target
 
@@ -29,7 +29,7 @@ def test_fit_recovers_synthetic_target():
 
 def test_structure_aware_beats_random_at_equal_steps():
     from PIL import Image
-    from diffbmp_jax.cli import ASSETS
+    from diffbmp_jax.assets import ASSETS
     target = np.asarray(Image.open(ASSETS / "target.png").convert("RGB").resize((48, 48)), np.float32) / 255
     atlas = shape_atlas()
     cfg = FitConfig(prune_every=0, log_every=20)

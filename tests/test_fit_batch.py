@@ -156,14 +156,14 @@ _CHILD = textwrap.dedent("""
     import numpy as np
     import jax
     import diffbmp_jax as db
-    from diffbmp_jax import batch
+    from diffbmp_jax.fitting import batch
 
     targets = np.load(sys.argv[1])
     atlas = db.Atlas.from_arrays(np.load(sys.argv[2]))
     opts = json.loads(sys.argv[3])
 
     seen = []  # sharding of every chunk's carry
-    run_chunk = batch._run_chunk
+    run_chunk = batch.run_batch_chunk
     def spy(static, mesh, scenes, atlas, carry, start):
         out = run_chunk(static, mesh, scenes, atlas, carry, start)
         leaf = jax.tree.leaves(out[0])[0]
@@ -171,7 +171,7 @@ _CHILD = textwrap.dedent("""
                      "shards": sorted(int(s.data.shape[0]) for s in leaf.addressable_shards),
                      "shape": list(leaf.shape)})
         return out
-    batch._run_chunk = spy
+    batch.run_batch_chunk = spy
 
     many = db.fit_batch(targets, atlas, key=7, devices=jax.devices(), progress=False, **opts)
     chunks_many, seen[:] = list(seen), []

@@ -5,7 +5,7 @@ import jax
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.fit import FitConfig
+from diffbmp_jax.fitting.image import FitConfig
 
 from fit_scenes import shape_atlas
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import init
+from diffbmp_jax.fitting import init
 
 
 def _atlas():

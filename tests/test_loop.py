@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 
 import diffbmp_jax as db
-from diffbmp_jax.fit import RESPAWN, _prepare, _step
-from diffbmp_jax.config import resolve_config
-from diffbmp_jax.loop import Periodic, run_chunk, scan_steps
+from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+from diffbmp_jax.fitting.image import prepare
+from diffbmp_jax.fitting.config import resolve_config
+from diffbmp_jax.fitting.loop import Periodic, run_chunk, scan_steps
 from fit_scenes import shape_atlas
 
 
@@ -114,9 +115,9 @@ def test_fit_chunk_has_one_branch():
     """The real fitting step: no branch inside; one for the respawn per chunk."""
     target = np.random.default_rng(0).uniform(size=(16, 16, 3)).astype(np.float32)
     cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "backend": "reference"})
-    static, data, carry = _prepare(target, shape_atlas(8), num_primitives=4, steps=10, key=jax.random.key(0),
+    static, data, carry = prepare(target, shape_atlas(8), num_primitives=4, steps=10, key=jax.random.key(0),
                                    config=cfg)
-    text = chunk_of.lower(_step, static, data, carry, jnp.int32(0), RESPAWN, False).as_text()
+    text = chunk_of.lower(fit_step, static, data, carry, jnp.int32(0), RESPAWN, False).as_text()
     assert _branches(text) == 1
 
 
@@ -136,14 +137,14 @@ def test_fit_steps_past_the_end_same_both_ways():
     """The real step: discarding steps past the end (GPU) equals branching around them (CPU)."""
     target = np.random.default_rng(1).uniform(size=(16, 16, 3)).astype(np.float32)
     cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "prune_until": 1.0, "backend": "cpu"})
-    static, data, carry = _prepare(target, shape_atlas(8), num_primitives=6, steps=7, key=jax.random.key(0),
+    static, data, carry = prepare(target, shape_atlas(8), num_primitives=6, steps=7, key=jax.random.key(0),
                                    config=cfg)
     outs = []
     for branch in (False, True):
         c = carry
         losses = []
         for start in (0, 5):  # the second chunk runs steps 5..9 of 7
-            c, (loss, count) = chunk_of(_step, static, data, c, jnp.int32(start), RESPAWN, branch)
+            c, (loss, count) = chunk_of(fit_step, static, data, c, jnp.int32(start), RESPAWN, branch)
             losses.append(np.asarray(loss))
         outs.append((c, np.concatenate(losses)))
     (c0, l0), (c1, l1) = outs

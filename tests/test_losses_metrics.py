@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from diffbmp_jax import losses, metrics
+from diffbmp_jax.fitting import losses, metrics
 
 
 def _imgs(seed=0, h=20, w=17):

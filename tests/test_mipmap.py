@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import _ffi, mipmap
+from diffbmp_jax.rendering import registry, mipmap
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not _ffi.cuda_available(),
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not registry.cuda_available(),
                                                                          reason="CUDA kernels not built or no GPU")])
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.reference import render_reference
+from diffbmp_jax.rendering.reference import render_reference
 from scenes import random_scene
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")

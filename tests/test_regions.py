@@ -5,8 +5,8 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 
 import diffbmp_jax as db
-from diffbmp_jax import cli
-from diffbmp_jax.regions import fit_regions
+from diffbmp_jax.cli import app as cli
+from diffbmp_jax.tasks.regions import fit_regions
 
 STAMPS = str(cli.ASSETS / "stamps")
 H = W = 32
@@ -14,7 +14,7 @@ H = W = 32
 
 @pytest.fixture(scope="module")
 def atlas():
-    return db.Atlas.from_files(STAMPS, size=16)
+    return db.stamps.load_images(STAMPS, size=16)
 
 
 def test_respawn_lands_inside_mask_away_from_its_edge(atlas):

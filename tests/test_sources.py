@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax import sources as S
+from diffbmp_jax import stamps as S
 
 
 def _save_rgba(path, arr):
@@ -223,10 +223,10 @@ def test_colour_blend_one_keeps_stamp_colours():
 
 
 def test_atlas_classmethods_match_source_functions(tmp_path):
-    from diffbmp_jax import sources
-    a = db.Atlas.from_text("HI", size=16)
-    b = sources.atlas_from_text("HI", size=16)
+    from diffbmp_jax import stamps
+    a = db.stamps.atlas_from_text("HI", size=16)
+    b = stamps.atlas_from_text("HI", size=16)
     np.testing.assert_array_equal(np.asarray(a.mask), np.asarray(b.mask))
     assert float(a.mask.max()) > 0.5
-    c = db.Atlas.from_stamps(["text:HI"], size=16)
+    c = db.load_stamps(["text:HI"], size=16)
     np.testing.assert_array_equal(np.asarray(c.mask), np.asarray(b.mask))

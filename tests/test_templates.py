@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax import templates as T
+from diffbmp_jax.fitting import templates as T
 
 
 def _rgb_atlas():

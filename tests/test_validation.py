@@ -115,14 +115,14 @@ def test_atlas_constructors():
 
 def test_atlas_from_files_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        db.Atlas.from_files([tmp_path / "missing.png"])
+        db.stamps.load_images([tmp_path / "missing.png"])
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match="cannot read image"):
-        db.Atlas.from_files([bad])
+        db.stamps.load_images([bad])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):
-        db.Atlas.from_files(tmp_path / "empty")
+        db.stamps.load_images(tmp_path / "empty")
 
 
 def test_bad_values_inside_jit_are_harmless():

@@ -1,4 +1,4 @@
-"""Video fitting, flicker metric, spatially constrained regions, and their CLI (issue 6)."""
+"""Video fitting, flicker metric, spatially constrained regions, and their CLI."""
 
 import json
 
@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax import cli
-from diffbmp_jax.regions import combine_atlases, fit_regions
-from diffbmp_jax.video import (_changed_pixels, _touches, fit_video, flicker, footprint_radius, frame_psnr,
-                               load_video, synthetic_video)
+from diffbmp_jax.cli import app as cli
+from diffbmp_jax.tasks.regions import combine_atlases, fit_regions
+from diffbmp_jax.tasks.video import (changed_pixels, touches, fit_video, flicker, footprint_radius,
+                                     frame_psnr, synthetic_video)
+from diffbmp_jax.io.video import load_video, video_fps
 
 STAMPS = str(cli.ASSETS / "stamps")
 H = W = 32
@@ -18,7 +19,7 @@ H = W = 32
 
 @pytest.fixture(scope="module")
 def atlas():
-    return db.Atlas.from_files(STAMPS, size=16)
+    return db.stamps.load_images(STAMPS, size=16)
 
 
 def moving_stamp_video(t=5, size=H):
@@ -61,8 +62,8 @@ def test_freezing_keeps_untouched_primitives_bit_identical(full, video, atlas):
     total_frozen = 0
     for k in range(2, len(video)):  # frame 1 onward is carried in optimiser space
         prev, cur = full.params[k - 1], full.params[k]
-        changed = _changed_pixels(video[k - 1], video[k], 0.05, 2)
-        frozen = ~_touches(changed, prev, radius)
+        changed = changed_pixels(video[k - 1], video[k], 0.05, 2)
+        frozen = ~touches(changed, prev, radius)
         frozen &= np.asarray(prev.opacity) >= full.config.prune_opacity  # invisible ones may respawn
         total_frozen += int(frozen.sum())
         for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit"):
@@ -148,7 +149,7 @@ def _masks():
 
 def test_regions_confine_every_rendered_pixel(atlas):
     target = synthetic_video(1, H, W, seed=3)[0]
-    small = db.Atlas.from_files(STAMPS + "/heart.png", size=24)  # another bitmap size: combined
+    small = db.stamps.load_images(STAMPS + "/heart.png", size=24)  # another bitmap size: combined
     left, right = _masks()
     r = fit_regions(target, [(left, atlas, 15), (right.astype(np.uint8) * 255, small, 12)], steps=30, key=0,
                     margin=1.0)
@@ -208,6 +209,8 @@ def test_cli_video_end_to_end(tmp_path, capsys):
     h = json.loads((out / "history.json").read_text())
     assert len(h["psnr"]) == 3 and "flicker" in h
     assert "flicker" in capsys.readouterr().out
+    # written at the input's frame rate (5 fps = 200 ms a frame)
+    assert h["fps"] == pytest.approx(5.0) and video_fps(out / "video.gif") == pytest.approx(5.0, abs=1e-6)
     # unreadable input: exit code 2, one-line error naming the argument, nothing written
     bad = tmp_path / "bad.gif"
     bad.write_text("nope")

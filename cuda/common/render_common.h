@@ -29,7 +29,7 @@
 // Backward note: a sample with alpha 0 changes nothing and is skipped, except
 // when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
 //
-// Geometry (DESIGN §1): for pixel centre (px, py),
+// Geometry (docs/DESIGN.md §1): for pixel centre (px, py),
 //   d = ((px, py) - xy) / scale,  u = cos(r) dx - sin(r) dy,  v = sin(r) dx + cos(r) dy,
 //   fx = u * L/2 + w/2 - 1/2,  fy = v * L/2 + h/2 - 1/2   (L = max(h, w)),
 // and the bitmap is sampled bilinearly at (fx, fy), zero outside.
@@ -165,7 +165,7 @@ DB_HD bool inside(const AtlasDims& ad, float fx, float fy) {
 // Bilinear taps of a sample position (fx, fy) that inside() accepted. The
 // atlas is stored with one texel of zeros around every bitmap, and
 // fx in (-1, w), fy in (-1, h) put all four taps inside that padded bitmap:
-// no bounds checks, and taps beyond the bitmap read 0 (DESIGN §1, "zero
+// no bounds checks, and taps beyond the bitmap read 0 (docs/DESIGN.md §1, "zero
 // outside"). The taps are, in order, (x0,y0), (x1,y0), (x0,y1), (x1,y1).
 struct Taps {
   int i00;    // padded offset of texel (floor(fx), floor(fy))

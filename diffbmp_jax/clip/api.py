@@ -13,9 +13,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import loading
-from .model import CLIP, ClipConfig
-from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess
+from diffbmp_jax.clip import loading
+from diffbmp_jax.clip.model import CLIP, ClipConfig
+from diffbmp_jax.clip.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess
 
 __all__ = ["ClipModel", "load_clip", "image_features", "text_features", "cosine_similarity"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from .model import CLIP, ClipConfig
+from diffbmp_jax.clip.model import CLIP, ClipConfig
 
 __all__ = ["ClipModelNotFoundError", "resolve_model_dir", "read_hf_config", "load_weights",
            "convert_hf_state_dict", "to_hf_state_dict", "init_params", "WEIGHT_FILES",

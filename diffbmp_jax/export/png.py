@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from ._common import (atomic_output, check_background, check_scale, check_scene, drawn_atlas, render_image,
-                      scale_scene, to_uint8)
+from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.export.common import (check_background, check_scale, check_scene, drawn_atlas, render_image,
+                                       scale_scene)
+from diffbmp_jax.io.images import to_uint8
 
 __all__ = ["export_png"]
 
@@ -21,7 +23,7 @@ def export_png(path, params, atlas, *, height: int, width: int, template=None, c
     sharp rather than being upsampled. Large scenes render in chunks of
     primitives (bounded memory with the reference backend). ``antialias``:
     stamps drawn from the prefiltered level for their output size
-    (:mod:`diffbmp_jax.mipmap`), as fits draw them.
+    (:mod:`diffbmp_jax.rendering.mipmap`), as fits draw them.
 
     Returns:
       ``path`` as a string.

@@ -16,8 +16,10 @@ import tempfile
 
 import numpy as np
 
-from ._common import (atomic_output, check_background, check_scale, check_scene, drawn_atlas, iter_primitive_crops,
-                      scale_scene, to_uint8)
+from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.export.common import (check_background, check_scale, check_scene, drawn_atlas,
+                                       iter_primitive_crops, scale_scene)
+from diffbmp_jax.io.images import to_uint8
 
 __all__ = ["export_psd", "PSD_MAX_SIDE"]
 
@@ -41,7 +43,7 @@ def _psd_tools():
                 ImageResources=ImageResources, ChannelInfo=ChannelInfo, LayerRecord=LayerRecord)
 
 
-def _layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, rgba: np.ndarray, opacity: int):
+def write_layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, rgba: np.ndarray, opacity: int):
     """Writes one layer: its record to ``records``, its channels to ``spool``."""
     h, w = rgba.shape[:2]
     infos = []
@@ -89,7 +91,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
       layer_names: optional ``N`` names.
       chunk: primitives rendered per batch (memory vs. speed).
       antialias: draw each stamp from the prefiltered level that suits its
-        size in the output (:mod:`diffbmp_jax.mipmap`), as fits do; False
+        size in the output (:mod:`diffbmp_jax.rendering.mipmap`), as fits do; False
         samples the bitmaps themselves (``render``'s default).
 
     Returns:
@@ -123,7 +125,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
         bg_rgba = np.empty((height, width, 4), np.uint8)
         bg_rgba[..., :3] = to_uint8(bg)
         bg_rgba[..., 3] = 255
-        _layer(pt, records, spool, "Background", 0, 0, bg_rgba, 255)
+        write_layer(pt, records, spool, "Background", 0, 0, bg_rgba, 255)
         del bg_rgba
         for i, x0, y0, a, col in iter_primitive_crops(params, atlas, template, height, width,
                                                       color_blend=color_blend, alpha_max=alpha_max, chunk=chunk):
@@ -133,7 +135,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
             rgba[..., :3] = to_uint8(col)
             rgba[..., 3] = to_uint8(a / (opacity / 255.0)) if peak > 0 else 0
             name = layer_names[i] if layer_names is not None else f"{i:04d} stamp {int(names_ids[i])}"
-            _layer(pt, records, spool, name, x0, y0, rgba, opacity)
+            write_layer(pt, records, spool, name, x0, y0, rgba, opacity)
             if a.size:
                 h, w = a.shape
                 alpha = rgba[..., 3:4].astype(np.float32) / 255.0 * (opacity / 255.0)

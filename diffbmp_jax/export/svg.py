@@ -16,7 +16,9 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from PIL import Image
 
-from ._common import atomic_output, check_background, check_scale, check_scene, to_uint8
+from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.export.common import check_background, check_scale, check_scene
+from diffbmp_jax.io.images import to_uint8
 
 __all__ = ["export_svg", "rasterize_svg_file"]
 
@@ -122,7 +124,7 @@ def export_svg(path, params, atlas, *, height: int, width: int, template=None, c
 
 def rasterize_svg_file(path, width: int | None = None) -> np.ndarray:
     """Rasterises an SVG file with resvg: ``[H, W, 4]`` float32 RGBA in [0, 1]."""
-    from ..sources import _import_resvg
+    from diffbmp_jax.stamps.svg import import_resvg as _import_resvg
     resvg_py = _import_resvg()
     kw = {} if width is None else {"width": int(width)}
     png = resvg_py.svg_to_bytes(svg_path=str(path), **kw)

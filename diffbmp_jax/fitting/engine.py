@@ -1,0 +1,275 @@
+"""The one optimisation step every fit runs, with its respawn and its evaluation.
+
+:func:`fit`, :func:`fit_batch`, :func:`fit_video`, :func:`fit_regions` and
+:func:`fit_text` all optimise through :func:`step`, :data:`RESPAWN` and
+:func:`evaluate`. What differs between them are options of the step:
+
+* the **objective** (``Static.objective``, a hashable object): the
+  :data:`PIXEL_LOSS` (MSE/L1/SSIM against the target, per-pixel weights) or
+  another one with the same three members, e.g. the CLIP objective of
+  :mod:`diffbmp_jax.tasks.text`. ``loss(static, data, image, target, key)``
+  scores the step's render ``[H, W, 3]``; ``score(static, data, image)`` the
+  final-style render (PSNR in dB for pixels); ``per_pixel`` says whether the
+  objective has a per-pixel error that respawn can follow;
+* **masked updates** (``Data.free``, ``[N]``, 1 = optimised, 0 = frozen): a
+  frozen primitive gets a zero update and keeps its exact bits through
+  clipping, projection and respawn (:func:`diffbmp_jax.fit_video`);
+* **region projection** (``Static.constrained``): every step ends with
+  :func:`project` onto the tables of ``Data.region`` (:class:`Region`), and
+  respawn draws each group's positions inside that group's mask
+  (:func:`diffbmp_jax.fit_regions`);
+* a **temporal loss** (``Static.temporal_weight > 0``):
+  ``temporal_weight * sum |theta - anchor|^2 / N`` in the optimiser's
+  normalised space, the anchor being the carry's third entry.
+
+The carry is ``(theta, optimiser state)``, plus ``anchor`` with a temporal
+loss. Units: pixels on the ``H x W`` canvas; ``theta`` is optimiser space with
+``Static.unit`` pixels per position unit (:mod:`diffbmp_jax.fitting.optim`).
+Steps are branch-free (see :mod:`diffbmp_jax.fitting.loop`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffbmp_jax.fitting.canvas import background, render_over, step_canvas, step_target
+from diffbmp_jax.fitting.config import FitConfig
+from diffbmp_jax.fitting.loop import run_chunk, scan_steps
+from diffbmp_jax.fitting.losses import combined_loss
+from diffbmp_jax.fitting.metrics import psnr
+from diffbmp_jax.fitting.optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params
+from diffbmp_jax.fitting.respawn import per_primitive, respawn, schedule as respawn_schedule
+from diffbmp_jax.scene.atlas import Atlas
+
+__all__ = ["PixelLoss", "PIXEL_LOSS", "Static", "Data", "Region", "BATCHED_FIELDS", "step", "respawn_after",
+           "RESPAWN", "periodic", "evaluate", "project", "run_fit_chunk", "run_steps", "run_steps_batched",
+           "stack_data", "render_theta"]
+
+
+class PixelLoss(NamedTuple):
+    """The image objective: ``combined_loss`` (``cfg.mse_weight``, ``l1_weight``,
+    ``ssim_weight``, ``Data.weight``) against the step's target; PSNR as score."""
+
+    per_pixel: bool = True
+
+    def loss(self, static: "Static", data: "Data", image, target, key):
+        cfg = static.cfg
+        return combined_loss(image, target, mse_weight=cfg.mse_weight, l1_weight=cfg.l1_weight,
+                             ssim_weight=cfg.ssim_weight, weight=data.weight)
+
+    def score(self, static: "Static", data: "Data", image):
+        return psnr(image, data.target, weight=data.weight)
+
+
+PIXEL_LOSS = PixelLoss()
+
+
+class Static(NamedTuple):
+    """Hashable settings a compiled run depends on (a change recompiles)."""
+    cfg: FitConfig
+    steps: int                   # optimisation steps of the run
+    height: int                  # canvas height H, pixels
+    width: int                   # canvas width W, pixels
+    chunk: int                   # steps per compiled chunk (one log entry each)
+    unit: float                  # pixels per optimiser position unit
+    objective: Any = PIXEL_LOSS  # see the module docstring
+    temporal_weight: float = 0.0  # weight (>= 0) of the parameter-motion penalty
+    constrained: bool = False    # project onto Data.region after every step
+
+
+class Region(NamedTuple):
+    """Per-group lookup tables confining primitives (see :mod:`diffbmp_jax.tasks.regions`)."""
+    group: jax.Array      # [N] int32 group id of each primitive
+    nearest: jax.Array    # [G, H, W] int32 flat index (y * W + x) of the nearest allowed centre pixel
+    room: jax.Array       # [G, H, W] float32 largest footprint radius (pixels) allowed at a centre
+    radius: jax.Array     # [N] float32 footprint radius per unit scale (tasks.video.footprint_radius)
+    mask: jax.Array       # [G, H, W] float32 1 inside the group's mask (not dilated), else 0
+    allowed: jax.Array    # [G, H, W] float32 1 at the group's allowed centre pixels, else 0
+
+
+class Data(NamedTuple):
+    """Arrays a run reads (none of them optimised)."""
+    target: Any                # [H, W, 3] float32 in [0, 1], over the output background; or None
+    target_alpha: Any          # [H, W, 1] coverage of a transparent target, or None (opaque)
+    atlas: Atlas               # float32 masks
+    template: jax.Array        # [N] int32 bitmap ids
+    weight: Any                # [H, W, 1|3] per-pixel loss weights or None
+    bg_image: Any              # [H, W, 3] or None
+    guide_scale: Any           # [H, W] respawn scale (pixels), or None without respawn
+    guide_angle: Any           # [H, W] respawn rotation (radians), or None without respawn
+    key: jax.Array             # jax.random.key of the run
+    free: Any = None           # [N] float32: 1 = optimised, 0 = frozen; None = all optimised
+    region: Any = None         # Region, or None when not constrained
+    extra: Any = None          # what the objective reads besides (e.g. CLIP weights, prompt embeddings)
+
+
+# Fields of Data that differ between the frames of a batched video window.
+BATCHED_FIELDS = ("target", "guide_scale", "guide_angle", "key", "free")
+
+
+def render_theta(static: Static, theta: Theta, atlas: Atlas, template, bg) -> jax.Array:
+    """``[H, W, 3]`` render of ``theta`` over ``bg`` with the settings of ``static.cfg`` (not clipped)."""
+    return render_over(static.cfg, to_params(theta, static.unit), atlas, template, bg, static.height,
+                       static.width)
+
+
+def project(static: Static, region: Region, theta: Theta) -> Theta:
+    """Confines ``theta`` (``N`` primitives) to their groups' regions.
+
+    Moves each centre into the closed pixel cell of the nearest allowed centre
+    pixel of its group and caps its scale so its footprint disc (radius
+    ``region.radius * scale`` pixels) fits in that pixel's ``room``.
+    """
+    h, w, unit = static.height, static.width, static.unit
+    xy = theta.xy * unit
+    px = jnp.clip(jnp.round(xy[:, 0]), 0, w - 1).astype(jnp.int32)
+    py = jnp.clip(jnp.round(xy[:, 1]), 0, h - 1).astype(jnp.int32)
+    px = jnp.where(jnp.isfinite(xy[:, 0]), px, 0)
+    py = jnp.where(jnp.isfinite(xy[:, 1]), py, 0)
+    idx = region.nearest[region.group, py, px]
+    mx = (idx % w).astype(jnp.float32)
+    my = (idx // w).astype(jnp.float32)
+    # 0.49, not 0.5: xy goes through a division and a multiplication by `unit`.
+    x = jnp.clip(xy[:, 0], mx - 0.49, mx + 0.49)
+    y = jnp.clip(xy[:, 1], my - 0.49, my + 0.49)
+    room = region.room[region.group, my.astype(jnp.int32), mx.astype(jnp.int32)]
+    log_scale = jnp.minimum(theta.log_scale, jnp.log(room / region.radius))
+    return theta._replace(xy=jnp.stack([x, y], -1) / unit, log_scale=log_scale)
+
+
+def _keep_frozen(data: Data, new: Theta, old: Theta) -> Theta:
+    """Frozen primitives keep their exact bits (clipping, projection and respawn must not touch them)."""
+    if data.free is None:
+        return new
+    keep = data.free > 0
+    return Theta(*(jnp.where(per_primitive(keep, a), a, b) for a, b in zip(new, old)))
+
+
+def _motion(theta: Theta, anchor: Theta):
+    """Parameter motion since the anchor, in normalised units (positions in base
+    half-extents, log scales, radians, logits), per primitive."""
+    return sum(jnp.sum(jnp.square(a - b)) for a, b in zip(theta, anchor)) / theta.log_scale.shape[0]
+
+
+def step(static: Static, data: Data, carry, t):
+    """One optimisation step at (traced) step index ``t``: ``(carry, (loss, 0))``.
+
+    Branch-free (see :mod:`diffbmp_jax.fitting.loop`); respawn runs after it as
+    :data:`RESPAWN`. The second output is the step's respawn count, filled in
+    by the loop.
+    """
+    cfg, h, w = static.cfg, static.height, static.width
+    opt = make_optimizer(cfg, static.steps)
+    theta, opt_state = carry[0], carry[1]
+    atlas, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    target = None if data.target is None else step_target(cfg, data.target, data.target_alpha, bg,
+                                                          data.bg_image, h, w)
+
+    def loss_fn(th):
+        image = render_theta(static, th, atlas, data.template, bg)
+        loss = static.objective.loss(static, data, image, target, key)
+        if static.temporal_weight > 0:
+            loss = loss + static.temporal_weight * _motion(th, carry[2])
+        return loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(theta)
+    updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
+    if data.free is not None:  # masked update: frozen primitives get a zero update
+        updates = jax.tree_util.tree_map(lambda u: u * per_primitive(data.free, u), updates)
+    new = clamp_theta(optax.apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
+    if static.constrained:
+        new = project(static, data.region, new)
+    return (_keep_frozen(data, new, theta), opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
+
+
+def respawn_after(static: Static, data: Data, carry, t):
+    """Respawn after step ``t``: invisible primitives move to where the error of
+    the current render (step ``t``'s canvas) is largest, inside their group's
+    region when constrained. Returns ``(carry, count)``."""
+    cfg, h, w = static.cfg, static.height, static.width
+    theta, opt_state = carry[0], carry[1]
+    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    image = render_theta(static, theta, atlas, data.template, bg)
+    target = step_target(cfg, data.target, data.target_alpha, bg, data.bg_image, h, w)
+    new, opt_state, count = respawn(theta, opt_state, image, k_spawn, cfg=cfg, height=h, width=w, unit=static.unit,
+                                    target=target, weight=data.weight, guide_scale=data.guide_scale,
+                                    guide_angle=data.guide_angle,
+                                    region=data.region if static.constrained else None)
+    if static.constrained:
+        new = project(static, data.region, new)
+    new = _keep_frozen(data, new, theta)
+    rest = tuple(carry[2:])
+    if rest:  # a respawned primitive starts a new life: no pull back to its old place
+        moved = jnp.any(new.xy != theta.xy, axis=-1)
+        rest = (Theta(*(jnp.where(per_primitive(moved, a), a, b) for a, b in zip(new, rest[0]))),)
+    return (new, opt_state) + rest, count
+
+
+#: Respawn every ``cfg.prune_every`` steps until ``cfg.prune_until`` of the run.
+RESPAWN = respawn_schedule(respawn_after)
+
+
+def periodic(static: Static):
+    """The periodic operation of a run: :data:`RESPAWN` when the objective has a per-pixel error, else None."""
+    return RESPAWN if static.objective.per_pixel else None
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate(static: Static, data: Data, theta: Theta):
+    """Final-style render (sharp atlas, ``output_background``) of ``theta``.
+
+    Returns ``(image [H, W, 3] in [0, 1], objective score (PSNR in dB for pixels), Primitives in pixel units)``.
+    """
+    bg = background(static.cfg.output_background, None, static.height, static.width, data.bg_image)
+    image = jnp.clip(render_theta(static, theta, data.atlas, data.template, bg), 0.0, 1.0)
+    return image, static.objective.score(static, data, image), to_params(theta, static.unit)
+
+
+def run_fit_chunk(static: Static, data: Data, carry, start):
+    """``static.chunk`` steps from step ``start`` (:func:`diffbmp_jax.fitting.loop.run_chunk`):
+    ``(carry, (losses [chunk], respawn counts [chunk]))``."""
+    return run_chunk(step, static, data, carry, start, periodic(static))
+
+
+def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta):
+    carry = (theta, make_optimizer(static.cfg, static.steps).init(theta))
+    if static.temporal_weight > 0:
+        carry += (anchor,)
+    ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
+    carry, (loss, _) = scan_steps(step, static, data, carry, ts, periodic(static))
+    return carry[0], loss
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def run_steps(static: Static, data: Data, theta: Theta, anchor: Theta):
+    """All ``static.steps`` steps as one jit-compiled ``lax.scan``, from a fresh optimiser state.
+
+    Args:
+      theta: start, ``N`` primitives in optimiser space.
+      anchor: the parameters the temporal loss pulls towards (same shapes; unused without one).
+
+    Returns:
+      ``(theta, losses [max(steps, 1)])`` (a NaN loss for ``steps = 0``).
+    """
+    return _run_all(static, data, theta, anchor)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def run_steps_batched(static: Static, data: Data, theta: Theta, anchor: Theta):
+    """:func:`run_steps` over a leading axis ``K`` (one ``jax.vmap``) of ``theta``,
+    ``anchor`` and the :data:`BATCHED_FIELDS` of ``data`` (see :func:`stack_data`);
+    the other fields (atlas, template, ...) are shared. Returns ``(theta [K, ...], losses [K, steps])``."""
+    axes = Data(**{f: (0 if f in BATCHED_FIELDS else None) for f in Data._fields})
+    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an), in_axes=(axes, 0, 0))(data, theta, anchor)
+
+
+def stack_data(datas: list) -> Data:
+    """One :class:`Data` for :func:`run_steps_batched`: the :data:`BATCHED_FIELDS`
+    of ``datas`` stacked along a new leading axis, the others taken from ``datas[0]``."""
+    first = datas[0]
+    return first._replace(**{f: jnp.stack([getattr(d, f) for d in datas]) for f in BATCHED_FIELDS})

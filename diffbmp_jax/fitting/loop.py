@@ -1,0 +1,178 @@
+"""The chunked optimisation loop shared by every fit.
+
+``static.chunk`` steps run inside one ``jit``-compiled ``lax.scan`` (a
+"chunk"), so Python only runs between chunks to log, call the callback and
+move the progress bar. A chunk always runs ``static.chunk`` iterations so one
+compilation serves every chunk; compilations are cached per step function,
+``static`` and shapes.
+
+No host round-trip per step. On a GPU every ``lax.cond`` copies its
+predicate to the host and waits for it, so the device drains and then idles
+while the host launches the next kernels (a third of a single-scene step on
+the H100, ``benchmarks/RESULTS.md``). So a step is branch-free: iterations
+past the last step (only in the last chunk) are computed and then discarded
+with ``jnp.where`` -- except on the CPU, where a branch costs nothing and
+skips them -- and an operation that runs every few steps (:class:`Periodic`,
+e.g. respawning invisible primitives) runs *between* groups of steps, under
+one ``lax.cond`` per group: the chunk is scanned as groups of
+``gcd(chunk, every)`` steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record"]
+
+
+class Periodic(NamedTuple):
+    """An operation that runs after step ``t`` when ``(t + 1) % every(static) == 0``
+    and ``due(static, t)`` (and ``t`` is a real step, not past the end).
+
+    ``apply(static, data, carry, t)`` returns ``(carry, count)``; ``count`` is
+    added to the ``aux`` output of step ``t`` (so ``aux`` must be an array of
+    its shape and dtype, e.g. a count of respawned primitives).
+    """
+    every: Callable[[Any], int]
+    due: Callable[[Any, jax.Array], jax.Array]
+    apply: Callable
+
+
+def _where(live, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, old)
+
+
+def _past_end(shapes):
+    """What steps past the end report: NaN losses and zero ``aux``, of the shapes ``(loss, aux)``."""
+    loss, aux = shapes
+    return jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype)
+
+
+def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None, *,
+               branch_past_end: bool | None = None):
+    """Runs ``step(static, data, carry, t)`` for the consecutive step indices ``ts`` (``[L]``).
+
+    ``step`` returns ``(carry, (loss, aux))`` and must not branch on ``t``
+    (see the module docstring); steps with ``t >= static.steps`` leave the
+    carry as it was and report a NaN loss and zero ``aux``: skipped by a
+    ``lax.cond`` if ``branch_past_end`` (default: on the CPU backend), else
+    computed and discarded. Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
+    """
+    length = int(ts.shape[0])
+    every = periodic.every(static) if periodic is not None else 0
+    group = math.gcd(length, every) if every > 0 else length
+    if branch_past_end is None:
+        branch_past_end = jax.default_backend() == "cpu"
+
+    def one(c, t):
+        live = t < static.steps
+        if branch_past_end:
+            shapes = jax.eval_shape(lambda c: step(static, data, c, t)[1], c)
+            return jax.lax.cond(live, lambda c: step(static, data, c, t), lambda c: (c, _past_end(shapes)), c)
+        new, (loss, aux) = step(static, data, c, t)
+        return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
+
+    def run_group(c, tg):
+        c, (loss, aux) = jax.lax.scan(one, c, tg)
+        if every > 0:
+            t = tg[-1]
+            due = ((t + 1) % every == 0) & (t < static.steps) & periodic.due(static, t)
+            c, count = jax.lax.cond(due, lambda c: periodic.apply(static, data, c, t),
+                                    lambda c: (c, jnp.zeros_like(aux[-1])), c)
+            aux = aux.at[-1].add(count)
+        return c, (loss, aux)
+
+    if group == length:
+        return run_group(carry, ts)
+    shapes = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
+
+    def skip_group(c, tg):  # every step of the group is past the end
+        return c, _past_end(shapes)
+
+    def each_group(c, tg):
+        return jax.lax.cond(tg[0] < static.steps, run_group, skip_group, c, tg)
+
+    carry, (loss, aux) = jax.lax.scan(each_group, carry, ts.reshape(length // group, group))
+    return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5))
+def run_chunk(step: Callable, static, data, carry, start, periodic: Periodic | None = None):
+    """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` (see :func:`scan_steps`).
+
+    ``step`` and ``periodic`` must be hashable (module-level functions), as
+    must ``static`` (a NamedTuple of settings). Returns
+    ``(carry, (losses [chunk], aux [chunk]))``.
+    """
+    ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
+    return scan_steps(step, static, data, carry, ts, periodic)
+
+
+def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
+               watch: bool = True, update: Callable | None = None,
+               to_host: Callable = np.asarray) -> tuple[Any, Any]:
+    """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
+
+    ``run(data, carry, start)`` runs one chunk from step ``start`` and returns
+    ``(carry, (losses [chunk, ...], aux [chunk, ...]))`` (e.g. :func:`run_chunk`).
+
+    ``log(step, carry, loss, auxes)`` records the state after ``step`` steps:
+    ``loss`` is that step's (NaN at step 0, an array for a batch), ``auxes``
+    the list of the chunks' ``aux`` arrays since the previous log (device
+    arrays). It returns ``(result, postfix)``, ``postfix`` a dict shown on the
+    tqdm bar (``desc``; hidden unless ``progress``) after the mean loss. With
+    ``watch`` it runs at step 0 and after every chunk; without, only once at
+    the end, so the chunks are dispatched without the host waiting for any.
+
+    ``update(done, chunk_steps, carry, data)``, if given, runs after every chunk
+    before the log and returns the ``data`` for the next chunks (same shapes, so
+    nothing recompiles): host-side changes such as template re-assignment.
+
+    ``to_host`` reads the losses back (across processes, for a multi-host batch).
+
+    Returns ``(carry, result of the last log)``.
+    """
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, disable=not progress, unit="it", desc=desc, leave=True)
+    auxes, losses, result, done = [], None, None, 0
+    try:
+        if watch or steps == 0:
+            result, _ = log(0, carry, np.float32(np.nan), [])
+        for start in range(0, steps, chunk):
+            carry, (losses, aux) = run(data, carry, jnp.int32(start))
+            auxes.append(aux)
+            done = min(start + chunk, steps)
+            if update is not None:
+                data = update(done, done - start, carry, data)
+            if watch:
+                loss = to_host(losses)[done - start - 1]
+                result, postfix = log(done, carry, loss, auxes)
+                auxes = []
+                bar.update(done - start)
+                bar.set_postfix(loss=f"{np.mean(loss):.4g}", **postfix)
+        if not watch and steps > 0:
+            result, _ = log(done, carry, to_host(losses)[(done - 1) % chunk], auxes)
+    finally:
+        bar.close()
+    return carry, result
+
+
+def record(history: dict, step: int, loss, start: float, **values):
+    """Appends one log entry to ``history`` (lists by name): ``step``, ``loss``
+    (None at step 0, before any step was taken; else a float), ``time``
+    (seconds since ``start``, a ``time.perf_counter()`` reading) and ``values``.
+    Returns the loss as recorded."""
+    import time
+    loss = None if step == 0 else float(loss)
+    history["step"].append(step)
+    history["loss"].append(loss)
+    history["time"].append(time.perf_counter() - start)
+    for name, value in values.items():
+        history[name].append(value)
+    return loss

@@ -1,0 +1,77 @@
+"""The optimiser: its normalised parameter space (:class:`Theta`) and the Optax chain.
+
+Inside the optimiser the parameters live in a normalised space: positions in
+units of a length ``unit`` (pixels; :func:`diffbmp_jax.fit` uses the typical
+stamp half-extent :func:`diffbmp_jax.fitting.init.base_scale`) and scales as
+logarithms, so that one set of learning rates suits any canvas size and
+primitive count, and scales stay positive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffbmp_jax.fitting.config import FitConfig
+from diffbmp_jax.scene.primitives import Primitives
+from diffbmp_jax.fitting.schedules import lr_multiplier
+
+__all__ = ["Theta", "to_theta", "to_params", "make_optimizer", "finite_grads", "clamp_theta"]
+
+
+class Theta(NamedTuple):
+    """Optimiser-space parameters (see module docstring); leading axis ``N``."""
+    xy: jax.Array             # [N, 2] position / unit
+    log_scale: jax.Array      # [N] log of the half-extent in pixels
+    rotation: jax.Array       # [N] radians
+    opacity_logit: jax.Array  # [N]
+    color_logit: jax.Array    # [N, 3]
+
+
+def to_theta(p: Primitives, unit: float) -> Theta:
+    """:class:`Primitives` (pixel units) -> :class:`Theta`; ``unit`` is pixels per position unit."""
+    return Theta(p.xy / unit, jnp.log(p.scale), p.rotation, p.opacity_logit, p.color_logit)
+
+
+def to_params(t: Theta, unit: float) -> Primitives:
+    """:class:`Theta` -> :class:`Primitives` (pixel units); the inverse of :func:`to_theta`."""
+    return Primitives(xy=t.xy * unit, scale=jnp.exp(t.log_scale), rotation=t.rotation,
+                      opacity_logit=t.opacity_logit, color_logit=t.color_logit)
+
+
+def make_optimizer(cfg: FitConfig, steps: int) -> optax.GradientTransformation:
+    """Adam, then the decay schedule over ``steps`` steps, then one learning rate per field.
+
+    The learning rates ``cfg.lr_xy`` (position units), ``lr_scale`` (log
+    scale), ``lr_rotation`` (radians), ``lr_opacity``, ``lr_color`` (logits)
+    are step sizes per step of a :class:`Theta`.
+    """
+    lrs = Theta(cfg.lr_xy, cfg.lr_scale, cfg.lr_rotation, cfg.lr_opacity, cfg.lr_color)
+
+    def per_field(updates, state, params=None):
+        del params
+        return Theta(*(-lr * u for u, lr in zip(updates, lrs))), state
+
+    return optax.chain(
+        optax.scale_by_adam(b1=cfg.adam_b1, b2=cfg.adam_b2),
+        optax.scale_by_schedule(lr_multiplier(cfg.lr_schedule, steps, cfg.lr_final, cfg.warmup_steps)),
+        optax.GradientTransformation(lambda params: optax.EmptyState(), per_field),
+    )
+
+
+def finite_grads(grads):
+    """Zeroes non-finite gradient entries, so a degenerate primitive cannot poison the optimiser state."""
+    return jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+
+
+def clamp_theta(theta: Theta, cfg: FitConfig, size: float, unit: float) -> Theta:
+    """Keeps scales in ``[0.05, cfg.max_scale * size]`` pixels and centres within
+    ``[-0.5, 1.5] * size`` pixels (``size``: the canvas' longer side, pixels);
+    pruning catches what leaves the canvas anyway."""
+    return theta._replace(
+        log_scale=jnp.clip(theta.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
+        xy=jnp.clip(theta.xy, -0.5 * size / unit, 1.5 * size / unit))

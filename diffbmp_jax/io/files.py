@@ -1,0 +1,140 @@
+"""Writing files safely: every output appears complete under its final name or not at all.
+
+:class:`AtomicWriter` writes a run's several outputs under temporary names
+in one folder and renames them together once everything succeeded;
+:func:`atomic_output` does the same for one file. Both honour the umask
+(``mkstemp`` alone would leave 0600 files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["AtomicWriter", "check_out_dir", "check_output_path", "atomic_output"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class AtomicWriter:
+    """Writes files under temporary names in ``out`` and renames them all at the end.
+
+    Use as ``with AtomicWriter(out) as w: write(w.path("result.png"))``: the
+    folder is created on entry; on success every file is renamed to its final
+    name (``w.outputs`` then lists the final paths), on any exception the
+    temporary files are removed and the exception propagates.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.pending: list[tuple[str, Path]] = []
+        self.outputs: list[str] = []
+        self.made: list[Path] = []  # sub-folders created for nested names, removed again on abort
+
+    def __enter__(self) -> AtomicWriter:
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+    def path(self, name: str) -> str:
+        """A temporary path that becomes ``out/name`` on commit (``name`` may hold sub-folders)."""
+        final = self.out / name
+        missing = [d for d in reversed(final.parents) if d.is_relative_to(self.out) and not d.exists()]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.made += missing
+        # The extension stays last (writers pick formats by it); ".part" marks it unfinished.
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+        os.close(fd)
+        self.pending.append((tmp, final))
+        return tmp
+
+    def folder(self, name: str) -> "_Folder":
+        """This writer seen from its sub-folder ``name``: ``.path(f)`` is ``self.path(name/f)``."""
+        return _Folder(self, name)
+
+    def commit(self) -> list[str]:
+        """Renames every pending file to its final name (usual permissions); returns the final paths."""
+        self.outputs = [str(final) for _, final in self.pending]
+        umask = _umask()
+        for tmp, final in self.pending:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+            os.replace(tmp, final)
+        self.pending = []
+        return self.outputs
+
+    def abort(self) -> None:
+        """Removes every pending temporary file (and the sub-folders made for them)."""
+        for tmp, _ in self.pending:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self.pending = []
+        for d in reversed(self.made):
+            with contextlib.suppress(OSError):  # not empty: something else lives there
+                d.rmdir()
+        self.made = []
+
+
+class _Folder:
+    """A sub-folder of an :class:`AtomicWriter` (:meth:`AtomicWriter.folder`)."""
+
+    def __init__(self, writer: AtomicWriter, name: str):
+        self.writer, self.name = writer, name
+
+    def path(self, name: str) -> str:
+        return self.writer.path(f"{self.name}/{name}")
+
+
+def check_out_dir(out) -> Path:
+    """``out`` as a Path; ValueError when it exists and is not a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    return out
+
+
+def check_output_path(path, argname: str = "path"):
+    """Checks early that ``path`` names a file in an existing folder; returns
+    ``(path, folder)``."""
+    try:
+        path = os.fspath(path)
+    except TypeError as e:
+        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
+    if not path:
+        raise ValueError(f"{argname} must be a non-empty file path")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{argname}: {path!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{argname}: cannot write {path!r}: folder {folder!r} does not exist")
+    return path, folder
+
+
+@contextlib.contextmanager
+def atomic_output(path, argname: str = "path"):
+    """Yields a temporary file name beside ``path``; renames it onto ``path`` on
+    success, deletes it on any error, so no partial output is ever left.
+
+    One file through an :class:`AtomicWriter`: the temporary name keeps
+    ``path``'s extension (writers pick formats by it). Raises a clear error
+    naming ``argname`` if the folder is missing or not writable.
+    """
+    path, folder = check_output_path(path, argname)
+    writer = AtomicWriter(Path(folder))
+    try:
+        tmp = writer.path(os.path.basename(path))
+    except OSError as e:
+        raise PermissionError(f"{argname}: cannot write {path!r}: folder {folder!r} is not writable ({e})") from e
+    with writer:
+        yield tmp

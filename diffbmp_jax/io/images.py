@@ -1,0 +1,101 @@
+"""Images in and out: one list of image suffixes, file/folder/glob expansion, RGBA decoding, targets, uint8."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def expand_paths(paths) -> list[Path]:
+    """Expands files, folders (their images, sorted) and glob patterns into files.
+
+    Raises ValueError naming ``paths`` when nothing is found.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?[") and not os.path.exists(s):
+            hits = sorted(glob.glob(s, recursive=True))
+            if not hits:
+                raise ValueError(f"paths: glob {s!r} matched no files")
+            out.extend(Path(h) for h in hits if os.path.isfile(h))
+        elif os.path.isdir(s):
+            hits = sorted(q for q in Path(s).iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not hits:
+                raise ValueError(f"paths: folder {s!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(hits)
+        elif os.path.isfile(s):
+            out.append(Path(s))
+        else:
+            raise FileNotFoundError(f"paths: no such file or folder: {s!r}")
+    if not out:
+        raise ValueError("paths: no image files given (the atlas would be empty)")
+    return out
+
+
+def read_rgba(path) -> np.ndarray:
+    """Reads an image as float32 ``[h, w, 4]`` RGBA in [0, 1]; alpha 1 if absent.
+
+    Also returns whether the file had an alpha channel, as the ``has_alpha``
+    attribute of the error-free tuple ``(rgba, has_alpha)``.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {str(path)!r}: {e}") from e
+    return rgba, has_alpha
+
+
+def expand_paths_with(paths, suffixes) -> list[Path]:
+    """Like :func:`expand_paths` but folders contribute files with ``suffixes``."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if os.path.isdir(s):
+            hits = sorted(q for q in Path(s).iterdir() if q.suffix.lower() in suffixes and q.is_file())
+            if not hits:
+                raise ValueError(f"paths: folder {s!r} holds no usable files ({', '.join(suffixes)})")
+            out.extend(hits)
+        else:
+            out.extend(expand_paths([s]))
+    return out
+
+
+def load_target(path, max_size: int | None = None) -> np.ndarray:
+    """Reads an image file as float32 ``[H, W, 3]`` in [0, 1].
+
+    Transparent pixels are composed over white; the image is downscaled
+    (Lanczos) so its longer side is at most ``max_size``.
+    Raises FileNotFoundError / ValueError naming ``target``.
+    """
+    if not os.path.isfile(str(path)):
+        raise FileNotFoundError(f"target: no such file: {str(path)!r}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgba = im.convert("RGBA")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"target: cannot read image {str(path)!r}: {e}") from e
+    if max_size is not None and max(rgba.size) > max_size:
+        s = max_size / max(rgba.size)
+        rgba = rgba.resize((max(1, round(rgba.width * s)), max(1, round(rgba.height * s))), Image.LANCZOS)
+    a = np.asarray(rgba, np.float32) / 255.0
+    return a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
+
+
+def to_uint8(img) -> np.ndarray:
+    """Image in [0, 1] (clipped) -> uint8, rounded to nearest."""
+    return (np.clip(np.asarray(img, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,8 @@
+"""The renderer: :func:`render` and its checks (``api``), the dense pure-JAX
+ground truth (``reference``), the FFI kernels' wrappers (``kernels``) and
+their registration (``registry``), antialiased sampling (``mipmap``) and the
+atlas blur of soft rasterisation (``blur``)."""
+
+from diffbmp_jax.rendering.api import BACKENDS, composite, default_template, render
+
+__all__ = ["render", "composite", "default_template", "BACKENDS"]

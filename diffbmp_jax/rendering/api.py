@@ -1,0 +1,177 @@
+"""The public ``render`` function: validation and backend dispatch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffbmp_jax.rendering import registry, mipmap
+from diffbmp_jax import validation as V
+from diffbmp_jax.scene.atlas import Atlas
+from diffbmp_jax.rendering.kernels import KernelConfig, render_kernel
+from diffbmp_jax.scene.primitives import Primitives
+from diffbmp_jax.rendering.reference import render_reference
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+__all__ = ["render", "composite", "default_template", "check_scene", "check_params", "check_template", "BACKENDS"]
+
+
+def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
+    """``[N]`` int32 ids ``n % P``: bitmaps assigned round-robin."""
+    return jnp.arange(num_primitives, dtype=jnp.int32) % num_bitmaps
+
+
+def check_params(params) -> Primitives:
+    """Checks a :class:`Primitives` (shapes, dtypes; values when concrete); returns float32 fields."""
+    if not isinstance(params, Primitives):
+        raise TypeError(f"params must be a diffbmp_jax.Primitives, got {type(params).__name__}")
+    if np.ndim(params.xy) != 2:
+        raise ValueError(f"params.xy must have shape (N, 2), got {tuple(np.shape(params.xy))}")
+    n = np.shape(params.xy)[0]  # N is read off xy; every other field must agree
+    shapes = {"xy": (n, 2), "scale": (n,), "rotation": (n,), "opacity_logit": (n,), "color_logit": (n, 3)}
+    fields = {}
+    for name, shape in shapes.items():
+        x = getattr(params, name)
+        dtype = V.dtype_of(x)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"params.{name} must be a float array, got dtype {dtype}")
+        V.check_shape(f"params.{name}", x, shape)
+        V.check_finite(f"params.{name}", x)
+        fields[name] = jnp.asarray(x).astype(jnp.float32)
+    V.check_range("params.scale", params.scale, 0.0, lo_open=True)
+    return Primitives(**fields)
+
+
+def check_template(template, n: int, p: int) -> jax.Array:
+    """Checks ``[N]`` template ids against ``P`` bitmaps (range when concrete); ``None`` gives ``n % P``."""
+    if template is None:
+        return default_template(n, p)
+    dtype = V.dtype_of(template)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"template must be an integer array of bitmap ids, got dtype {dtype}")
+    V.check_shape("template", template, (n,))
+    if V.is_concrete(template):
+        t = np.asarray(template)
+        if t.size and (t.min() < 0 or t.max() >= p):
+            raise ValueError(f"template ids must lie in [0, {p}) for an atlas of {p} bitmaps; "
+                             f"found {int(t.min())}..{int(t.max())}")
+    return jnp.asarray(template).astype(jnp.int32)
+
+
+def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0, alpha_max=0.99):
+    """Validates the arguments of :func:`render` (every entry point that takes a scene uses it).
+
+    Returns ``(params, template [N] int32, height, width, color_blend, alpha_max)``
+    with float32 params and plain Python numbers.
+    """
+    if not isinstance(atlas, Atlas):
+        raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
+    height = V.positive_int("height", height)
+    width = V.positive_int("width", width)
+    color_blend = V.unit_float("color_blend", color_blend)
+    alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
+    if alpha_max == 0.0:
+        raise ValueError("alpha_max must be in (0, 0.99], got 0.0")
+    if jnp.ndim(atlas.mask) != 3:
+        raise ValueError(f"atlas.mask must have shape (P, h, w), got {tuple(jnp.shape(atlas.mask))} "
+                         "(map over a batch of atlases with jax.vmap)")
+    atlas.check_values()
+    params = check_params(params)
+    template = check_template(template, params.num, atlas.num)
+    if color_blend > 0.0 and atlas.rgb is None:
+        raise ValueError("color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
+    return params, template, height, width, color_blend, alpha_max
+
+
+def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
+           color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
+           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False):
+    """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (docs/DESIGN.md §1).
+
+    Args:
+      params: :class:`Primitives` with ``N`` entries (differentiable).
+      atlas: :class:`Atlas` of ``P`` bitmaps, mask ``[P, h, w]``.
+      height, width: canvas size in pixels (static Python ints).
+      template: ``[N]`` int32 bitmap id per primitive, default ``n % P``. Not
+        differentiated. Ids outside ``[0, P)`` raise ``ValueError`` on concrete
+        input; inside ``jit`` (where they cannot be checked) the kernels draw such
+        a primitive as invisible and the reference clamps the id.
+      color_blend: ``k`` in [0, 1]: colour ``(1 - k) * tint + k * bitmap rgb``.
+        ``k > 0`` needs an atlas with ``rgb``.
+      alpha_max: cap on per-pixel alpha, in (0, 0.99].
+      backend: ``"auto"`` (the fastest built kernel for the platform the
+        computation runs on, else the reference), ``"cuda"``, ``"cpu"`` or
+        ``"reference"``.
+      atlas_grad: also differentiate the atlas mask/rgb (kernel backends;
+        the reference always differentiates everything).
+      atlas_bf16: ``backend="cuda"`` only: the kernels read the atlas as bf16
+        (half its memory traffic; arithmetic and gradients stay fp32; about
+        2e-3 relative error in the image, see benchmarks/RESULTS.md).
+      antialias: sample each bitmap from a prefiltered level that suits its
+        size on screen (:mod:`diffbmp_jax.rendering.mipmap`), so stamps drawn smaller
+        than their bitmaps do not alias. Off, every pixel samples the bitmap
+        itself (the contract of docs/DESIGN.md §1). Fits turn it on
+        (``FitConfig.antialias``).
+
+    Returns:
+      ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
+      coverage ``A``; compose over a background ``B`` with :func:`composite`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if atlas_bf16 and backend != "cuda":
+        raise ValueError(f"atlas_bf16=True needs backend='cuda', got backend={backend!r}")
+    params, template, height, width, color_blend, alpha_max = check_scene(
+        params, atlas, height=height, width=width, template=template, color_blend=color_blend,
+        alpha_max=alpha_max)
+    n, p = params.num, atlas.num
+    use_rgb = color_blend > 0.0
+    mask = jnp.asarray(atlas.mask, jnp.float32)
+    rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
+    if antialias:
+        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template)
+        p = mask.shape[0]
+
+    if n == 0:
+        return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)
+
+    def reference():
+        safe_template = jnp.clip(template, 0, p - 1)
+        return render_reference(params, mask, rgb, safe_template, height, width, color_blend, alpha_max)
+
+    def kernel():
+        cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad),
+                           bool(atlas_bf16))
+        m = mask if atlas_grad else jax.lax.stop_gradient(mask)
+        r = rgb if use_rgb else jnp.zeros((1, 1, 1, 3), jnp.float32)
+        if not atlas_grad:
+            r = jax.lax.stop_gradient(r)
+        return render_kernel(cfg, params, template, m, r)
+
+    if backend == "reference":
+        color, trans = reference()
+    elif backend in ("cpu", "cuda"):
+        platform = "cpu" if backend == "cpu" else "CUDA"
+        if not registry.registered(platform):
+            raise RuntimeError(f"backend={backend!r}: the {backend} kernels are not built in this "
+                               "installation of diffbmp_jax")
+        color, trans = kernel()
+    else:
+        branches = {plat: (kernel if registry.registered(name) else reference)
+                    for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
+        color, trans = jax.lax.platform_dependent(**branches, default=reference)
+    return color, 1.0 - trans
+
+
+def composite(color: jax.Array, alpha: jax.Array, background) -> jax.Array:
+    """Image ``C + (1 - A) * B`` ``[..., H, W, 3]`` over a background.
+
+    Args:
+      color: ``[..., H, W, 3]`` premultiplied colour from :func:`render`.
+      alpha: ``[..., H, W]`` coverage.
+      background: anything broadcastable to ``color``: a scalar, an RGB triple,
+        or an image ``[H, W, 3]`` (e.g. noise).
+    """
+    return color + (1.0 - alpha)[..., None] * jnp.asarray(background, jnp.float32)

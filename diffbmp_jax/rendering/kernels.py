@@ -1,0 +1,145 @@
+"""``jax.ffi.ffi_call`` wrappers for the tile kernels, tied by ``jax.custom_vjp``.
+
+The forward target returns the premultiplied colour ``C [H, W, 3]``, the final
+transmittance ``T [H, W]`` and, per pixel, the index of the deepest primitive
+it composited before early termination (``stop [H, W]`` int32). ``T`` and
+``stop`` are the only per-pixel residuals: memory ``O(H * W + N)``. The backward
+target recomputes the tile binning and walks each pixel's list again.
+
+Batching: ``jax.vmap`` (nested up to 4 deep) of anything built on these calls
+renders all scenes in one kernel launch per call, not one after another.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from diffbmp_jax.rendering import registry
+from diffbmp_jax.scene.primitives import Primitives
+
+
+class KernelConfig(NamedTuple):
+    """Static (hashable) settings of one kernel call."""
+    height: int
+    width: int
+    color_blend: float
+    alpha_max: float
+    use_rgb: bool
+    atlas_grad: bool
+    # CUDA only: the kernels read the atlas (mask, rgb) as bf16, halving its
+    # memory traffic; arithmetic, parameters and gradients stay fp32.
+    atlas_bf16: bool = False
+
+
+# Under jax.vmap the kernels render every scene of the batch in one launch:
+# each argument gains leading batch dimensions (size 1 where it is not mapped,
+# e.g. a shared atlas, read in place), see cuda/common/batch_layout.h.
+VMAP_METHOD = "expand_dims"
+
+
+def kernel_inputs(params: Primitives, template, mask, rgb):
+    return (params.xy, params.scale, params.rotation, params.opacity_logit,
+            params.color_logit, template, mask, rgb)
+
+
+def kernel_attrs(cfg: KernelConfig) -> dict:
+    return dict(color_blend=np.float32(cfg.color_blend), alpha_max=np.float32(cfg.alpha_max),
+                use_rgb=np.int32(cfg.use_rgb))
+
+
+def _target(name: str, cfg: KernelConfig) -> str:
+    return name + "_bf16" if cfg.atlas_bf16 else name
+
+
+def pad_atlas(mask, rgb, use_rgb: bool):
+    """The atlas as the kernels read it: each bitmap with one texel of zeros around it.
+
+    ``mask [P, h, w] -> [P, h + 2, w + 2]``, ``rgb [P, h, w, 3] -> [P, h + 2, w + 2, 3]``
+    (a dummy ``rgb`` is passed through when not ``use_rgb``). The border lets
+    the kernels read all four bilinear taps without bounds checks.
+    """
+    mask = jnp.pad(mask, ((0, 0), (1, 1), (1, 1)))
+    if use_rgb:
+        rgb = jnp.pad(rgb, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return mask, rgb
+
+
+def _atlas_inputs(cfg: KernelConfig, mask, rgb):
+    """Padded, and cast to bf16 when asked for."""
+    mask, rgb = pad_atlas(mask, rgb, cfg.use_rgb)
+    if cfg.atlas_bf16:
+        return mask.astype(jnp.bfloat16), rgb.astype(jnp.bfloat16)
+    return mask, rgb
+
+
+def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
+    h, w = cfg.height, cfg.width
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
+    out_types = (
+        jax.ShapeDtypeStruct((h, w, 3), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.int32),
+    )
+    call = jax.ffi.ffi_call(_target(registry.FORWARD, cfg), out_types, vmap_method=VMAP_METHOD)
+    return call(*kernel_inputs(params, template, mask, rgb), **kernel_attrs(cfg))
+
+
+def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
+    """The parameter gradients and (padded, empty unless ``cfg.atlas_grad``) atlas gradients."""
+    n = params.scale.shape[0]
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
+    # Unused atlas gradients are empty, of the same rank (the kernels read
+    # every buffer's batch dimensions by rank).
+    atlas_shape = mask.shape if cfg.atlas_grad else (0,) + mask.shape[1:]
+    rgb_shape = rgb.shape if (cfg.atlas_grad and cfg.use_rgb) else (0,) + rgb.shape[1:]
+    out_types = (
+        jax.ShapeDtypeStruct((n, 2), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n, 3), jnp.float32),
+        jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
+        jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
+    )
+    call = jax.ffi.ffi_call(_target(registry.BACKWARD, cfg), out_types, vmap_method=VMAP_METHOD)
+    return call(*kernel_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
+                atlas_grad=np.int32(cfg.atlas_grad), **kernel_attrs(cfg))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def render_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb):
+    """``(C [H, W, 3], T [H, W])`` from the FFI kernels of the current platform.
+
+    ``rgb`` is ``[P, h, w, 3]`` when ``cfg.use_rgb`` else a ``[1, 1, 1, 3]`` dummy.
+    """
+    color, trans, _ = _forward_call(cfg, params, template, mask, rgb)
+    return color, trans
+
+
+def _fwd(cfg, params, template, mask, rgb):
+    color, trans, stop = _forward_call(cfg, params, template, mask, rgb)
+    return (color, trans), (params, template, mask, rgb, trans, stop)
+
+
+def _bwd(cfg, res, cotangents):
+    params, template, mask, rgb, trans, stop = res
+    d_color, d_trans = cotangents
+    d_xy, d_scale, d_rot, d_op, d_col, d_mask, d_rgb = _backward_call(
+        cfg, params, template, mask, rgb, trans, stop,
+        jnp.asarray(d_color, jnp.float32), jnp.asarray(d_trans, jnp.float32))
+    d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
+    if cfg.atlas_grad:  # drop the padding's border
+        d_mask_out = d_mask[:, 1:-1, 1:-1]
+        d_rgb_out = d_rgb[:, 1:-1, 1:-1, :] if cfg.use_rgb else jnp.zeros_like(rgb)
+    else:
+        d_mask_out, d_rgb_out = jnp.zeros_like(mask), jnp.zeros_like(rgb)
+    d_template = np.zeros(template.shape, dtype=jax.dtypes.float0)
+    return d_params, d_template, d_mask_out, d_rgb_out
+
+
+render_kernel.defvjp(_fwd, _bwd)

@@ -1,0 +1,174 @@
+"""The package's architecture, read from its source: layers, import cycles, private names.
+
+The rules are those of docs/DESIGN.md §2. Every import counts, including
+imports inside functions; the scan reads the source, so it needs no build.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "diffbmp_jax"
+
+# Layer -> the layers it may import (besides itself). Bottom up.
+ALLOWED = {
+    "validation": set(),
+    "assets": set(),
+    "scene": {"validation"},
+    "io": {"validation", "scene"},
+    "rendering": {"validation", "scene"},
+    "stamps": {"validation", "scene", "io"},
+    "fitting": {"validation", "scene", "io", "rendering"},
+    "clip": {"validation", "io"},
+    "tasks": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip"},
+    "export": {"validation", "scene", "io", "rendering", "stamps"},
+    "cli": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks", "export", "assets",
+            "__init__"},
+    "__main__": {"cli"},
+    "__init__": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks", "export"},
+}
+
+
+def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def package_modules() -> dict:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+MODULES = package_modules()
+
+
+def imports_of(path: pathlib.Path):
+    """``(node, imported module, names)`` for every import of the package in ``path``, at any depth."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "diffbmp_jax":
+                    yield node, alias.name, []
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "diffbmp_jax":
+            yield node, node.module, [a.name for a in node.names]
+
+
+def edges(name: str, path: pathlib.Path) -> set:
+    """Package modules that ``name`` imports (a ``from package import module`` counts as the module)."""
+    out = set()
+    for _, target, names in imports_of(path):
+        hits = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
+        out.update(hits or [target])
+    out.discard(name)
+    return out
+
+
+def layer(name: str) -> str:
+    parts = name.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def test_every_import_is_absolute():
+    relative = [f"{module_name(p)}:{node.lineno}" for p in MODULES.values()
+                for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative, f"relative imports: {relative}"
+
+
+def test_imports_only_go_down_the_layers():
+    bad = []
+    for name, path in MODULES.items():
+        own = layer(name)
+        for target in edges(name, path):
+            other = layer(target)
+            if other != own and other not in ALLOWED[own]:
+                bad.append(f"{name} imports {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_never_imports_the_cli():
+    bad = [f"{name} imports {t}" for name, path in MODULES.items() if layer(name) not in ("cli", "__main__")
+           for t in edges(name, path) if layer(t) == "cli"]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles():
+    graph = {name: edges(name, path) for name, path in MODULES.items()}
+    state, stack, cycles = {}, [], []
+
+    def visit(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == "open":
+                cycles.append(stack[stack.index(m):] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def _private_uses(path: pathlib.Path, modules: dict):
+    """Underscore names of package modules that ``path`` imports or reads as attributes."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    aliases = {}  # local name -> package module it stands for
+    found = []
+    for node, target, names in imports_of(path):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    aliases[a.asname] = a.name
+            continue
+        for a in node.names:
+            full = f"{target}.{a.name}"
+            if full in modules:
+                aliases[a.asname or a.name] = full
+                if a.name.startswith("_"):
+                    found.append(f"{node.lineno}: module {full}")
+            elif a.name.startswith("_"):
+                found.append(f"{node.lineno}: {full}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{node.lineno}: {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["diffbmp_jax", "tests", "benchmarks", "examples"])
+def test_no_module_uses_another_modules_private_names(folder):
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        bad += [f"{path.relative_to(ROOT)}:{hit}" for hit in _private_uses(path, MODULES)]
+    assert not bad, "\n".join(bad)
+
+
+def test_package_inits_only_re_export():
+    bad = []
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            ok = isinstance(node, (ast.Import, ast.ImportFrom)) or (
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # docstrings
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):  # __all__, __version__, constants
+                ok = isinstance(node.value, (ast.List, ast.Tuple, ast.Constant, ast.BinOp, ast.Call, ast.Attribute))
+            if not ok:
+                bad.append(f"{name}:{node.lineno} {type(node).__name__}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_scan_sees_real_imports():
+    """The rules above cannot pass vacuously: the scan finds the imports it must find."""
+    assert len(MODULES) > 40
+    engine = edges("diffbmp_jax.fitting.engine", MODULES["diffbmp_jax.fitting.engine"])
+    assert {"diffbmp_jax.fitting.loop", "diffbmp_jax.fitting.respawn", "diffbmp_jax.scene.atlas"} <= engine
+    sample = ROOT / "tests" / "test_architecture.py"
+    assert _private_uses(sample, MODULES) == []
