@@ -8,7 +8,7 @@ images, SVG, text, emoji), ``fitting`` (:func:`fit`, :func:`fit_batch`), ``tasks
 PNG, GIF, MP4) and ``clip``. This module only re-exports.
 """
 
-from diffbmp_jax import clip, export, io, stamps
+from diffbmp_jax import clip, export, io, rendering, stamps
 from diffbmp_jax.export import export_png, export_psd, export_svg
 from diffbmp_jax.fitting import init, losses, metrics, templates
 from diffbmp_jax.fitting.batch import BatchFitResult, fit_batch, scene_mesh
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Atlas", "Primitives", "render", "composite", "default_template", "BACKENDS",
-    "stamps", "load_stamps", "templates", "io",
+    "stamps", "load_stamps", "templates", "io", "rendering",
     "init", "losses", "metrics", "psnr", "ssim", "fit", "FitConfig", "FitResult",
     "fit_batch", "BatchFitResult", "scene_mesh",
     "fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr",

@@ -1,9 +1,11 @@
 """The cpu backend against the reference renderer: forward and every gradient."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
+
 import numpy as np
 import pytest
 
@@ -121,8 +123,53 @@ def test_atlas_gradients_match_reference():
     g_cpu = jax.grad(loss)(atlas, "cpu", atlas_grad=True)
     assert rel_err(g_cpu.mask, g_ref.mask) < GRAD_TOL
     assert rel_err(g_cpu.rgb, g_ref.rgb) < GRAD_TOL
-    g_off = jax.grad(loss)(atlas, "cpu")
-    assert float(jnp.max(jnp.abs(g_off.mask))) == 0.0  # atlas_grad=False: atlas is constant
+    for backend in ("cpu", "auto"):  # no flag: the atlas is differentiated because grad asks for it
+        g = jax.grad(loss)(atlas, backend)
+        assert rel_err(g.mask, g_ref.mask) < GRAD_TOL, backend
+        assert rel_err(g.rgb, g_ref.rgb) < GRAD_TOL, backend
+
+
+def test_atlas_gradient_only_when_the_atlas_is_differentiated():
+    """A fit's step differentiates the primitives only: the backward kernel skips the atlas."""
+    rng = np.random.default_rng(19)
+    atlas = random_atlas(rng, num=2, h=6, w=5)
+    params = random_scene(rng, 8, 16, 16)
+
+    def loss(p, a):
+        return jnp.sum(db.render(p, a, height=16, width=16, backend="cpu", color_blend=0.5)[0])
+
+    def backward_flags(argnums):
+        text = str(jax.make_jaxpr(jax.grad(loss, argnums=argnums))(params, atlas))
+        return sorted(set(re.findall(r"'atlas_grad', np\.int32\((\d)\)", text)))
+
+    assert backward_flags(0) == ["0"]
+    assert backward_flags(1) == ["1"]
+    assert backward_flags((0, 1)) == ["1"]
+
+
+def test_forward_mode_names_the_reference_backend():
+    rng = np.random.default_rng(21)
+    atlas = random_atlas(rng, num=2, h=6, w=5)
+    params = random_scene(rng, 6, 12, 12)
+
+    def image(p, backend):
+        return db.render(p, atlas, height=12, width=12, backend=backend)[0]
+
+    for backend in ("cpu", "auto"):
+        with pytest.raises(TypeError, match="reverse mode only.*backend='reference'"):
+            jax.jvp(lambda p: image(p, backend), (params,), (params,))
+    _, tangent = jax.jvp(lambda p: image(p, "reference"), (params,), (params,))
+    assert np.all(np.isfinite(np.asarray(tangent))) and float(jnp.abs(tangent).max()) > 0
+
+
+@pytest.mark.skipif(any(d.platform == "gpu" for d in jax.devices()), reason="this machine has a GPU")
+def test_cuda_backend_without_a_gpu_raises():
+    rng = np.random.default_rng(23)
+    atlas = random_atlas(rng, num=1, h=4, w=4)
+    params = random_scene(rng, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="backend='cuda' is not available.*available backends: auto, reference"):
+        db.render(params, atlas, height=8, width=8, backend="cuda")
+    assert "cuda" not in db.rendering.available_backends()
 
 
 def test_single_primitive_pixels_exact():

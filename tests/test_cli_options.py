@@ -193,7 +193,7 @@ def test_video_fps(tmp_path):
     frames = [np.full((8, 8, 3), k / 3, np.float32) for k in range(3)]
     write_frames(tmp_path / "a.gif", frames, fps=5)
     assert video_fps(tmp_path / "a.gif") == pytest.approx(5.0, abs=1e-6)
-    write_frames(tmp_path / "b.gif", frames, fps=4)
+    write_frames(tmp_path / "b.gif", frames + [frames[-1]] * 3, fps=4)  # the repeats merge into one frame
     assert video_fps(tmp_path / "b.gif") == pytest.approx(4.0, abs=1e-6)
     (tmp_path / "frames").mkdir()
     assert video_fps(tmp_path / "frames") is None
@@ -249,6 +249,18 @@ def test_video_cli_writes_at_the_input_frame_rate(tmp_path, quick_video_fit):
     assert video_fps(tmp_path / "o3" / "video.gif") == pytest.approx(video_cli.FALLBACK_FPS, abs=1e-6)
 
 
+def test_video_cli_export_scale(tmp_path, quick_video_fit, capsys):
+    base = _files(tmp_path)["video"] + ["-n", "3", "--stamp-size", "16", "--no-progress", "--export-scale", "2"]
+    out = tmp_path / "o"
+    cli.run(base + ["--export", "gif,png", "-o", str(out)])
+    from diffbmp_jax.io.video import load_video
+    # re-rendered at twice the 32 px input (the two renders are equal: the GIF may merge them)
+    assert load_video(out / "video.gif").shape[1:] == (64, 64, 3)
+    assert Image.open(out / "frames" / "1.png").size == (64, 64)
+    assert cli.main(base + ["--side-by-side", "-o", str(tmp_path / "o2")]) == 2
+    assert "--export-scale" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
 @pytest.mark.slow
 def test_regions_progress_export_size_and_config(tmp_path, capsys):
     files = _files(tmp_path)  # t.png 32x32, m.png all white (32x32)
@@ -259,14 +271,14 @@ def test_regions_progress_export_size_and_config(tmp_path, capsys):
     cfg.write_text('steps = 4\nexport = "png"\nstamp_size = 16\n[fit]\nlog_every = 2\n')
     out = tmp_path / "out"
     s = cli.run(files["regions"] + ["--region", f"{tmp_path / 'left.png'}:{STAMPS}:2", "--config", str(cfg),
-                                    "--size", "24", "--export", "png,svg", "-o", str(out)])
+                                    "--size", "24", "--export", "png,svg", "--export-scale", "2", "-o", str(out)])
     assert np.isfinite(s["psnr"])
     assert "regions" in capsys.readouterr().err  # the progress bar's description
     assert {p.name for p in out.iterdir()} == {"result.png", "result.svg", "params.npz", "history.json"}
-    assert Image.open(out / "result.png").size == (24, 24)  # target and masks downscaled together
+    assert Image.open(out / "result.png").size == (48, 48)  # the 24 px canvas, re-rendered at --export-scale 2
     assert "<svg" in (out / "result.svg").read_text()[:500]
     h = json.loads((out / "history.json").read_text())
-    assert h["size"] == [24, 24] and h["config"]["log_every"] == 2
+    assert h["size"] == [24, 24] and h["config"]["log_every"] == 2  # target and masks downscaled together
     z = np.load(out / "params.npz")
     assert list(np.bincount(z["group"])) == [3, 2]
     # the left group never leaves its (downscaled) half: centres within the left 12 px + margin

@@ -147,7 +147,7 @@ def run_fit(args) -> dict:
                        "config": config_dict(config)}, fh, indent=1)
         write_exports(writer.path, extra_formats(opts["export"], opts["export_scale"]), result.params, atlas,
                       result.template, h, w, config, scale=opts["export_scale"])
-    outputs = writer.outputs
+    outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
     print(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s  "
           f"({opts['num_primitives']} primitives, {opts['steps']} steps, {w}x{h})  -> {out}/")
     return {"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time, "outputs": outputs}

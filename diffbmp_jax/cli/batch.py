@@ -131,7 +131,7 @@ def run_batch(args) -> dict:
                    "history": json_safe(res.history), "config": config_dict(config)}
         with open(writer.path("summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
-    outputs = writer.outputs
+    outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
     print(f"{len(paths)} targets, mean PSNR {np.mean(res.psnr):.2f} dB, {res.devices} device(s), "
           f"wall time {res.wall_time:.1f} s ({n} primitives, {steps} steps, {w}x{h}) -> {out}/")
     return {"psnr": [float(v) for v in res.psnr], "ssim": [float(v) for v in res.ssim],

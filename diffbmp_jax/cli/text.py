@@ -129,7 +129,7 @@ def run_text(args) -> dict:
                        "history": json_safe(result.history), "config": config_dict(config)}, fh, indent=1)
         write_exports(writer.path, extra_formats(opts["export"], opts["export_scale"]), result.params, atlas,
                       result.template, h, w, config, scale=opts["export_scale"])
-    outputs = writer.outputs
+    outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
     print(f"CLIP score {result.clip_score:.4f}  wall time {result.wall_time:.1f} s  "
           f"({n} primitives, {steps} steps, {w}x{h})  -> {out}/")
     return {"clip_score": result.clip_score, "wall_time": result.wall_time, "outputs": outputs}

@@ -243,8 +243,10 @@ def run_regions(args) -> dict:
     res = fit_regions(target, groups, steps=opts["steps"], key=jax.random.key(opts["seed"]), config=config,
                       margin=opts["margin"], progress=opts["progress"])
     scale = opts["export_scale"]
+    exports = extra_formats(opts["export"], scale)
     with AtomicWriter(out) as writer:
-        Image.fromarray(to_uint8(res.image)).save(writer.path("result.png"), format="PNG")
+        if "png" not in exports:  # else re-rendered at the export scale below
+            Image.fromarray(to_uint8(res.image)).save(writer.path("result.png"), format="PNG")
         with open(writer.path("params.npz"), "wb") as fh:
             save_params(fh, primitive_arrays(res.params), h, w, config.color_blend,
                         template=np.asarray(res.template, np.int32), group=res.group)
@@ -252,8 +254,7 @@ def run_regions(args) -> dict:
             json.dump({"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time,
                        "regions": opts["region"], "size": [int(h), int(w)],
                        "config": config_dict(res.config)}, fh, indent=1)
-        write_exports(writer.path, extra_formats(opts["export"], scale), res.params, res.atlas, res.template,
-                      h, w, res.config, scale=scale)
+        write_exports(writer.path, exports, res.params, res.atlas, res.template, h, w, res.config, scale=scale)
     outputs = writer.outputs
     print(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  wall time {res.wall_time:.1f} s  -> {out}/")
     return {"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time, "outputs": outputs}

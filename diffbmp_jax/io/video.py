@@ -118,9 +118,10 @@ def video_fps(path) -> float | None:
     """The frame rate of the video at ``path``, or None when it states none.
 
     MP4 and other ffmpeg-readable files: the ``fps`` of imageio-ffmpeg's
-    metadata. Animated GIF: 1000 / the mean frame ``duration`` (ms; GIF stores
-    hundredths of a second, so 5 fps = 200 ms reads back exactly). A folder of
-    frames, or a GIF without delays: None.
+    metadata. Animated GIF: 1000 / the most common frame ``duration`` (ms; GIF
+    stores hundredths of a second, so 5 fps = 200 ms reads back exactly; the
+    most common, as Pillow merges repeated frames and sums their delays). A
+    folder of frames, or a GIF without delays: None.
 
     Raises:
       FileNotFoundError naming ``path``; ValueError when the file cannot be read.
@@ -136,7 +137,12 @@ def video_fps(path) -> float | None:
             with Image.open(p) as im:
                 delays = [fr.info.get("duration") for fr in ImageSequence.Iterator(im)]
             delays = [float(d) for d in delays if isinstance(d, (int, float)) and d > 0]
-            return 1000.0 * len(delays) / sum(delays) if delays else None
+            if not delays:
+                return None
+            # The most common delay (the shorter on a tie): writers merge repeated
+            # frames into one with their delays summed.
+            counts = {d: delays.count(d) for d in delays}
+            return 1000.0 / min(counts, key=lambda d: (-counts[d], d))
         import imageio.v2 as iio2
         with ffmpeg_subprocess(), iio2.get_reader(str(p), format="FFMPEG") as reader:
             fps = reader.get_meta_data().get("fps")

@@ -3,6 +3,6 @@ ground truth (``reference``), the FFI kernels' wrappers (``kernels``) and
 their registration (``registry``), antialiased sampling (``mipmap``) and the
 atlas blur of soft rasterisation (``blur``)."""
 
-from diffbmp_jax.rendering.api import BACKENDS, composite, default_template, render
+from diffbmp_jax.rendering.api import BACKENDS, available_backends, composite, default_template, render
 
-__all__ = ["render", "composite", "default_template", "BACKENDS"]
+__all__ = ["render", "composite", "default_template", "available_backends", "BACKENDS"]

@@ -15,7 +15,8 @@ from diffbmp_jax.rendering.reference import render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-__all__ = ["render", "composite", "default_template", "check_scene", "check_params", "check_template", "BACKENDS"]
+__all__ = ["render", "composite", "default_template", "available_backends", "check_scene", "check_params",
+           "check_template", "BACKENDS"]
 
 
 def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
@@ -100,12 +101,16 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         a primitive as invisible and the reference clamps the id.
       color_blend: ``k`` in [0, 1]: colour ``(1 - k) * tint + k * bitmap rgb``.
         ``k > 0`` needs an atlas with ``rgb``.
-      alpha_max: cap on per-pixel alpha, in (0, 0.99].
+      alpha_max: scale of every primitive's alpha, in (0, 0.99].
       backend: ``"auto"`` (the fastest built kernel for the platform the
         computation runs on, else the reference), ``"cuda"``, ``"cpu"`` or
-        ``"reference"``.
-      atlas_grad: also differentiate the atlas mask/rgb (kernel backends;
-        the reference always differentiates everything).
+        ``"reference"`` (:func:`available_backends`; asking for one that is not
+        available raises RuntimeError). The kernels are differentiable in
+        reverse mode (``jax.grad``); forward mode (``jax.jvp``, ``jacfwd``,
+        ``hessian``) needs ``backend="reference"``.
+      atlas_grad: no longer needed: every backend differentiates the atlas
+        (mask and rgb) exactly when the atlas is being differentiated; True
+        makes the kernels compute its gradient anyway.
       atlas_bf16: ``backend="cuda"`` only: the kernels read the atlas as bf16
         (half its memory traffic; arithmetic and gradients stay fp32; about
         2e-3 relative error in the image, see benchmarks/RESULTS.md).
@@ -144,25 +149,45 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     def kernel():
         cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad),
                            bool(atlas_bf16))
-        m = mask if atlas_grad else jax.lax.stop_gradient(mask)
         r = rgb if use_rgb else jnp.zeros((1, 1, 1, 3), jnp.float32)
-        if not atlas_grad:
-            r = jax.lax.stop_gradient(r)
-        return render_kernel(cfg, params, template, m, r)
+        try:
+            return render_kernel(cfg, params, template, mask, r)
+        except TypeError as e:
+            if "forward-mode" not in str(e):
+                raise
+            raise TypeError(f"render(backend={backend!r}): the cpu and cuda kernels are differentiable in "
+                            "reverse mode only (jax.grad, jax.vjp, jacrev); for jax.jvp, jacfwd or hessian "
+                            "use backend='reference'") from None
 
     if backend == "reference":
         color, trans = reference()
     elif backend in ("cpu", "cuda"):
-        platform = "cpu" if backend == "cpu" else "CUDA"
-        if not registry.registered(platform):
-            raise RuntimeError(f"backend={backend!r}: the {backend} kernels are not built in this "
-                               "installation of diffbmp_jax")
+        if backend not in available_backends():
+            raise RuntimeError(f"backend={backend!r} is not available here ({_why_not(backend)}); "
+                               f"available backends: {', '.join(available_backends())}")
         color, trans = kernel()
     else:
         branches = {plat: (kernel if registry.registered(name) else reference)
                     for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
         color, trans = jax.lax.platform_dependent(**branches, default=reference)
     return color, 1.0 - trans
+
+
+def available_backends() -> list[str]:
+    """The backends :func:`render` can run here: ``"auto"``, ``"reference"``, and
+    ``"cpu"`` / ``"cuda"`` when their kernels are built (and, for cuda, JAX sees a GPU)."""
+    out = ["auto", "reference"]
+    if registry.registered("cpu"):
+        out.append("cpu")
+    if registry.cuda_available():
+        out.append("cuda")
+    return out
+
+
+def _why_not(backend: str) -> str:
+    if backend == "cuda" and registry.registered("CUDA"):
+        return "the cuda kernels are built but JAX sees no GPU"
+    return f"the {backend} kernels are not built in this installation of diffbmp_jax"
 
 
 def composite(color: jax.Array, alpha: jax.Array, background) -> jax.Array:

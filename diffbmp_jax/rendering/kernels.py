@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from diffbmp_jax.rendering import registry
 from diffbmp_jax.scene.primitives import Primitives
@@ -116,22 +117,41 @@ def render_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb):
     """``(C [H, W, 3], T [H, W])`` from the FFI kernels of the current platform.
 
     ``rgb`` is ``[P, h, w, 3]`` when ``cfg.use_rgb`` else a ``[1, 1, 1, 3]`` dummy.
+    Differentiable in reverse mode: the backward kernel computes the atlas's
+    gradients exactly when the atlas is being differentiated (``cfg.atlas_grad``
+    forces them).
     """
     color, trans, _ = _forward_call(cfg, params, template, mask, rgb)
     return color, trans
 
 
+def _value(tree):
+    return jax.tree.map(lambda p: p.value, tree, is_leaf=lambda p: isinstance(p, CustomVJPPrimal))
+
+
 def _fwd(cfg, params, template, mask, rgb):
+    # With symbolic zeros every argument arrives as CustomVJPPrimal(value, perturbed):
+    # whether the atlas is differentiated is known here, at trace time.
+    atlas_grad = cfg.atlas_grad or mask.perturbed or (cfg.use_rgb and rgb.perturbed)
+    params, template, mask, rgb = _value((params, template, mask, rgb))
     color, trans, stop = _forward_call(cfg, params, template, mask, rgb)
-    return (color, trans), (params, template, mask, rgb, trans, stop)
+    # The flag travels as the residuals' structure (static): an empty tuple or a tuple holding one.
+    return (color, trans), (params, template, mask, rgb, trans, stop, ((),) if atlas_grad else ())
+
+
+def _dense(cotangent, like):
+    if isinstance(cotangent, SymbolicZero):
+        return jnp.zeros(like.shape, jnp.float32)
+    return jnp.asarray(cotangent, jnp.float32)
 
 
 def _bwd(cfg, res, cotangents):
-    params, template, mask, rgb, trans, stop = res
-    d_color, d_trans = cotangents
+    params, template, mask, rgb, trans, stop, flag = res
+    cfg = cfg._replace(atlas_grad=bool(flag))
+    d_color = _dense(cotangents[0], jax.ShapeDtypeStruct(trans.shape + (3,), jnp.float32))
+    d_trans = _dense(cotangents[1], trans)
     d_xy, d_scale, d_rot, d_op, d_col, d_mask, d_rgb = _backward_call(
-        cfg, params, template, mask, rgb, trans, stop,
-        jnp.asarray(d_color, jnp.float32), jnp.asarray(d_trans, jnp.float32))
+        cfg, params, template, mask, rgb, trans, stop, d_color, d_trans)
     d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
     if cfg.atlas_grad:  # drop the padding's border
         d_mask_out = d_mask[:, 1:-1, 1:-1]
@@ -142,4 +162,4 @@ def _bwd(cfg, res, cotangents):
     return d_params, d_template, d_mask_out, d_rgb_out
 
 
-render_kernel.defvjp(_fwd, _bwd)
+render_kernel.defvjp(_fwd, _bwd, symbolic_zeros=True)
