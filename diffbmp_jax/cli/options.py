@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 
 __all__ = [
-    "PROG", "COMMON_DEFAULTS", "HelpFormatter", "version", "subparser", "SHARED", "FIT_OPTIONS", "add_shared", "add_option",
-    "read_toml", "split_config", "resolve", "check_options", "check_out", "check_exports", "extra_formats",
-    "write_exports", "fit_fields", "config_dict", "json_safe", "flag",
-    "BACKEND_CHOICES", "MASK_RULE_CHOICES", "TEMPLATE_CHOICES", "EXPORT_FORMATS",
+    "PROG", "COMMON_DEFAULTS", "HelpFormatter", "version", "subparser", "SHARED", "SHOWN", "ALIASES",
+    "FIT_OPTIONS", "add_shared", "add_option", "flag", "read_toml", "split_config", "resolve", "fit_fields",
+    "check_options", "check_out", "check_exports", "check_font", "extra_formats", "write_exports",
+    "config_dict", "json_safe", "BACKEND_CHOICES", "MASK_RULE_CHOICES", "TEMPLATE_CHOICES", "EXPORT_FORMATS",
 ]
 
 PROG = "diffbmp-jax"

@@ -30,17 +30,19 @@ PSD_MAX_SIDE = 30000
 def _psd_tools():
     try:
         from psd_tools.compression import compress
-        from psd_tools.constants import ChannelID, Compression, ColorMode
+        from psd_tools.constants import ChannelID, Compression, ColorMode, Tag
         from psd_tools.psd.color_mode_data import ColorModeData
         from psd_tools.psd.header import FileHeader
         from psd_tools.psd.image_data import ImageData
         from psd_tools.psd.image_resources import ImageResources
         from psd_tools.psd.layer_and_mask import ChannelInfo, LayerRecord
+        from psd_tools.psd.tagged_blocks import TaggedBlocks
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("PSD export needs psd-tools: pip install 'diffbmp-jax[export]'") from e
     return dict(compress=compress, ChannelID=ChannelID, Compression=Compression, ColorMode=ColorMode,
                 ColorModeData=ColorModeData, FileHeader=FileHeader, ImageData=ImageData,
-                ImageResources=ImageResources, ChannelInfo=ChannelInfo, LayerRecord=LayerRecord)
+                ImageResources=ImageResources, ChannelInfo=ChannelInfo, LayerRecord=LayerRecord, Tag=Tag,
+                TaggedBlocks=TaggedBlocks)
 
 
 def write_layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, rgba: np.ndarray, opacity: int):
@@ -58,8 +60,13 @@ def write_layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, 
             spool.write(struct.pack(">H", pt["Compression"].RAW.value))
         spool.write(data)
         infos.append(pt["ChannelInfo"](id=cid, length=len(data) + 2))
+    # The Pascal name is Mac Roman (at most 255 bytes); the full name goes in
+    # the Unicode name block, which readers prefer.
+    blocks = pt["TaggedBlocks"]()
+    blocks.set_data(pt["Tag"].UNICODE_LAYER_NAME, name)
+    legacy = name.encode("macroman", "replace")[:255].decode("macroman")
     rec = pt["LayerRecord"](top=top, left=left, bottom=top + h, right=left + w, channel_info=infos,
-                            opacity=int(opacity), name=name)
+                            opacity=int(opacity), name=legacy, tagged_blocks=blocks)
     rec.write(records)
 
 
@@ -112,6 +119,9 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
     n = params.num
     if n + 1 > 32767:
         raise ValueError(f"params: a PSD holds at most 32,766 primitive layers, got {n}")
+    if isinstance(chunk, (bool, np.bool_)) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (primitives rendered per batch), got {chunk!r}")
+    chunk = int(chunk)
     if layer_names is not None:
         layer_names = [str(s) for s in layer_names]
         if len(layer_names) != n:

@@ -153,6 +153,9 @@ class FitConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"config.{name} must be a number in [0, 1], got {v!r}")
+        for name in ("adam_b1", "adam_b2"):  # a beta of 1 divides by zero in Adam's bias correction
+            if getattr(self, name) >= 1.0:
+                raise ValueError(f"config.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not 0.0 < self.alpha_max <= 0.99:
             raise ValueError(f"config.alpha_max must be in (0, 0.99], got {self.alpha_max!r}")
         if self.coverage <= 0 or self.max_scale <= 0:
@@ -161,12 +164,11 @@ class FitConfig:
             raise ValueError("config: at least one of mse_weight, l1_weight, ssim_weight must be > 0")
         if self.templates not in TEMPLATE_CHOICES:
             raise ValueError(f"config.templates must be one of {TEMPLATE_CHOICES}, got {self.templates!r}")
-        for name in ("warmup_steps", "prune_every", "reassign_every"):
+        for name, least in (("warmup_steps", 0), ("prune_every", 0), ("reassign_every", 0), ("log_every", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"config.{name} must be an int >= 0, got {v!r}")
-        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
-            raise ValueError(f"config.log_every must be an int >= 1, got {self.log_every!r}")
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ValueError(f"config.{name} must be an int >= {least}, got {v!r}")
+            object.__setattr__(self, name, int(v))  # NumPy ints too, stored as Python ints (hashable, static)
         for name in ("soft_raster", "antialias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config.{name} must be true or false, got {getattr(self, name)!r}")

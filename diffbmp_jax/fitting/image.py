@@ -110,12 +110,7 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
         params, template = _init.INITIALIZERS[config.init](
             target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity, **reuse)
     else:
-        params, template = init_params
-        if not isinstance(params, Primitives) or params.num != n:
-            raise ValueError(f"init_params must be (Primitives with {n} entries, template [{n}])")
-        t = np.asarray(template)
-        if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= atlas.num:
-            raise ValueError(f"init_params template must be {n} integer ids in [0, {atlas.num})")
+        params, template = _init.check_init_params(init_params, n, atlas)
     template = _initial_templates(config.templates, params, template, atlas, target, key)
     data = Data(target, alpha, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
                 bg_image, maps["scale"], maps["angle"], k_loop)

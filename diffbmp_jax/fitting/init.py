@@ -21,9 +21,10 @@ import jax.numpy as jnp
 
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.rendering.blur import gaussian_filter, kernel_radius
+from diffbmp_jax.rendering.api import check_params, check_template
 from diffbmp_jax.scene.primitives import Primitives, logit
 
-__all__ = ["logit", "random", "grid", "structure_aware", "INITIALIZERS", "base_scale", "structure_maps",
+__all__ = ["logit", "check_init_params", "random", "grid", "structure_aware", "INITIALIZERS", "base_scale", "structure_maps",
            "sample_pixels", "sample_colors", "logit"]
 
 _LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
@@ -217,3 +218,26 @@ def _params_from_maps(target, kxy, prob, scale, angle, num: int, opacity: float)
 
 
 INITIALIZERS = {"random": random, "grid": grid, "structure_aware": structure_aware}
+
+
+def check_init_params(init_params, num: int, atlas: Atlas) -> tuple[Primitives, jax.Array]:
+    """Validates a fit's ``init_params``: ``(Primitives with num entries, template [num])``.
+
+    The primitives must be finite with scales > 0 (a start the optimiser can
+    leave), the template ``num`` integer ids in ``[0, P)``. Returns float32
+    primitives and the int32 template; ValueError/TypeError name ``init_params``.
+    """
+    if not isinstance(init_params, (tuple, list)) or len(init_params) != 2:
+        raise TypeError(f"init_params must be a pair (Primitives with {num} entries, template [{num}]), "
+                        f"got {type(init_params).__name__}")
+    params, template = init_params
+    if not isinstance(params, Primitives) or params.num != num:
+        raise ValueError(f"init_params must be (Primitives with {num} entries, template [{num}])")
+    try:
+        params = check_params(params)
+        if template is None or not jnp.issubdtype(jnp.asarray(template).dtype, jnp.integer):
+            raise TypeError(f"template must be {num} integer bitmap ids, got {template!r:.60}")
+        template = check_template(template, num, atlas.num)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"init_params: {e}") from None
+    return params, template

@@ -106,8 +106,11 @@ def annealed_atlas(atlas: Atlas, step, total_steps: int, sigma0: float, anneal_f
 
     Masks blurred with the std :func:`blur_sigma` gives at ``step`` (bitmap
     pixels; the kernel sized for ``sigma0``); ``sigma0 <= 0`` returns
-    ``atlas`` unchanged (sharp).
+    ``atlas`` unchanged (sharp). ValueError when ``sigma0`` exceeds the bitmaps' side.
     """
     if sigma0 <= 0:
         return atlas
+    side = max(atlas.mask.shape[-2:])
+    if sigma0 > side:  # wider blurs only flatten the bitmap, at a cost growing with sigma
+        raise ValueError(f"blur_sigma must be at most the bitmaps' size ({side} px), got {sigma0!r}")
     return blur_atlas(atlas, blur_sigma(step, total_steps, sigma0, anneal_frac), kernel_radius(sigma0))

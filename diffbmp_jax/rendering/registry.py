@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 
 import jax
 
@@ -35,6 +36,8 @@ def registered(platform: str) -> bool:
 
     Raises RuntimeError when the installed kernels implement another contract version.
     """
+    if platform == "cpu":
+        check_thread_count()
     try:
         module = importlib.import_module(_MODULES[platform])
     except ImportError:
@@ -47,6 +50,18 @@ def registered(platform: str) -> bool:
     for name, capsule in module.registrations().items():
         jax.ffi.register_ffi_target(name, capsule, platform=platform)
     return True
+
+
+def check_thread_count() -> None:
+    """ValueError unless ``DIFFBMP_NUM_THREADS`` (threads of the cpu kernels) is unset or a positive integer.
+
+    The kernels read it with C's ``atoi``, which would turn ``"abc"`` or ``"-1"``
+    into one thread and ``"2.5"`` into two, silently.
+    """
+    value = os.environ.get("DIFFBMP_NUM_THREADS")
+    if value is not None and not (value.strip().isdigit() and int(value) > 0):
+        raise ValueError(f"DIFFBMP_NUM_THREADS must be a positive integer (threads of the cpu kernels), "
+                         f"got {value!r}")
 
 
 def cuda_available() -> bool:

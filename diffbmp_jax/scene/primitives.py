@@ -75,13 +75,24 @@ class Primitives:
           color: ``[N, 3]``, ``[3]`` or scalar in (0, 1).
         """
         xy = jnp.asarray(xy, jnp.float32)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"xy must have shape (N, 2), got {tuple(xy.shape)}")
         n = xy.shape[0]
+
+        def per_primitive(name, value, trailing=()):
+            a = jnp.asarray(value, jnp.float32)
+            try:
+                return jnp.broadcast_to(a, (n,) + trailing)
+            except ValueError:
+                raise ValueError(f"{name} must be a scalar or have shape {(n,) + trailing} (one per primitive "
+                                 f"of xy), got {tuple(a.shape)}") from None
+
         return cls(
             xy=xy,
-            scale=jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (n,)),
-            rotation=jnp.broadcast_to(jnp.asarray(0.0 if rotation is None else rotation, jnp.float32), (n,)),
-            opacity_logit=jnp.broadcast_to(logit(opacity, 1e-6), (n,)),
-            color_logit=jnp.broadcast_to(logit(color, 1e-6), (n, 3)),
+            scale=per_primitive("scale", scale),
+            rotation=per_primitive("rotation", 0.0 if rotation is None else rotation),
+            opacity_logit=per_primitive("opacity", logit(opacity, 1e-6)),
+            color_logit=per_primitive("color", logit(color, 1e-6), (3,)),
         )
 
     def to_dict(self) -> dict:

@@ -229,9 +229,7 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
         params, template = _init.INITIALIZERS[config.init](
             guide, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity)
     else:
-        params, template = init_params
-        if not isinstance(params, Primitives) or params.num != n:
-            raise ValueError(f"init_params must be (Primitives with {n} entries, template [{n}])")
+        params, template = _init.check_init_params(init_params, n, atlas)
     template = jnp.asarray(template, jnp.int32)
 
     size = float(max(height, width))  # positions in units of the canvas' longer side

@@ -1,0 +1,128 @@
+"""Bad inputs get clear errors naming the argument; files, names and frame rates come back as written."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffbmp_jax as db
+from scenes import random_atlas, random_scene
+
+H = W = 16
+
+
+@pytest.fixture
+def small():
+    rng = np.random.default_rng(3)
+    atlas = random_atlas(rng, num=2, h=6, w=6)
+    target = rng.uniform(size=(H, W, 3)).astype(np.float32)
+    return atlas, target
+
+
+@pytest.mark.parametrize("bad, match", [(np.nan, r"params.scale contains 1 non-finite"), (-1.0, "params.scale must be > 0")])
+def test_fit_refuses_broken_init_params(small, bad, match):
+    atlas, target = small
+    params = db.Primitives.create(xy=[[4.0, 4.0], [8.0, 8.0]], scale=[3.0, bad])
+    with pytest.raises(ValueError, match=f"init_params: {match}"):
+        db.fit(target, atlas, num_primitives=2, steps=2, key=0, progress=False,
+               init_params=(params, np.zeros(2, np.int32)))
+    with pytest.raises(TypeError, match="init_params must be a pair"):
+        db.fit(target, atlas, num_primitives=2, steps=2, key=0, progress=False, init_params=params)
+
+
+@pytest.mark.parametrize("name", ["adam_b1", "adam_b2"])
+def test_adam_betas_of_one_are_refused(name):
+    with pytest.raises(ValueError, match=rf"config.{name} must be in \[0, 1\)"):
+        db.FitConfig(**{name: 1.0})
+    assert getattr(db.FitConfig(**{name: 0.5}), name) == 0.5
+
+
+def test_numpy_ints_are_accepted_as_ints():
+    cfg = db.FitConfig(log_every=np.int64(5), prune_every=np.int32(10))
+    assert cfg.log_every == 5 and type(cfg.log_every) is int and type(cfg.prune_every) is int
+    with pytest.raises(ValueError, match="config.log_every must be an int >= 1"):
+        db.FitConfig(log_every=np.int64(0))
+    assert hash(cfg) == hash(db.FitConfig(log_every=5, prune_every=10))
+
+
+def test_blur_wider_than_the_bitmaps_is_refused_before_any_step(small):
+    atlas, target = small
+    with pytest.raises(ValueError, match=r"blur_sigma must be at most the bitmaps' size \(6 px\)"):
+        db.fit(target, atlas, num_primitives=2, steps=2, key=0, progress=False, blur_sigma=1e6)
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 2.5, True])
+def test_psd_chunk_must_be_positive(tmp_path, small, chunk):
+    atlas, _ = small
+    params = random_scene(np.random.default_rng(4), 3, H, W)
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        db.export_psd(tmp_path / "x.psd", params, atlas, height=H, width=W, chunk=chunk)
+    assert os.listdir(tmp_path) == []
+
+
+def test_psd_layer_names_round_trip_in_unicode(tmp_path, small):
+    psd_tools = pytest.importorskip("psd_tools")
+    atlas, _ = small
+    params = random_scene(np.random.default_rng(5), 3, H, W)
+    names = ["🌸 flower", "Größe", "plain"]
+    path = tmp_path / "names.psd"
+    db.export_psd(path, params, atlas, height=H, width=W, layer_names=names)
+    layers = list(psd_tools.PSDImage.open(path))
+    assert [layer.name for layer in layers] == ["Background"] + names
+
+
+def test_files_written_by_the_api_honour_the_umask(tmp_path, small):
+    atlas, _ = small
+    params = random_scene(np.random.default_rng(6), 3, H, W)
+    old = os.umask(0o027)
+    try:
+        png = db.export_png(tmp_path / "a.png", params, atlas, height=H, width=W)
+        gif = db.export.write_frames(tmp_path / "a.gif", [np.zeros((4, 4, 3))] * 2, fps=5)
+    finally:
+        os.umask(old)
+    for path in (png, gif):
+        assert os.stat(path).st_mode & 0o777 == 0o640, path
+
+
+def test_gif_frame_delays_follow_the_frame_rate(tmp_path):
+    frames = [np.full((4, 4, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
+    path = db.export.write_frames(tmp_path / "a.gif", frames, fps=5)
+    with Image.open(path) as im:
+        delays = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            delays.append(im.info["duration"])
+    assert delays == [200, 200, 200]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(xy=3.0, scale=1.0), r"xy must have shape \(N, 2\)"),
+    (dict(xy=[[1, 2], [3, 4]], scale=[1, 2, 3]), r"scale must be a scalar or have shape \(2,\)"),
+    (dict(xy=[[1, 2], [3, 4]], scale=1, color=[[1, 0, 0]] * 3), r"color must be a scalar or have shape \(2, 3\)"),
+])
+def test_primitives_create_names_the_argument(kw, match):
+    with pytest.raises(ValueError, match=match):
+        db.Primitives.create(**kw)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "2.5", "0"])
+def test_bad_thread_count_is_refused(value):
+    script = textwrap.dedent("""
+        import numpy as np, diffbmp_jax as db
+        atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))
+        params = db.Primitives.create(xy=[[4.0, 4.0]], scale=2.0)
+        try:
+            db.render(params, atlas, height=8, width=8, backend="cpu")
+        except ValueError as e:
+            print("ValueError:", e)
+    """)
+    env = dict(os.environ, DIFFBMP_NUM_THREADS=value, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert f"ValueError: DIFFBMP_NUM_THREADS must be a positive integer (threads of the cpu kernels), got '{value}'" \
+        in out.stdout, out.stdout + out.stderr[-2000:]
