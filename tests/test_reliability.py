@@ -126,3 +126,32 @@ def test_bad_thread_count_is_refused(value):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert f"ValueError: DIFFBMP_NUM_THREADS must be a positive integer (threads of the cpu kernels), got '{value}'" \
         in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+_X64 = textwrap.dedent("""
+    import jax, numpy as np
+    assert jax.config.jax_enable_x64
+    import diffbmp_jax as db
+    rng = np.random.default_rng(0)
+    atlas = db.Atlas.from_arrays(rng.uniform(size=(2, 6, 6)).astype(np.float32),
+                                 rng.uniform(size=(2, 6, 6, 3)).astype(np.float32))
+    target = rng.uniform(size=(16, 16, 3))  # float64, as x64 code makes them
+    opts = dict(num_primitives=5, key=0, progress=False, log_every=2, prune_every=2)
+    r = db.fit(target, atlas, steps=4, **opts)
+    b = db.fit_batch(np.stack([target, target]), atlas, steps=4, **opts)
+    v = db.fit_video(np.stack([target] * 3), atlas, steps=4, steps_next=2, **opts)
+    m = np.zeros((16, 16), bool)
+    m[:, :8] = True
+    g = db.fit_regions(target, [(m, atlas, 3), (~m, atlas, 3)], steps=4, key=0)
+    dtypes = {str(getattr(r.params, f).dtype) for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit")}
+    dtypes |= {str(r.image.dtype), str(g.image.dtype), str(db.render(r.params, atlas, height=16, width=16)[0].dtype)}
+    finite = all(np.isfinite(x).all() for x in (r.psnr, b.psnr, v.psnr, g.psnr))
+    print("X64", sorted(dtypes), finite)
+""")
+
+
+def test_fits_and_renders_work_under_x64(tmp_path):
+    env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _X64], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert "X64 ['float32'] True" in out.stdout, out.stdout + out.stderr[-3000:]

@@ -44,6 +44,12 @@ class Periodic(NamedTuple):
     apply: Callable
 
 
+def _like(new, old):
+    """``new`` cast leaf by leaf to the dtypes of ``old``: a carry keeps one dtype per leaf
+    (under ``jax_enable_x64`` fresh randoms and constants would otherwise come out float64)."""
+    return jax.tree.map(lambda a, b: jnp.asarray(a, jnp.result_type(b)), new, old)
+
+
 def _where(live, new, old):
     return jax.tree.map(lambda a, b: jnp.where(live, a, b), new, old)
 
@@ -70,12 +76,16 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
     if branch_past_end is None:
         branch_past_end = jax.default_backend() == "cpu"
 
+    def stepped(c, t):
+        new, out = step(static, data, c, t)
+        return _like(new, c), out
+
     def one(c, t):
         live = t < static.steps
         if branch_past_end:
-            shapes = jax.eval_shape(lambda c: step(static, data, c, t)[1], c)
-            return jax.lax.cond(live, lambda c: step(static, data, c, t), lambda c: (c, _past_end(shapes)), c)
-        new, (loss, aux) = step(static, data, c, t)
+            shapes = jax.eval_shape(lambda c: stepped(c, t)[1], c)
+            return jax.lax.cond(live, lambda c: stepped(c, t), lambda c: (c, _past_end(shapes)), c)
+        new, (loss, aux) = stepped(c, t)
         return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
 
     def run_group(c, tg):
@@ -83,8 +93,11 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
         if every > 0:
             t = tg[-1]
             due = ((t + 1) % every == 0) & (t < static.steps) & periodic.due(static, t)
-            c, count = jax.lax.cond(due, lambda c: periodic.apply(static, data, c, t),
-                                    lambda c: (c, jnp.zeros_like(aux[-1])), c)
+            def apply(c):
+                new, count = periodic.apply(static, data, c, t)
+                return _like(new, c), jnp.asarray(count, aux.dtype)
+
+            c, count = jax.lax.cond(due, apply, lambda c: (c, jnp.zeros_like(aux[-1])), c)
             aux = aux.at[-1].add(count)
         return c, (loss, aux)
 

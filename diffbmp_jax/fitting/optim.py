@@ -9,6 +9,8 @@ primitive count, and scales stay positive.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import NamedTuple
 
@@ -33,8 +35,13 @@ class Theta(NamedTuple):
 
 
 def to_theta(p: Primitives, unit: float) -> Theta:
-    """:class:`Primitives` (pixel units) -> :class:`Theta`; ``unit`` is pixels per position unit."""
-    return Theta(p.xy / unit, jnp.log(p.scale), p.rotation, p.opacity_logit, p.color_logit)
+    """:class:`Primitives` (pixel units) -> :class:`Theta`; ``unit`` is pixels per position unit.
+
+    Always float32 (also under ``jax_enable_x64``): the optimiser's carry keeps one dtype.
+    """
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return Theta(f32(p.xy) / f32(unit), jnp.log(f32(p.scale)), f32(p.rotation), f32(p.opacity_logit),
+                 f32(p.color_logit))
 
 
 def to_params(t: Theta, unit: float) -> Primitives:
