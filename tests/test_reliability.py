@@ -155,3 +155,29 @@ def test_fits_and_renders_work_under_x64(tmp_path):
     out = subprocess.run([sys.executable, "-c", _X64], env=env, capture_output=True, text=True, timeout=600,
                          cwd=tmp_path)
     assert "X64 ['float32'] True" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_svg_declaring_a_huge_size_is_rasterised_at_the_stamp_size(tmp_path):
+    pytest.importorskip("resvg_py")
+    svg = tmp_path / "huge.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="1000000" height="1000000">'
+                   '<circle cx="500000" cy="500000" r="400000" fill="red"/></svg>')
+    script = textwrap.dedent(f"""
+        import numpy as np, diffbmp_jax as db
+        atlas = db.load_stamps([{str(svg)!r}], size=32)
+        m = np.asarray(atlas.mask)
+        print("SVG", m.shape, round(float(m[0, 16, 16]), 2), round(float(m[0, 0, 0]), 2))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert "SVG (1, 32, 32) 1.0 0.0" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_a_canvas_too_large_for_memory_is_refused_before_allocating(tmp_path, small):
+    atlas, _ = small
+    params = random_scene(np.random.default_rng(7), 3, 32, 32)
+    with pytest.raises(ValueError, match=r"height/width: a 3200000x3200000 canvas needs about"):
+        db.export.export("png", tmp_path / "x.png", params, atlas, height=32, width=32, scale=100000)
+    with pytest.raises(ValueError, match=r"height/width: a 3000000x3000000 canvas"):
+        db.render(params, atlas, height=3_000_000, width=3_000_000)
+    assert os.listdir(tmp_path) == []

@@ -14,7 +14,7 @@ from diffbmp_jax import validation as V
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.rendering.reference import layers as _reference_layers
-from diffbmp_jax.rendering.api import check_scene as render_check_scene, composite, render
+from diffbmp_jax.rendering.api import check_canvas_memory, check_scene as render_check_scene, composite, render
 
 # Reference-renderer work per call, in primitive-pixels (N * H * W). The dense
 # reference keeps ~10 float32 values per primitive-pixel, so 2**22 is ~160 MB.
@@ -65,12 +65,11 @@ def scale_scene(params: Primitives, height: int, width: int, s: float):
     if s == 1.0:
         return params, height, width
     h2, w2 = max(1, int(round(height * s))), max(1, int(round(width * s)))
+    check_canvas_memory(h2, w2)  # before any writer allocates the scaled canvas
     p = Primitives(xy=params.xy * s + (s - 1) / 2, scale=params.scale * s, rotation=params.rotation,
                    opacity_logit=params.opacity_logit, color_logit=params.color_logit)
     return p, h2, w2
 
-
-# --- atomic writes --------------------------------------------------------------
 
 def drawn_atlas(params: Primitives, atlas, template, antialias: bool):
     """``(atlas, template [N] int32 numpy)`` as the plain sampler draws them.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,6 +63,23 @@ def check_template(template, n: int, p: int) -> jax.Array:
     return jnp.asarray(template).astype(jnp.int32)
 
 
+BYTES_PER_PIXEL = 20
+"""What a render keeps per canvas pixel: colour (3 float32), transmittance, stop index."""
+
+
+def check_canvas_memory(height: int, width: int) -> None:
+    """ValueError naming height/width when the render's per-pixel buffers would need
+    more than half of this machine's memory (checked before anything is allocated)."""
+    need = height * width * BYTES_PER_PIXEL
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform says
+        return
+    if need > have // 2:
+        raise ValueError(f"height/width: a {height}x{width} canvas needs about {need / 2**30:.1f} GiB for the "
+                         f"render's buffers, more than half of this machine's {have / 2**30:.1f} GiB of memory")
+
+
 def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0, alpha_max=0.99):
     """Validates the arguments of :func:`render` (every entry point that takes a scene uses it).
 
@@ -71,6 +90,7 @@ def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0,
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
     height = V.positive_int("height", height)
     width = V.positive_int("width", width)
+    check_canvas_memory(height, width)
     color_blend = V.unit_float("color_blend", color_blend)
     alpha_max = V.unit_float("alpha_max", alpha_max, 0.0, 0.99)
     if alpha_max == 0.0:

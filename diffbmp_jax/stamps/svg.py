@@ -32,7 +32,8 @@ def rasterize_svg(source, size: int, *, name: str = "svg") -> np.ndarray:
       name: argument name used in error messages.
 
     Returns:
-      ``[h, w, 4]`` float32 straight RGBA in [0, 1], ``max(h, w) == size``.
+      ``[h, w, 4]`` float32 straight RGBA in [0, 1], ``max(h, w) == size``,
+      whatever size the SVG declares.
 
     Raises:
       ValueError naming ``name`` (and the file) when the SVG cannot be parsed.
@@ -46,13 +47,10 @@ def rasterize_svg(source, size: int, *, name: str = "svg") -> np.ndarray:
     kw = {"svg_string": s} if is_markup else {"svg_path": s}
     what = "SVG markup" if is_markup else f"SVG file {s!r}"
     try:
-        # First pass at the natural size only to learn the aspect ratio.
-        probe = Image.open(io.BytesIO(resvg_py.svg_to_bytes(**kw)))
-        w0, h0 = probe.size
-        if w0 >= h0:
-            png = resvg_py.svg_to_bytes(**kw, width=size)
-        else:
-            png = resvg_py.svg_to_bytes(**kw, height=size)
+        # Width and height together: resvg fits the drawing into the size x size
+        # box, aspect kept, without ever rendering at the SVG's declared size
+        # (which may be anything, e.g. 10^6 px a side).
+        png = resvg_py.svg_to_bytes(**kw, width=size, height=size)
         with Image.open(io.BytesIO(png)) as im:
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
     except (ValueError, OSError, UnidentifiedImageError) as e:
