@@ -111,6 +111,10 @@ def nonnegative_number(name: str, v) -> float:
     return float(v)
 
 
+MAX_COUNT = 2**31 - 1
+"""Largest count a fit takes (primitives, steps, frames): ids and step indices are int32."""
+
+
 def check_count(name: str, v, minimum: int) -> int:
     """Checks a static integer count ``>= minimum`` (primitives, steps, frames); returns it as int.
 
@@ -121,12 +125,16 @@ def check_count(name: str, v, minimum: int) -> int:
     if v < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{name} must be a {kind} int, got {v}")
+    if v > MAX_COUNT:
+        raise ValueError(f"{name} must be at most {MAX_COUNT} (counts and ids are int32), got {v}")
     return int(v)
 
 
 def as_key(key) -> jax.Array:
     """A typed ``jax.random.key`` from a key, raw ``uint32`` key data, or an int seed."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if not -2**63 <= int(key) < 2**63:
+            raise ValueError(f"key: an int seed must fit in 64 bits (-2**63 <= seed < 2**63), got {int(key)}")
         return jax.random.key(int(key))
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax.random.key (or an int seed), got {type(key).__name__}")

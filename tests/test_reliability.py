@@ -181,3 +181,36 @@ def test_a_canvas_too_large_for_memory_is_refused_before_allocating(tmp_path, sm
     with pytest.raises(ValueError, match=r"height/width: a 3000000x3000000 canvas"):
         db.render(params, atlas, height=3_000_000, width=3_000_000)
     assert os.listdir(tmp_path) == []
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header declares ``width x height`` pixels (no pixel data: Pillow refuses it on open)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bombs_are_refused_naming_the_argument(tmp_path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ValueError, match=r"target: cannot read image .*bomb\.png.*decompression bomb"):
+        db.io.load_target(bomb)
+    with pytest.raises(ValueError, match=r"cannot read image .*bomb\.png.*decompression bomb"):
+        db.load_stamps([str(bomb)], size=16)
+
+
+def test_counts_sizes_seeds_and_devices_out_of_range(small):
+    atlas, target = small
+    with pytest.raises(ValueError, match="size: stamps are at most 4096 px a side, got 100000"):
+        db.load_stamps(["text:A"], size=100000)
+    with pytest.raises(ValueError, match=r"num_primitives must be at most 2147483647"):
+        db.fit(target, atlas, num_primitives=10**12, steps=1, key=0, progress=False)
+    with pytest.raises(ValueError, match=r"key: an int seed must fit in 64 bits"):
+        db.fit(target, atlas, num_primitives=2, steps=1, key=2**70, progress=False)
+    with pytest.raises(TypeError, match=r"devices must be jax.Device objects .* got 'cpu' at devices\[0\]"):
+        db.fit_batch(np.stack([target]), atlas, num_primitives=2, steps=1, key=0, progress=False, devices=["cpu"])

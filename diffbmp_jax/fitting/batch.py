@@ -104,9 +104,16 @@ def scene_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
     ``devices`` defaults to ``jax.devices()`` (every device of every process).
     """
+    if isinstance(devices, (str, jax.Device)):
+        devices = [devices]
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device")
+    for k, d in enumerate(devices):
+        if not isinstance(d, jax.Device):
+            raise TypeError(f"devices must be jax.Device objects (e.g. jax.devices()[:2]), got {d!r} at devices[{k}]")
+    if len(set(devices)) != len(devices):
+        raise ValueError("devices: each device may appear only once")
     return Mesh(np.array(devices), (SCENE_AXIS,))
 
 

@@ -52,7 +52,7 @@ def read_rgba(path) -> np.ndarray:
             im.load()
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {str(path)!r}: {e}") from e
     return rgba, has_alpha
 
@@ -87,7 +87,7 @@ def load_target(path, max_size: int | None = None) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             rgba = im.convert("RGBA")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"target: cannot read image {str(path)!r}: {e}") from e
     if max_size is not None and max(rgba.size) > max_size:
         s = max_size / max(rgba.size)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 
-from diffbmp_jax.validation import positive_int
-from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba
+from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba, check_stamp_size
 from diffbmp_jax.stamps.text import find_font, render_text_bitmap, system_font_files
 
 _EMOJI_FONT_NAMES = ("notocoloremoji.ttf", "notocoloremoji-regular.ttf", "noto-colrv1.ttf",
@@ -96,7 +95,7 @@ def atlas_from_emoji(emoji: str, size: int = 64, *, font=None):
       ``fonts-noto-color-emoji``, or set ``$DIFFBMP_EMOJI_FONT``).
     """
     from PIL import ImageFont
-    size = positive_int("size", size)
+    size = check_stamp_size(size)
     units = []
     for u in split_graphemes(emoji):
         if u not in units:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from diffbmp_jax.validation import positive_int
 from diffbmp_jax.io.images import IMAGE_SUFFIXES, expand_paths_with, read_rgba
 from diffbmp_jax.stamps.emoji import atlas_from_emoji
-from diffbmp_jax.stamps.raster import MASK_RULES, SUPERSAMPLE, atlas_from_rgba, mask_from_rgba
+from diffbmp_jax.stamps.raster import (MASK_RULES, SUPERSAMPLE, atlas_from_rgba, check_stamp_size,
+                                       mask_from_rgba)
 from diffbmp_jax.stamps.svg import SVG_SUFFIXES, rasterize_svg
 from diffbmp_jax.stamps.text import atlas_from_text
 
@@ -49,7 +49,7 @@ def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None,
     Returns:
       :class:`~diffbmp_jax.Atlas` with ``mask [P, size, size]`` and ``rgb``.
     """
-    size = positive_int("size", size)
+    size = check_stamp_size(size)
     if mask_rule not in MASK_RULES:
         raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
     if isinstance(specs, (str, os.PathLike)):

@@ -17,6 +17,17 @@ MASK_RULES = ("auto", "alpha", "luminance", "background", "opaque")
 # ``fit_into_square``: edges come out anti-aliased the same way as raster inputs.
 SUPERSAMPLE = 2
 
+MAX_STAMP_SIZE = 4096
+"""Largest bitmap side a loader makes (an atlas of such bitmaps is 64 MiB each, already)."""
+
+
+def check_stamp_size(size) -> int:
+    """``size`` (bitmap side, pixels) as an int in ``[1, MAX_STAMP_SIZE]``; ValueError/TypeError naming it."""
+    size = positive_int("size", size)
+    if size > MAX_STAMP_SIZE:
+        raise ValueError(f"size: stamps are at most {MAX_STAMP_SIZE} px a side, got {size}")
+    return size
+
 
 def mask_from_rgba(rgba: np.ndarray, has_alpha: bool, rule: str, background=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Coverage ``[h, w]`` in [0, 1] from an RGBA image by ``rule`` (see MASK_RULES)."""
@@ -132,7 +143,7 @@ def load_images(paths, size: int = 64, mask_rule: str = "auto", background=(1.0,
     Returns:
       :class:`~diffbmp_jax.Atlas` with ``mask [P, size, size]`` and ``rgb``.
     """
-    size = positive_int("size", size)
+    size = check_stamp_size(size)
     if mask_rule not in MASK_RULES:
         raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
     images = []

@@ -7,9 +7,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diffbmp_jax.validation import positive_int
 from diffbmp_jax.io.images import expand_paths_with
-from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba
+from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba, check_stamp_size
 
 SVG_SUFFIXES = (".svg", ".svgz")
 
@@ -69,7 +68,7 @@ def atlas_from_svg(paths, size: int = 64):
       :class:`~diffbmp_jax.Atlas` with ``mask`` = the drawing's alpha and ``rgb``
       its colours, ``[P, size, size]``.
     """
-    size = positive_int("size", size)
+    size = check_stamp_size(size)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     images = []

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffbmp_jax.validation import positive_int
-from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba
+from diffbmp_jax.stamps.raster import SUPERSAMPLE, atlas_from_rgba, check_stamp_size
 
 _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts",
               "/Library/Fonts", "/System/Library/Fonts", "C:/Windows/Fonts")
@@ -113,7 +112,7 @@ def atlas_from_text(text: str, size: int = 64, *, mode: str = "char", font=None,
     Returns:
       :class:`~diffbmp_jax.Atlas`, ``mask`` = glyph coverage.
     """
-    size = positive_int("size", size)
+    size = check_stamp_size(size)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     units = split_text(text, mode)
