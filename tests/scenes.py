@@ -42,3 +42,32 @@ def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     denom = np.max(np.abs(b))
     return float(np.max(np.abs(a - b)) / denom) if denom > 0 else float(np.max(np.abs(a)))
+
+
+def off_texel_edges(params, atlas, height, width, *, margin=1e-3, step=0.01, tries=50):
+    """``params`` with primitives moved (``step`` px at a time) until no pixel centre
+    samples their bitmap within ``margin`` texels of a texel edge.
+
+    There the bilinear sample's spatial derivative jumps, and float rounding picks the
+    side, so backends may legitimately disagree (docs/DESIGN.md §1, "Ties at texel
+    boundaries"); backend comparisons run on scenes without such ties.
+    """
+    h, w = np.shape(atlas.mask)[-2:]
+    half = max(h, w) / 2.0
+    xy = np.array(params.xy, np.float64)
+    s = np.asarray(params.scale, np.float64)
+    rot = np.asarray(params.rotation, np.float64)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    for n in range(len(s)):
+        c, sn = np.cos(rot[n]), np.sin(rot[n])
+        for _ in range(tries):
+            dx, dy = (xs - xy[n, 0]) / s[n], (ys - xy[n, 1]) / s[n]
+            fx = (c * dx - sn * dy) * half + w / 2 - 0.5
+            fy = (sn * dx + c * dy) * half + h / 2 - 0.5
+            inside = (fx > -1) & (fx < w) & (fy > -1) & (fy < h)
+            near = np.minimum(np.abs(fx - np.round(fx)), np.abs(fy - np.round(fy)))[inside]
+            if near.size == 0 or near.min() > margin:
+                break
+            xy[n] += step
+    return db.Primitives(xy=np.asarray(xy, np.float32), scale=params.scale, rotation=params.rotation,
+                         opacity_logit=params.opacity_logit, color_logit=params.color_logit)

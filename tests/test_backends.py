@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from scenes import random_atlas, random_scene, rel_err, stacked_scene
+from scenes import off_texel_edges, random_atlas, random_scene, rel_err, stacked_scene
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 FWD_TOL = 1e-5
@@ -23,6 +23,7 @@ def _weighted_loss(params, atlas, backend, height, width, wc, wa, **kw):
 
 
 def compare(params, atlas, height, width, seed, **kw):
+    params = off_texel_edges(params, atlas, height, width)
     rng = np.random.default_rng(seed + 1000)
     c_ref, a_ref = db.render(params, atlas, height=height, width=width, backend="reference", **kw)
     c_cpu, a_cpu = db.render(params, atlas, height=height, width=width, backend="cpu", **kw)

@@ -11,7 +11,7 @@ import pytest
 
 import diffbmp_jax as db
 from diffbmp_jax.rendering import registry
-from scenes import random_atlas, random_scene, rel_err, stacked_scene
+from scenes import off_texel_edges, random_atlas, random_scene, rel_err, stacked_scene
 
 pytestmark = [
     pytest.mark.gpu,
@@ -38,6 +38,7 @@ def _run(backend, device, params, atlas, height, width, wc, wa, **kw):
 
 
 def compare(params, atlas, height, width, seed, against="reference", fwd_tol=FWD_TOL, **kw):
+    params = off_texel_edges(params, atlas, height, width)
     rng = np.random.default_rng(seed + 1000)
     wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
     wa = jnp.asarray(rng.normal(size=(height, width)), jnp.float32)
