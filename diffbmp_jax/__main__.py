@@ -1,7 +1,5 @@
 """``python -m diffbmp_jax``: the ``diffbmp-jax`` command."""
 
-import sys
+from diffbmp_jax.cli import console
 
-from diffbmp_jax.cli import main
-
-sys.exit(main())
+console()

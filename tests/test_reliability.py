@@ -214,3 +214,38 @@ def test_counts_sizes_seeds_and_devices_out_of_range(small):
         db.fit(target, atlas, num_primitives=2, steps=1, key=2**70, progress=False)
     with pytest.raises(TypeError, match=r"devices must be jax.Device objects .* got 'cpu' at devices\[0\]"):
         db.fit_batch(np.stack([target]), atlas, num_primitives=2, steps=1, key=0, progress=False, devices=["cpu"])
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_output_folder(tmp_path):
+    """SIGINT while the demo compiles and fits: exit status 130, one line on stderr, nothing written."""
+    import signal
+    import time
+    out = tmp_path / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "diffbmp_jax", "demo", "-o", str(out), "--steps", "2000",
+                             "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "diffbmp-jax: interrupted", err[-3000:]
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_emoji_font_is_one_line_naming_the_option(tmp_path, monkeypatch, capsys):
+    from diffbmp_jax.cli import main
+    from diffbmp_jax.stamps import emoji
+    monkeypatch.setattr(emoji, "find_emoji_font", lambda: None)
+    target = tmp_path / "t.png"
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(target)
+    assert main(["fit", str(target), "--stamps", "emoji:🌸", "-n", "2", "--steps", "1", "-o",
+                 str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no colour emoji font" in err[0] and "--emoji-font PATH" in err[0]
+    assert not (tmp_path / "o").exists()

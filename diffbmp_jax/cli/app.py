@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from diffbmp_jax.assets import ASSETS
@@ -125,7 +126,7 @@ def run_fit(args) -> dict:
     config = FitConfig.from_dict(fit_fields(opts, fit_cfg, given), source=opts["config"] or "options")
     target = load_target(opts["target"], opts["size"])
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
-                               font=opts["font"])
+                               font=opts["font"], emoji_font=opts["emoji_font"])
     h, w = target.shape[:2]
 
     frames: list[np.ndarray] = []
@@ -165,14 +166,37 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``diffbmp-jax``: returns 0, or 2 with a one-line error on bad input."""
+    """Runs ``diffbmp-jax``; returns 0, 2 with a one-line error on bad input, 130 when interrupted.
+
+    Outputs are written atomically, so an error or Ctrl-C leaves no partial file
+    and no empty output folder.
+    """
+    from diffbmp_jax.stamps.emoji import EmojiFontNotFoundError
     try:
         run(argv)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, EmojiFontNotFoundError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
+def console() -> None:
+    """The console script: :func:`main`, then exit with its status.
+
+    After an interrupt it exits at once (``os._exit``) rather than through the
+    interpreter's shutdown: XLA's compiler threads may still be running, and
+    tearing Python down under them can crash the process on its way out.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status == 130:
+        os._exit(130)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -110,7 +110,7 @@ def run_batch(args) -> dict:
 
     paths, targets = load_targets(opts["targets"], opts["size"])
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
-                               font=opts["font"])
+                               font=opts["font"], emoji_font=opts["emoji_font"])
     n, steps, scale = opts["num_primitives"], opts["steps"], opts["export_scale"]
     res = fit_batch(targets, atlas, num_primitives=n, steps=steps, key=jax.random.key(opts["seed"]),
                     config=config, devices=devices, progress=opts["progress"])

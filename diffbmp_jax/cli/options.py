@@ -118,6 +118,8 @@ SHARED: dict[str, tuple[tuple[str, ...], dict]] = {
                                                     "not resampled (SVG: its displayed size)")),
     "font": (("--font",), dict(help="font for text: stamps (a .ttf/.otf path or an installed font's file name; "
                                     "default: Pillow's bundled font)")),
+    "emoji_font": (("--emoji-font",), dict(metavar="FONT", help="colour emoji font for emoji: stamps (default: "
+                                                               "the system's, or $DIFFBMP_EMOJI_FONT)")),
     "mask_rule": (("--mask-rule",), dict(choices=MASK_RULE_CHOICES,
                                          help="how raster stamps give coverage (see stamps.load_images)")),
     "seed": (("--seed",), dict(type=int, help="random seed")),
@@ -127,7 +129,7 @@ SHARED: dict[str, tuple[tuple[str, ...], dict]] = {
 
 # Defaults shared by every subcommand unless its table says otherwise.
 COMMON_DEFAULTS = {"config": None, "size": None, "export": "png", "export_scale": 1.0, "progress": True,
-                   "font": None, "seed": 0, "backend": "auto", "color_blend": None, "mask_rule": "auto"}
+                   "font": None, "emoji_font": None, "seed": 0, "backend": "auto", "color_blend": None, "mask_rule": "auto"}
 
 
 # How --help shows defaults that are not a plain value of the DEFAULTS tables.
@@ -355,12 +357,12 @@ def check_exports(exports) -> list[str]:
     return formats
 
 
-def check_font(font) -> str | None:
-    """``--font`` resolved to a font file (None: Pillow's bundled font); ValueError naming ``font``."""
+def check_font(font, name: str = "--font") -> str | None:
+    """``--font`` (or ``name``) resolved to a font file (None: the default font); ValueError naming it."""
     if font is None:
         return None
     if not isinstance(font, (str, os.PathLike)) or not str(font):
-        raise ValueError(f"--font must be a font file path or name, got {font!r}")
+        raise ValueError(f"{name} must be a font file path or name, got {font!r}")
     from diffbmp_jax.stamps import find_font
     return find_font(font)
 
@@ -405,10 +407,11 @@ def check_options(opts: dict, optional_size: bool = False) -> Path:
         raise ValueError(f"--no-progress (progress) must be true or false, got {opts['progress']!r}")
     if "export" in opts:
         opts["export"] = check_exports(opts["export"])
-    if "font" in opts:
-        check_font(opts["font"])
-        if opts["font"] is not None:
-            opts["font"] = str(opts["font"])
+    for name in ("font", "emoji_font"):
+        if name in opts:
+            check_font(opts[name], flag(name))
+            if opts[name] is not None:
+                opts[name] = str(opts[name])
     out = check_out(opts.get("out"))
     opts["out"] = str(opts["out"])
     return out

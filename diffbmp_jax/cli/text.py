@@ -102,7 +102,7 @@ def run_text(args) -> dict:
     height, width = opts["height"] or size, opts["width"] or size
     model = load_clip(opts["clip_model"])
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
-                               font=opts["font"])
+                               font=opts["font"], emoji_font=opts["emoji_font"])
     target = None
     if opts["target"]:
         target = load_target(opts["target"], size if "size" in given else None)

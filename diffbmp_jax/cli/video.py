@@ -147,7 +147,7 @@ def run_video(args) -> dict:
     frames = load_video(args.input, max_frames=opts["max_frames"], size=opts["size"])
     fps = opts["fps"] if opts["fps"] is not None else (video_fps(args.input) or FALLBACK_FPS)
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
-                               font=opts["font"])
+                               font=opts["font"], emoji_font=opts["emoji_font"])
     res = fit_video(frames, atlas, num_primitives=opts["num_primitives"], steps=opts["steps"],
                     steps_next=opts["steps_next"], key=jax.random.key(opts["seed"]), config=config,
                     freeze=opts["freeze"], temporal_weight=opts["temporal_weight"], batch=opts["batch"],
@@ -238,7 +238,7 @@ def run_regions(args) -> dict:
     h, w = target.shape[:2]
     masks = _region_masks(specs, args.target, h, w)
     groups = [(m, stamps.load_stamps([spec], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
-                                     font=opts["font"]), n)
+                                     font=opts["font"], emoji_font=opts["emoji_font"]), n)
               for m, (_, spec, n) in zip(masks, specs)]
     res = fit_regions(target, groups, steps=opts["steps"], key=jax.random.key(opts["seed"]), config=config,
                       margin=opts["margin"], progress=opts["progress"])

@@ -38,6 +38,8 @@ class AtomicWriter:
         self.made: list[Path] = []  # sub-folders created for nested names, removed again on abort
 
     def __enter__(self) -> AtomicWriter:
+        # Folders made here are removed again on abort (an interrupted run leaves no empty folder).
+        self.made += [d for d in reversed([self.out, *self.out.parents]) if not d.exists()]
         self.out.mkdir(parents=True, exist_ok=True)
         return self
 

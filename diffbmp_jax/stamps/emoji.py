@@ -15,6 +15,10 @@ _EMOJI_FONT_NAMES = ("notocoloremoji.ttf", "notocoloremoji-regular.ttf", "noto-c
 _CBDT_STRIKE = 109
 
 
+class EmojiFontNotFoundError(RuntimeError):
+    """No colour emoji font is installed (nor named): ``emoji:`` stamps cannot be drawn."""
+
+
 def find_emoji_font() -> str | None:
     """Path of a colour emoji font, or None.
 
@@ -104,9 +108,10 @@ def atlas_from_emoji(emoji: str, size: int = 64, *, font=None):
         raise ValueError("emoji: no emoji given (the atlas would be empty)")
     path = find_font(font) if font is not None else find_emoji_font()
     if path is None:
-        raise RuntimeError("emoji: no colour emoji font found on this system (searched $DIFFBMP_EMOJI_FONT, "
-                           "fc-list :color=true and the usual font folders); install one, e.g. Debian's "
-                           "'fonts-noto-color-emoji', or pass font=PATH")
+        raise EmojiFontNotFoundError("emoji: no colour emoji font found on this system (searched "
+                                     "$DIFFBMP_EMOJI_FONT, fc-list :color=true and the usual font folders); "
+                                     "install one, e.g. Debian's 'fonts-noto-color-emoji', or name one "
+                                     "(font=PATH; on the command line --emoji-font PATH)")
     try:
         f = ImageFont.truetype(path, size * SUPERSAMPLE)
     except OSError:

@@ -21,7 +21,7 @@ def _is_svg(path) -> bool:
     return Path(str(path)).suffix.lower() in SVG_SUFFIXES
 
 
-def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None,
+def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None, emoji_font=None,
                 background=(1.0, 1.0, 1.0)):
     """Builds one atlas from a list of stamp specifications.
 
@@ -68,7 +68,7 @@ def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None,
                     mode, body = m, body[len(m) + 1:]
             a = atlas_from_text(body, size, mode=mode, font=font)
         elif s.startswith("emoji:"):
-            a = atlas_from_emoji(s[len("emoji:"):], size)
+            a = atlas_from_emoji(s[len("emoji:"):], size, font=emoji_font)
         else:
             a = None
             for path in expand_paths_with([s], STAMP_SUFFIXES):
