@@ -172,3 +172,21 @@ def test_the_scan_sees_real_imports():
     assert {"diffbmp_jax.fitting.loop", "diffbmp_jax.fitting.respawn", "diffbmp_jax.scene.atlas"} <= engine
     sample = ROOT / "tests" / "test_architecture.py"
     assert _private_uses(sample, MODULES) == []
+
+
+def test_python_run_from_the_checkout_root_renders_with_the_compiled_kernels():
+    """The source folder shadows the installed package there; the kernels live outside it."""
+    import subprocess
+    import sys
+    script = ("import numpy as np, diffbmp_jax as db\n"
+              "atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))\n"
+              "params = db.Primitives.create(xy=[[4.0, 4.0]], scale=2.0)\n"
+              "c, a = db.render(params, atlas, height=8, width=8, backend='cpu')\n"
+              "print(db.__file__, float(a[4, 4]))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dict(env, JAX_PLATFORMS="cpu"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, alpha = out.stdout.split()
+    assert pathlib.Path(path).resolve() == PACKAGE / "__init__.py"  # the source folder, not site-packages
+    assert float(alpha) > 0.4

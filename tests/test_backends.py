@@ -1,6 +1,7 @@
 """The cpu backend against the reference renderer: forward and every gradient."""
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -25,15 +26,20 @@ def _weighted_loss(params, atlas, backend, height, width, wc, wa, **kw):
 def compare(params, atlas, height, width, seed, **kw):
     params = off_texel_edges(params, atlas, height, width)
     rng = np.random.default_rng(seed + 1000)
-    c_ref, a_ref = db.render(params, atlas, height=height, width=width, backend="reference", **kw)
-    c_cpu, a_cpu = db.render(params, atlas, height=height, width=width, backend="cpu", **kw)
+    # Compiled whole (one program per backend), not op by op.
+    render = {b: jax.jit(functools.partial(db.render, height=height, width=width, backend=b, **kw))
+              for b in ("reference", "cpu")}
+    c_ref, a_ref = render["reference"](params, atlas)
+    c_cpu, a_cpu = render["cpu"](params, atlas)
     assert rel_err(c_cpu, c_ref) < FWD_TOL
     assert rel_err(a_cpu, a_ref) < FWD_TOL
     # Random cotangents so every pixel and channel matters.
     wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
     wa = jnp.asarray(rng.normal(size=(height, width)), jnp.float32)
-    g_ref = jax.grad(_weighted_loss)(params, atlas, "reference", height, width, wc, wa, **kw)
-    g_cpu = jax.grad(_weighted_loss)(params, atlas, "cpu", height, width, wc, wa, **kw)
+    grad = jax.jit(jax.grad(_weighted_loss), static_argnums=(2, 3, 4), static_argnames=tuple(
+        k for k, v in kw.items() if not hasattr(v, "shape")))
+    g_ref = grad(params, atlas, "reference", height, width, wc, wa, **kw)
+    g_cpu = grad(params, atlas, "cpu", height, width, wc, wa, **kw)
     for f in FIELDS:
         err = rel_err(getattr(g_cpu, f), getattr(g_ref, f))
         assert err < GRAD_TOL, f"{f}: relative error {err:.2e}"
@@ -230,6 +236,7 @@ def test_vmap_equals_loop(backend):
     scenes = [random_scene(rng, 12, 16, 20) for _ in range(3)]
     batch = jax.tree.map(lambda *xs: jnp.stack(xs), *scenes)
 
+    @jax.jit
     def one(p):
         return db.render(p, atlas, height=16, width=20, backend=backend, color_blend=0.5)
 

@@ -194,6 +194,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_fit_batch_over_four_host_devices(tmp_path):
     """B=5 scenes over 4 (forced) CPU devices, padded to 8: same fits as on one device."""
     tg, atlas = targets(5, seed=2)

@@ -33,6 +33,7 @@ def test_reference_matches_finite_differences(seed):
         wc = jnp.asarray(rng.normal(size=(14, 16, 3)))
         wt = jnp.asarray(rng.normal(size=(14, 16)))
 
+        @jax.jit
         def loss(p):
             c, t = render_reference(p, jnp.asarray(mask), jnp.asarray(rgb), template, 14, 16,
                                     color_blend=0.3, alpha_max=0.99)

@@ -249,3 +249,32 @@ def test_missing_emoji_font_is_one_line_naming_the_option(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no colour emoji font" in err[0] and "--emoji-font PATH" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_memory_bytes() < 100 * 2**30, reason="needs a machine with 100 GiB of memory")
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_kernels_address_canvases_past_2_to_31_elements(backend):
+    """27000 x 27000 x 3 colour values (2.2e9 > 2^31): pixel offsets are 64-bit, forward and backward."""
+    if backend not in db.rendering.available_backends():
+        pytest.skip(f"{backend} kernels not available")
+    side = 27000
+    atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))
+    params = db.Primitives.create(xy=[[3.0, 3.0], [side - 4.0, side - 4.0]], scale=2.0, opacity=0.5,
+                                  color=[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    color, alpha = db.render(params, atlas, height=side, width=side, backend=backend)
+    corner = np.asarray(color[side - 4, side - 4])
+    assert np.allclose(corner, [0.0, 0.0, 0.99 * 0.5], atol=1e-5), corner
+    assert np.allclose(np.asarray(color[3, 3]), [0.99 * 0.5, 0.0, 0.0], atol=1e-5)
+    assert float(alpha[side // 2, side // 2]) == 0.0
+    del color, alpha
+    grad = jax.grad(lambda p: db.render(p, atlas, height=side, width=side, backend=backend)[1][side - 5, side - 4])
+    g = np.asarray(grad(params).xy)
+    assert np.all(g[0] == 0.0) and np.any(g[1] != 0.0), g
