@@ -265,6 +265,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_fit_batch_across_two_processes(tmp_path):
     """Multi-host: 2 processes x 2 CPU devices after jax.distributed.initialize = one process."""
     tg, atlas = targets(3, seed=4)

@@ -137,15 +137,11 @@ _X64 = textwrap.dedent("""
                                  rng.uniform(size=(2, 6, 6, 3)).astype(np.float32))
     target = rng.uniform(size=(16, 16, 3))  # float64, as x64 code makes them
     opts = dict(num_primitives=5, key=0, progress=False, log_every=2, prune_every=2)
-    r = db.fit(target, atlas, steps=4, **opts)
-    b = db.fit_batch(np.stack([target, target]), atlas, steps=4, **opts)
-    v = db.fit_video(np.stack([target] * 3), atlas, steps=4, steps_next=2, **opts)
-    m = np.zeros((16, 16), bool)
-    m[:, :8] = True
-    g = db.fit_regions(target, [(m, atlas, 3), (~m, atlas, 3)], steps=4, key=0)
+    r = db.fit(target, atlas, steps=4, **opts)  # the chunked loop with respawn
+    v = db.fit_video(np.stack([target] * 2), atlas, steps=4, steps_next=2, **opts)  # the masked engine runs
     dtypes = {str(getattr(r.params, f).dtype) for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit")}
-    dtypes |= {str(r.image.dtype), str(g.image.dtype), str(db.render(r.params, atlas, height=16, width=16)[0].dtype)}
-    finite = all(np.isfinite(x).all() for x in (r.psnr, b.psnr, v.psnr, g.psnr))
+    dtypes |= {str(r.image.dtype), str(db.render(r.params, atlas, height=16, width=16)[0].dtype)}
+    finite = all(np.isfinite(x).all() for x in (r.psnr, v.psnr))
     print("X64", sorted(dtypes), finite)
 """)
 
@@ -275,6 +271,6 @@ def test_kernels_address_canvases_past_2_to_31_elements(backend):
     assert np.allclose(np.asarray(color[3, 3]), [0.99 * 0.5, 0.0, 0.0], atol=1e-5)
     assert float(alpha[side // 2, side // 2]) == 0.0
     del color, alpha
-    grad = jax.grad(lambda p: db.render(p, atlas, height=side, width=side, backend=backend)[1][side - 5, side - 4])
+    grad = jax.grad(lambda p: db.render(p, atlas, height=side, width=side, backend=backend)[1][side - 4, side - 2])
     g = np.asarray(grad(params).xy)
     assert np.all(g[0] == 0.0) and np.any(g[1] != 0.0), g
