@@ -274,3 +274,32 @@ def test_kernels_address_canvases_past_2_to_31_elements(backend):
     grad = jax.grad(lambda p: db.render(p, atlas, height=side, width=side, backend=backend)[1][side - 4, side - 2])
     g = np.asarray(grad(params).xy)
     assert np.all(g[0] == 0.0) and np.any(g[1] != 0.0), g
+
+
+def test_cli_refuses_bad_numbers_before_fitting(tmp_path, monkeypatch, capsys):
+    """--fps 0, a seed beyond 64 bits and a huge --stamp-size: one line, exit 2, no fit run, nothing written."""
+    from diffbmp_jax.cli import main
+    from diffbmp_jax.fitting import image
+    from diffbmp_jax.tasks import video
+
+    def never(*a, **k):
+        raise AssertionError("the fit ran")
+    monkeypatch.setattr(video, "fit_video", never)
+    monkeypatch.setattr(image, "fit", never)
+    frames = tmp_path / "clip.gif"
+    db.export.write_frames(frames, [np.full((8, 8, 3), v, np.float32) for v in (0.2, 0.8)], fps=5)
+    target = tmp_path / "t.png"
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(target)
+    stamps = ["--stamps", "text:A", "-n", "2", "--steps", "1", "--no-progress"]
+    cases = [(["video", str(frames), "--fps", "0"], "--fps"),
+             (["fit", str(target), "--seed", str(2**70)], "seed"),
+             (["fit", str(target), "--stamp-size", "100000"], "size")]
+    for k, (argv, word) in enumerate(cases):
+        out = tmp_path / f"o{k}"
+        assert main(argv + stamps + ["-o", str(out)]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0] and "AssertionError" not in err[0], (argv, err)
+        assert not out.exists()
+    from diffbmp_jax.cli import options
+    from diffbmp_jax.stamps import raster
+    assert options.MAX_STAMP_SIZE == raster.MAX_STAMP_SIZE

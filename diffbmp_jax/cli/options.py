@@ -135,6 +135,8 @@ COMMON_DEFAULTS = {"config": None, "size": None, "export": "png", "export_scale"
 # How --help shows defaults that are not a plain value of the DEFAULTS tables.
 SHOWN = {"color_blend": 0}
 
+MAX_STAMP_SIZE = 4096  # diffbmp_jax.stamps.raster.MAX_STAMP_SIZE, known here without importing the library
+
 
 def flag(name: str) -> str:
     """How error messages name option ``name``: ``--steps``, ``--num-primitives (num_primitives)``, ``-o/--out``."""
@@ -391,10 +393,15 @@ def check_options(opts: dict, optional_size: bool = False) -> Path:
         _int("size", opts["size"], 1)
     if "stamp_size" in opts:
         _int("stamp_size", opts["stamp_size"], 1)
+        if opts["stamp_size"] > MAX_STAMP_SIZE:
+            raise ValueError(f"{flag('stamp_size')}: stamps are at most {MAX_STAMP_SIZE} px a side, "
+                             f"got {opts['stamp_size']}")
     if "seed" in opts:
         v = opts["seed"]
         if isinstance(v, bool) or not isinstance(v, int):
             raise ValueError(f"--seed must be an int, got {v!r}")
+        if not -2**63 <= v < 2**63:
+            raise ValueError(f"--seed must fit in 64 bits (-2**63 <= seed < 2**63), got {v}")
     if "export_scale" in opts:
         opts["export_scale"] = _number("export_scale", opts["export_scale"], 0.0, None, open_low=True)
     if "color_blend" in opts and opts["color_blend"] is not None:

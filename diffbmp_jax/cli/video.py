@@ -1,4 +1,4 @@
-"""The ``video`` and ``regions`` subcommands of ``diffbmp-jax`` (issue 6).
+"""The ``video`` and ``regions`` subcommands of ``diffbmp-jax``.
 
     diffbmp-jax video INPUT --stamps A.png -n 200 --steps 300 --steps-next 60 -o out/ [--side-by-side]
     diffbmp-jax regions TARGET --region sky.png:clouds/:300 --region ground.png:leaves/:500 -o out/
