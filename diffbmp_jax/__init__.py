@@ -1,37 +1,58 @@
 """diffbmp-jax: differentiable rendering with bitmap primitives, in JAX.
 
-Layers, bottom up (one subpackage each, see docs/DESIGN.md): ``scene``
+Layers, bottom up (one subpackage each, see docs/DESIGN.md §2): ``scene``
 (:class:`Primitives`, :class:`Atlas`), ``io`` (files in and out), ``rendering``
 (:func:`render` with reference / cpu / cuda backends), ``stamps`` (atlases from
 images, SVG, text, emoji), ``fitting`` (:func:`fit`, :func:`fit_batch`), ``tasks``
 (:func:`fit_video`, :func:`fit_regions`, :func:`fit_text`), ``export`` (PSD, SVG,
-PNG, GIF, MP4) and ``clip``. This module only re-exports.
+PNG, GIF, MP4) and ``clip``. This module only re-exports, lazily: a name's
+subpackage (and JAX) is imported on first use, so ``diffbmp-jax --help`` and
+``import diffbmp_jax`` alone stay quick.
 """
 
-from diffbmp_jax import clip, export, io, rendering, stamps
-from diffbmp_jax.export import export_png, export_psd, export_svg
-from diffbmp_jax.fitting import init, losses, metrics, templates
-from diffbmp_jax.fitting.batch import BatchFitResult, fit_batch, scene_mesh
-from diffbmp_jax.fitting.config import FitConfig
-from diffbmp_jax.fitting.image import FitResult, fit
-from diffbmp_jax.fitting.metrics import psnr, ssim
-from diffbmp_jax.io.video import load_video
-from diffbmp_jax.rendering.api import BACKENDS, composite, default_template, render
-from diffbmp_jax.scene.atlas import Atlas
-from diffbmp_jax.scene.primitives import Primitives
-from diffbmp_jax.stamps.load import load_stamps
-from diffbmp_jax.tasks.regions import RegionFitResult, fit_regions
-from diffbmp_jax.tasks.text import TextFitResult, fit_text
-from diffbmp_jax.tasks.video import VideoFitResult, fit_video, flicker, frame_psnr
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Atlas", "Primitives", "render", "composite", "default_template", "BACKENDS",
-    "stamps", "load_stamps", "templates", "io", "rendering",
-    "init", "losses", "metrics", "psnr", "ssim", "fit", "FitConfig", "FitResult",
-    "fit_batch", "BatchFitResult", "scene_mesh",
-    "fit_video", "VideoFitResult", "load_video", "flicker", "frame_psnr",
-    "fit_regions", "RegionFitResult", "clip", "fit_text", "TextFitResult",
-    "export", "export_psd", "export_svg", "export_png",
-]
+# Public name -> the module that defines it (a subpackage re-exported under its own name).
+_EXPORTS = {
+    "Atlas": "diffbmp_jax.scene.atlas", "Primitives": "diffbmp_jax.scene.primitives",
+    "render": "diffbmp_jax.rendering.api", "composite": "diffbmp_jax.rendering.api",
+    "default_template": "diffbmp_jax.rendering.api", "BACKENDS": "diffbmp_jax.rendering.api",
+    "load_stamps": "diffbmp_jax.stamps.load",
+    "psnr": "diffbmp_jax.fitting.metrics", "ssim": "diffbmp_jax.fitting.metrics",
+    "fit": "diffbmp_jax.fitting.image", "FitResult": "diffbmp_jax.fitting.image",
+    "FitConfig": "diffbmp_jax.fitting.config",
+    "fit_batch": "diffbmp_jax.fitting.batch", "BatchFitResult": "diffbmp_jax.fitting.batch",
+    "scene_mesh": "diffbmp_jax.fitting.batch",
+    "fit_video": "diffbmp_jax.tasks.video", "VideoFitResult": "diffbmp_jax.tasks.video",
+    "flicker": "diffbmp_jax.tasks.video", "frame_psnr": "diffbmp_jax.tasks.video",
+    "load_video": "diffbmp_jax.io.video",
+    "fit_regions": "diffbmp_jax.tasks.regions", "RegionFitResult": "diffbmp_jax.tasks.regions",
+    "fit_text": "diffbmp_jax.tasks.text", "TextFitResult": "diffbmp_jax.tasks.text",
+    "export_png": "diffbmp_jax.export", "export_psd": "diffbmp_jax.export", "export_svg": "diffbmp_jax.export",
+}
+_SUBPACKAGES = {
+    "clip": "diffbmp_jax.clip", "export": "diffbmp_jax.export", "io": "diffbmp_jax.io",
+    "rendering": "diffbmp_jax.rendering", "stamps": "diffbmp_jax.stamps", "scene": "diffbmp_jax.scene",
+    "fitting": "diffbmp_jax.fitting", "tasks": "diffbmp_jax.tasks",
+    "init": "diffbmp_jax.fitting.init", "losses": "diffbmp_jax.fitting.losses",
+    "metrics": "diffbmp_jax.fitting.metrics", "templates": "diffbmp_jax.fitting.templates",
+}
+
+__all__ = sorted(_EXPORTS) + sorted(_SUBPACKAGES)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(_SUBPACKAGES[name])
+    else:
+        raise AttributeError(f"module 'diffbmp_jax' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -171,10 +171,14 @@ def main(argv=None) -> int:
     Outputs are written atomically, so an error or Ctrl-C leaves no partial file
     and no empty output folder.
     """
-    from diffbmp_jax.stamps.emoji import EmojiFontNotFoundError
     try:
         run(argv)
-    except (ValueError, TypeError, FileNotFoundError, EmojiFontNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+        # Of runtime errors only a missing emoji font is the user's to fix; its module is
+        # loaded if it was raised (importing it up front would cost --help the JAX import).
+        emoji = sys.modules.get("diffbmp_jax.stamps.emoji")
+        if isinstance(e, RuntimeError) and not (emoji and isinstance(e, emoji.EmojiFontNotFoundError)):
+            raise
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
