@@ -10,3 +10,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 # compiled C++ and unaffected. Set before JAX starts a backend.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+# The suite leaves the user's compilation cache alone (tests/test_cache.py uses its own folders).
+os.environ.setdefault("DIFFBMP_JAX_CACHE", "0")

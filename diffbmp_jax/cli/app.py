@@ -160,6 +160,11 @@ def run(argv=None) -> dict:
     Returns the subcommand's summary dict (e.g. ``psnr``, ``ssim``, ``wall_time``, ``outputs``).
     """
     args = build_parser().parse_args(argv)
+    # Before anything compiles (JAX settles whether to use the cache at its first compilation).
+    from diffbmp_jax.fitting.cache import CACHE_ENV, enable_compilation_cache
+    if getattr(args, "cache", True) is False:
+        os.environ[CACHE_ENV] = "0"
+    enable_compilation_cache()
     runners = {"fit": run_fit, "demo": run_fit, "batch": batch_cli.run_batch, "text": text_cli.run_text,
                "video": video_cli.run_video, "regions": video_cli.run_regions}
     return runners[args.command](args)

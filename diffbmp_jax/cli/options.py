@@ -125,10 +125,13 @@ SHARED: dict[str, tuple[tuple[str, ...], dict]] = {
     "seed": (("--seed",), dict(type=int, help="random seed")),
     "backend": (("--backend",), dict(choices=BACKEND_CHOICES, help="renderer")),
     "progress": (("--no-progress",), dict(action="store_false", help="hide the progress bar")),
+    "cache": (("--no-cache",), dict(action="store_false", help="do not keep compiled programs between runs "
+                                                               "(the cache: $XDG_CACHE_HOME/diffbmp-jax)")),
 }
 
 # Defaults shared by every subcommand unless its table says otherwise.
 COMMON_DEFAULTS = {"config": None, "size": None, "export": "png", "export_scale": 1.0, "progress": True,
+                   "cache": True,
                    "font": None, "emoji_font": None, "seed": 0, "backend": "auto", "color_blend": None, "mask_rule": "auto"}
 
 
@@ -144,6 +147,8 @@ def flag(name: str) -> str:
         return "-o/--out"
     if name == "progress":
         return "--no-progress (progress)"
+    if name == "cache":
+        return "--no-cache (cache)"
     long = "--" + name.replace("_", "-")
     return long if "_" not in name else f"{long} ({name})"
 
@@ -410,8 +415,9 @@ def check_options(opts: dict, optional_size: bool = False) -> Path:
         _choice("backend", opts["backend"], BACKEND_CHOICES)
     if "mask_rule" in opts:
         _choice("mask_rule", opts["mask_rule"], MASK_RULE_CHOICES)
-    if "progress" in opts and not isinstance(opts["progress"], bool):
-        raise ValueError(f"--no-progress (progress) must be true or false, got {opts['progress']!r}")
+    for name in ("progress", "cache"):
+        if name in opts and not isinstance(opts[name], bool):
+            raise ValueError(f"{flag(name)} must be true or false, got {opts[name]!r}")
     if "export" in opts:
         opts["export"] = check_exports(opts["export"])
     for name in ("font", "emoji_font"):

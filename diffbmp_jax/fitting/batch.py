@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffbmp_jax.scene.atlas import Atlas
+from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, periodic, step
@@ -279,6 +280,7 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
       :class:`BatchFitResult`; ``result.scene(b)`` is scene ``b`` as a :class:`FitResult`.
     """
     t0 = time.perf_counter()
+    enable_compilation_cache()
     config = resolve_config(config, options)
     if config.reassign_every:
         raise ValueError("fit_batch does not support reassign_every (a host-side step); "

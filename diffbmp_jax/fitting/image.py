@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from diffbmp_jax.fitting import init as _init
 from diffbmp_jax.fitting import templates as _templates
+from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import background, check_background_image, resolve_background, target_over
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
@@ -178,6 +179,7 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     of the stamps' colours (:func:`diffbmp_jax.fitting.templates.palette_gap`).
     """
     t0 = time.perf_counter()
+    enable_compilation_cache()
     config = resolve_config(config, options)
     static, data, carry = prepare(target, atlas, num_primitives=num_primitives, steps=steps, key=key,
                                   config=config, weight_mask=weight_mask, background_image=background_image,

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from diffbmp_jax.fitting import init as _init
 from diffbmp_jax.scene.atlas import Atlas
+from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.losses import ssim as _ssim
@@ -194,6 +195,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
       (non-zero alpha) lies in that group's mask dilated by ``margin``.
     """
     t0 = time.perf_counter()
+    enable_compilation_cache()
     target = as_target(target)
     h, w = int(target.shape[0]), int(target.shape[1])
     config = resolve_background(resolve_config(config, options), transparent=False)  # the target is opaque

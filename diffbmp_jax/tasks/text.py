@@ -33,6 +33,7 @@ from diffbmp_jax.clip.api import ClipModel, image_features
 from diffbmp_jax.clip.model import ClipConfig
 from diffbmp_jax.clip.preprocess import normalize, random_cutouts, resize_center_crop
 from diffbmp_jax.fitting import init as _init
+from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import check_background_image, resolve_background
 from diffbmp_jax.fitting.config import GENTLE_STEPS, FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
@@ -186,6 +187,7 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
       :class:`TextFitResult`.
     """
     t0 = time.perf_counter()
+    enable_compilation_cache()
     if not isinstance(model, ClipModel):
         raise TypeError(f"model must be a diffbmp_jax.clip.ClipModel (see clip.load_clip), got "
                         f"{type(model).__name__}")

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from diffbmp_jax.fitting import init as _init
 from diffbmp_jax.scene.atlas import Atlas
+from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import check_background_image, resolve_background
 from diffbmp_jax.fitting.config import GENTLE_STEPS, FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_steps, run_steps_batched, stack_data
@@ -288,6 +289,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
       :class:`VideoFitResult`.
     """
     t0 = time.perf_counter()
+    enable_compilation_cache()
     video = as_frames(frames)
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")

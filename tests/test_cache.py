@@ -1,0 +1,47 @@
+"""The persistent compilation cache: where it lives, turning it off, and a folder that cannot be written."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def _fit(tmp_path, out, *extra, **env):
+    target = tmp_path / "t.png"
+    if not target.exists():
+        Image.fromarray((np.random.default_rng(0).uniform(size=(16, 16, 3)) * 255).astype(np.uint8)).save(target)
+    environ = {k: v for k, v in os.environ.items() if k != "DIFFBMP_JAX_CACHE"}
+    environ.update(JAX_PLATFORMS="cpu", **env)
+    return subprocess.run([sys.executable, "-m", "diffbmp_jax", "fit", str(target), "--stamps", "text:AB", "-n", "4",
+                           "--steps", "4", "--stamp-size", "8", "--no-progress", "-o", str(tmp_path / out), *extra],
+                          cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
+
+
+def test_the_cache_fills_its_folder_and_a_second_run_gives_the_same_result(tmp_path):
+    home = tmp_path / "cachehome"
+    first = _fit(tmp_path, "a", XDG_CACHE_HOME=str(home))
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = os.listdir(home / "diffbmp-jax" / "jax")
+    assert len(entries) > 3
+    second = _fit(tmp_path, "b", XDG_CACHE_HOME=str(home))
+    assert second.returncode == 0, second.stderr[-2000:]
+    a, b = np.load(tmp_path / "a" / "params.npz"), np.load(tmp_path / "b" / "params.npz")
+    for name in ("xy", "scale", "rotation", "opacity_logit", "color_logit", "template"):
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_the_cache_can_be_turned_off_and_an_unwritable_folder_only_warns(tmp_path):
+    home = tmp_path / "off"
+    off = _fit(tmp_path, "c", XDG_CACHE_HOME=str(home), DIFFBMP_JAX_CACHE="0")
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert not home.exists()
+    flag = _fit(tmp_path, "e", "--no-cache", XDG_CACHE_HOME=str(home))
+    assert flag.returncode == 0 and not home.exists(), flag.stderr[-2000:]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    bad = _fit(tmp_path, "d", XDG_CACHE_HOME=str(blocker))
+    assert bad.returncode == 0, bad.stderr[-2000:]
+    assert "compilation cache off: cannot write" in bad.stderr
+    assert (tmp_path / "d" / "result.png").exists()
