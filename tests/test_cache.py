@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -32,6 +33,7 @@ def test_the_cache_fills_its_folder_and_a_second_run_gives_the_same_result(tmp_p
         np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.slow
 def test_the_cache_can_be_turned_off_and_an_unwritable_folder_only_warns(tmp_path):
     home = tmp_path / "off"
     off = _fit(tmp_path, "c", XDG_CACHE_HOME=str(home), DIFFBMP_JAX_CACHE="0")

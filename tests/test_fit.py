@@ -27,6 +27,7 @@ def test_fit_recovers_synthetic_target():
     np.testing.assert_allclose(float(db.psnr(r.image, target)), r.psnr, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_structure_aware_beats_random_at_equal_steps():
     from PIL import Image
     from diffbmp_jax.assets import ASSETS

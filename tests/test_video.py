@@ -193,6 +193,7 @@ def test_combine_atlases_offsets(atlas):
     assert m[:, :3].max() == 0 and m[:, 5:11].min() > 0.9  # padded to a square, centred
 
 
+@pytest.mark.slow
 def test_cli_video_end_to_end(tmp_path, capsys):
     vid = moving_stamp_video(t=3, size=20)
     gif = tmp_path / "in.gif"
