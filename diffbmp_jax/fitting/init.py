@@ -235,8 +235,8 @@ def check_init_params(init_params, num: int, atlas: Atlas) -> tuple[Primitives, 
         raise ValueError(f"init_params must be (Primitives with {num} entries, template [{num}])")
     try:
         params = check_params(params)
-        if template is None or not jnp.issubdtype(jnp.asarray(template).dtype, jnp.integer):
-            raise TypeError(f"template must be {num} integer bitmap ids, got {template!r:.60}")
+        if template is None:  # check_template would read None as "round robin"
+            raise TypeError(f"template must be {num} integer bitmap ids, got None")
         template = check_template(template, num, atlas.num)
     except (TypeError, ValueError) as e:
         raise type(e)(f"init_params: {e}") from None

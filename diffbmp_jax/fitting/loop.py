@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -181,7 +182,6 @@ def record(history: dict, step: int, loss, start: float, **values):
     (None at step 0, before any step was taken; else a float), ``time``
     (seconds since ``start``, a ``time.perf_counter()`` reading) and ``values``.
     Returns the loss as recorded."""
-    import time
     loss = None if step == 0 else float(loss)
     history["step"].append(step)
     history["loss"].append(loss)

@@ -182,7 +182,9 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     if backend == "reference":
         color, trans = reference()
     elif backend in ("cpu", "cuda"):
-        if backend not in available_backends():
+        # Only the asked-for backend is checked: cuda_available lists the devices, not for a cpu render.
+        usable = registry.registered("cpu") if backend == "cpu" else registry.cuda_available()
+        if not usable:
             raise RuntimeError(f"backend={backend!r} is not available here ({_why_not(backend)}); "
                                f"available backends: {', '.join(available_backends())}")
         color, trans = kernel()
