@@ -24,18 +24,18 @@ class Toy(NamedTuple):
     until: int  # periodic work only after steps t with t + 1 < until
 
 
-def toy_step(static, data, carry, t):
+def toy_step(static, data, carry, t, steps):
     # carry: (running sum, number of steps taken); loss = t, aux = 0 (a count)
     s, n = carry
     return (s + t * data, n + 1), (t.astype(jnp.float32), jnp.zeros((), jnp.int32))
 
 
-def toy_periodic(static, data, carry, t):
+def toy_periodic(static, data, carry, t, steps):
     s, n = carry
     return (s * 2, n), jnp.asarray(7, jnp.int32) + t
 
 
-TOY = Periodic(every=lambda st: st.every, due=lambda st, t: t + 1 < st.until, apply=toy_periodic)
+TOY = Periodic(every=lambda st: st.every, due=lambda st, t, steps: t + 1 < st.until, apply=toy_periodic)
 
 
 def python_loop(static, data, carry, start):
@@ -56,10 +56,10 @@ def python_loop(static, data, carry, start):
     return (s, n), losses, aux
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 5, 6))
-def chunk_of(step, static, data, carry, start, periodic, branch_past_end):
+@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7))
+def chunk_of(step, static, data, carry, start, steps, periodic, branch_past_end):
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return scan_steps(step, static, data, carry, ts, periodic, branch_past_end=branch_past_end)
+    return scan_steps(step, static, data, carry, ts, steps, periodic, branch_past_end=branch_past_end)
 
 
 @pytest.mark.parametrize("branch_past_end", [False, True])
@@ -76,7 +76,8 @@ def test_scan_steps_matches_a_python_loop(steps, chunk, every, until, branch_pas
     carry = (jnp.asarray(1, jnp.int32), jnp.asarray(0, jnp.int32))
     want_carry = (1, 0)
     for start in range(0, steps, chunk):
-        carry, (loss, aux) = chunk_of(toy_step, static, data, carry, jnp.int32(start), TOY, branch_past_end)
+        carry, (loss, aux) = chunk_of(toy_step, static, data, carry, jnp.int32(start), jnp.int32(steps), TOY,
+                                      branch_past_end)
         want_carry, want_loss, want_aux = python_loop(static, 3, want_carry, start)
         np.testing.assert_array_equal(np.asarray(loss), np.asarray(want_loss, np.float32))
         np.testing.assert_array_equal(np.asarray(aux), want_aux)
@@ -86,7 +87,7 @@ def test_scan_steps_matches_a_python_loop(steps, chunk, every, until, branch_pas
 
 def test_run_chunk_is_scan_steps():
     static = Toy(12, 5, 5, 99)
-    args = (jnp.asarray(3, jnp.int32), (jnp.int32(1), jnp.int32(0)), jnp.int32(10))
+    args = (jnp.asarray(3, jnp.int32), (jnp.int32(1), jnp.int32(0)), jnp.int32(10), jnp.int32(12))
     got = run_chunk(toy_step, static, *args, TOY)
     want = chunk_of(toy_step, static, *args, TOY, False)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -100,7 +101,8 @@ def _branches(text: str) -> int:
 def test_no_branch_per_step():
     """On a GPU every lax.cond waits for its predicate on the host; a chunk of
     the fit's defaults (25 steps, respawn every 25) holds exactly one there."""
-    args = (toy_step, Toy(100, 25, 25, 99), jnp.asarray(3, jnp.int32), (jnp.int32(0), jnp.int32(0)), jnp.int32(0))
+    args = (toy_step, Toy(100, 25, 25, 99), jnp.asarray(3, jnp.int32), (jnp.int32(0), jnp.int32(0)), jnp.int32(0),
+            jnp.int32(100))
     assert _branches(chunk_of.lower(*args, TOY, False).as_text()) == 1
     assert _branches(chunk_of.lower(*args, None, False).as_text()) == 0
     # On the CPU the steps past the end are skipped by a branch (one more).
@@ -117,7 +119,7 @@ def test_fit_chunk_has_one_branch():
     cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "backend": "reference"})
     static, data, carry = prepare(target, shape_atlas(8), num_primitives=4, steps=10, key=jax.random.key(0),
                                    config=cfg)
-    text = chunk_of.lower(fit_step, static, data, carry, jnp.int32(0), RESPAWN, False).as_text()
+    text = chunk_of.lower(fit_step, static, data, carry, jnp.int32(0), jnp.int32(10), RESPAWN, False).as_text()
     assert _branches(text) == 1
 
 
@@ -144,7 +146,7 @@ def test_fit_steps_past_the_end_same_both_ways():
         c = carry
         losses = []
         for start in (0, 5):  # the second chunk runs steps 5..9 of 7
-            c, (loss, count) = chunk_of(fit_step, static, data, c, jnp.int32(start), RESPAWN, branch)
+            c, (loss, count) = chunk_of(fit_step, static, data, c, jnp.int32(start), jnp.int32(7), RESPAWN, branch)
             losses.append(np.asarray(loss))
         outs.append((c, np.concatenate(losses)))
     (c0, l0), (c1, l1) = outs
@@ -152,3 +154,32 @@ def test_fit_steps_past_the_end_same_both_ways():
     assert np.all(np.isfinite(l0[:7])) and np.all(np.isnan(l0[7:]))
     for a, b in zip(jax.tree.leaves(c0), jax.tree.leaves(c1)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_one_compiled_chunk_for_any_step_count():
+    """The run's length is traced: fits of 3, 8 and 30 steps (chunks of 5) share one
+    compiled chunk, and a fit of 0 steps compiles none."""
+    target = np.random.default_rng(2).uniform(size=(12, 12, 3)).astype(np.float32)
+    opts = dict(num_primitives=3, key=0, progress=False, backend="reference", log_every=5, prune_every=5,
+                lr_schedule="cosine")
+    before = run_chunk._cache_size()
+    results = {steps: db.fit(target, shape_atlas(4), steps=steps, **opts) for steps in (3, 8, 30)}
+    assert run_chunk._cache_size() == before + 1
+    db.fit(target, shape_atlas(4), steps=0, **opts)
+    assert run_chunk._cache_size() == before + 1
+    assert results[3].history["step"] == [0, 3] and results[30].history["step"][-1] == 30
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "exponential", "constant"])
+def test_schedule_with_a_traced_length_matches_optax(kind):
+    """lr_multiplier takes the fit's length as a traced scalar and decays like Optax's schedules."""
+    import optax
+    from diffbmp_jax.fitting.schedules import lr_multiplier
+    want = {"cosine": optax.cosine_decay_schedule(1.0, 40, alpha=0.1),
+            "linear": optax.linear_schedule(1.0, 0.1, 40),
+            "exponential": optax.exponential_decay(1.0, 40, 0.1),
+            "constant": optax.constant_schedule(1.0)}[kind]
+    counts = jnp.arange(41)
+    got = jax.jit(lambda n: jax.vmap(lr_multiplier(kind, n, 0.1))(counts))(jnp.int32(40))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(jax.vmap(want)(counts)), rtol=1e-6, atol=1e-7)
+    assert abs(float(got[-1]) - (1.0 if kind == "constant" else 0.1)) < 1e-6

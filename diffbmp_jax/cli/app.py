@@ -28,16 +28,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
 
 from diffbmp_jax.assets import ASSETS
 from diffbmp_jax.cli import batch as batch_cli, text as text_cli, video as video_cli
+from diffbmp_jax.cli.logs import LOGGER, configure
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, PROG, SHARED, TEMPLATE_CHOICES, HelpFormatter, add_option,
                                      add_shared, check_options, config_dict, extra_formats, fit_fields,
                                      json_safe, resolve, subparser, version, write_exports)
 
 __all__ = ["main", "run", "build_parser", "FIT_DEFAULTS", "DEMO_DEFAULTS", "ASSETS"]
+
+LOG = logging.getLogger(LOGGER)
 
 # Every option of `fit` and its default (also the keys a config file may set).
 FIT_DEFAULTS = {
@@ -124,10 +129,13 @@ def run_fit(args) -> dict:
     from diffbmp_jax.io.results import write_image_outputs
 
     config = FitConfig.from_dict(fit_fields(opts, fit_cfg, given), source=opts["config"] or "options")
+    t0 = time.perf_counter()
     target = load_target(opts["target"], opts["size"])
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
                                font=opts["font"], emoji_font=opts["emoji_font"])
     h, w = target.shape[:2]
+    LOG.debug(f"target {opts['target']} at {w}x{h}, {atlas.num} stamp bitmaps of {atlas.size[1]}x{atlas.size[0]} "
+              f"({time.perf_counter() - t0:.2f} s); JAX on {jax.default_backend()}")
 
     frames: list[np.ndarray] = []
 
@@ -143,15 +151,24 @@ def run_fit(args) -> dict:
                             frames, opts["frames"])
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time,
+                       "compile_time": result.compile_time, "step_time": result.step_time,
                        "history": json_safe(result.history),
                        "options": {k: opts[k] for k in opts if k != "progress"},
                        "config": config_dict(config)}, fh, indent=1)
         write_exports(writer.path, extra_formats(opts["export"], opts["export_scale"]), result.params, atlas,
                       result.template, h, w, config, scale=opts["export_scale"])
     outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
-    print(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s  "
-          f"({opts['num_primitives']} primitives, {opts['steps']} steps, {w}x{h})  -> {out}/")
+    LOG.debug(f"fit {result.wall_time:.2f} s: compiling {result.compile_time:.2f} s, steps {result.step_time:.2f} s, "
+              f"the rest (set-up, logging, progress frames) {result.wall_time - result.compile_time - result.step_time:.2f} s; "
+              f"outputs written in {time.perf_counter() - t0 - result.wall_time:.2f} s (with loading)")
+    LOG.info(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s "
+             f"(compiling {result.compile_time:.1f} s, {opts['steps']} steps {result.step_time:.1f} s"
+             f"{_per_step(result.step_time, opts['steps'])})  ({opts['num_primitives']} primitives, {w}x{h})  -> {out}/")
     return {"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time, "outputs": outputs}
+
+
+def _per_step(seconds: float, steps: int) -> str:
+    return f", {1e3 * seconds / steps:.1f} ms/step" if steps else ""
 
 
 def run(argv=None) -> dict:
@@ -160,6 +177,9 @@ def run(argv=None) -> dict:
     Returns the subcommand's summary dict (e.g. ``psnr``, ``ssim``, ``wall_time``, ``outputs``).
     """
     args = build_parser().parse_args(argv)
+    configure(quiet=args.quiet, verbose=args.verbose)
+    if args.quiet:
+        args.progress = False
     # Before anything compiles (JAX settles whether to use the cache at its first compilation).
     from diffbmp_jax.fitting.cache import CACHE_ENV, enable_compilation_cache
     if getattr(args, "cache", True) is False:

@@ -14,15 +14,19 @@ only after the fit succeeded. Building the parser imports none of the fitters.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, TEMPLATE_CHOICES, add_option, add_shared, check_options,
                                      config_dict, extra_formats, fit_fields, json_safe, resolve, subparser,
                                      write_exports)
 
 __all__ = ["add_batch_subcommand", "run_batch", "load_targets", "fit_to", "BATCH_DEFAULTS"]
+
+LOG = logging.getLogger(LOGGER)
 
 
 # Every option of `batch` and its default (also the keys a config file may set).
@@ -132,7 +136,7 @@ def run_batch(args) -> dict:
         with open(writer.path("summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
     outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
-    print(f"{len(paths)} targets, mean PSNR {np.mean(res.psnr):.2f} dB, {res.devices} device(s), "
+    LOG.info(f"{len(paths)} targets, mean PSNR {np.mean(res.psnr):.2f} dB, {res.devices} device(s), "
           f"wall time {res.wall_time:.1f} s ({n} primitives, {steps} steps, {w}x{h}) -> {out}/")
     return {"psnr": [float(v) for v in res.psnr], "ssim": [float(v) for v in res.ssim],
             "wall_time": res.wall_time, "devices": res.devices, "outputs": outputs}

@@ -27,6 +27,8 @@ import os
 import re
 from pathlib import Path
 
+from diffbmp_jax.cli.logs import add_verbosity
+
 __all__ = [
     "PROG", "COMMON_DEFAULTS", "HelpFormatter", "version", "subparser", "SHARED", "SHOWN", "ALIASES",
     "FIT_OPTIONS", "add_shared", "add_option", "flag", "read_toml", "split_config", "resolve", "fit_fields",
@@ -93,7 +95,9 @@ def version() -> str:
 def subparser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
     """``subparsers.add_parser(name, ...)`` with :class:`HelpFormatter`."""
     kwargs.setdefault("formatter_class", HelpFormatter)
-    return subparsers.add_parser(name, **kwargs)
+    parser = subparsers.add_parser(name, **kwargs)
+    add_verbosity(parser)
+    return parser
 
 
 # The shared options: name (= argparse dest = config key) -> (flags, add_argument keywords).

@@ -12,13 +12,17 @@ per extra ``--export`` format.
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 
+from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, json_safe, resolve, subparser, write_exports)
 
 __all__ = ["add_text_subcommand", "run_text", "TEXT_DEFAULTS"]
+
+LOG = logging.getLogger(LOGGER)
 
 # Every option of `text` and its default (also the keys a config file may set).
 TEXT_DEFAULTS = {
@@ -130,6 +134,6 @@ def run_text(args) -> dict:
         write_exports(writer.path, extra_formats(opts["export"], opts["export_scale"]), result.params, atlas,
                       result.template, h, w, config, scale=opts["export_scale"])
     outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
-    print(f"CLIP score {result.clip_score:.4f}  wall time {result.wall_time:.1f} s  "
+    LOG.info(f"CLIP score {result.clip_score:.4f}  wall time {result.wall_time:.1f} s  "
           f"({n} primitives, {steps} steps, {w}x{h})  -> {out}/")
     return {"clip_score": result.clip_score, "wall_time": result.wall_time, "outputs": outputs}

@@ -18,16 +18,20 @@ parser imports none of the fitters.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
+from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, flag, resolve, subparser, write_exports)
 
 __all__ = ["add_video_subcommands", "run_video", "run_regions", "parse_region", "VIDEO_DEFAULTS",
            "REGIONS_DEFAULTS", "VIDEO_FORMATS", "FRAME_FORMATS"]
+
+LOG = logging.getLogger(LOGGER)
 
 VIDEO_FORMATS = ("mp4", "gif")
 """``video --export`` formats written as one video file, ``video.<fmt>``."""
@@ -175,7 +179,7 @@ def run_video(args) -> dict:
                        "input": str(args.input), "frames": int(t), "fps": fps,
                        "config": config_dict(res.config)}, fh, indent=1)
     outputs = writer.outputs
-    print(f"{t} frames  mean PSNR {res.psnr.mean():.2f} dB  flicker {res.flicker:+.4f}  "
+    LOG.info(f"{t} frames  mean PSNR {res.psnr.mean():.2f} dB  flicker {res.flicker:+.4f}  "
           f"wall time {res.wall_time:.1f} s  -> {out}/")
     return {"psnr": res.psnr.tolist(), "flicker": res.flicker, "wall_time": res.wall_time, "fps": fps,
             "outputs": outputs}
@@ -256,5 +260,5 @@ def run_regions(args) -> dict:
                        "config": config_dict(res.config)}, fh, indent=1)
         write_exports(writer.path, exports, res.params, res.atlas, res.template, h, w, res.config, scale=scale)
     outputs = writer.outputs
-    print(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  wall time {res.wall_time:.1f} s  -> {out}/")
+    LOG.info(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  wall time {res.wall_time:.1f} s  -> {out}/")
     return {"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time, "outputs": outputs}

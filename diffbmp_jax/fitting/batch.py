@@ -44,7 +44,7 @@ from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, periodic, step
 from diffbmp_jax.fitting.image import FitResult, prepare
 from diffbmp_jax.fitting.loop import run_chunks, scan_steps
-from diffbmp_jax.fitting.losses import ssim as _ssim
+from diffbmp_jax.fitting.losses import score_ssim
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, split_alpha
 
@@ -131,27 +131,28 @@ def _local(scenes: Data, atlas: Atlas) -> Data:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carry, start):
-    """``static.chunk`` steps of every scene: ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
+def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carry, start, steps):
+    """``static.chunk`` steps of every scene from step ``start`` of a run of ``steps``
+    (int32 scalars): ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
 
-    def local(scenes, atlas, carry, start):
+    def local(scenes, atlas, carry, start, steps):
         # The step and the respawn of fit, over the scene axis; the step index
-        # (and so every branch of the loop) is shared by all scenes.
+        # and the run's length (and so every branch of the loop) are shared by all scenes.
         def over_scenes(fn):
-            batched = jax.vmap(lambda d, c, t: fn(static, d, c, t), in_axes=(_SCENE_AXES, 0, None))
-            return lambda _, d, c, t: batched(d, c, t)
+            batched = jax.vmap(lambda d, c, t, n: fn(static, d, c, t, n), in_axes=(_SCENE_AXES, 0, None, None))
+            return lambda _, d, c, t, n: batched(d, c, t, n)
 
         spawn = periodic(static)
         if spawn is not None:
             spawn = spawn._replace(apply=over_scenes(spawn.apply))
         ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-        return scan_steps(over_scenes(step), static, _local(scenes, atlas), carry, ts, spawn)
+        return scan_steps(over_scenes(step), static, _local(scenes, atlas), carry, ts, steps, spawn)
 
     # check_vma=False: nothing here communicates across devices, and the FFI
     # calls inside have no rule for shard_map's replication checker.
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(SCENE_AXIS), P(), P(SCENE_AXIS), P()),
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(SCENE_AXIS), P(), P(SCENE_AXIS), P(), P()),
                          out_specs=(P(SCENE_AXIS), P(None, SCENE_AXIS)), check_vma=False)(
-        scenes, atlas, carry, start)
+        scenes, atlas, carry, start, jnp.asarray(steps, jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -319,12 +320,14 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
                      {"loss": history["loss"][-1], "psnr": history["psnr"][-1]})
         return (images, params, psnr), {"psnr": f"{np.mean(psnr):.2f}"}
 
+    steps = int(steps)  # checked by prepare
+
     def run(scenes, carry, start):
-        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start)
+        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start, jnp.int32(steps))
 
     # Without a progress bar or callback, the chunks are only dispatched and
     # the host reads results back once, at the end.
-    _, final = run_chunks(run, scenes, carry, steps=static.steps, chunk=static.chunk, log=log, progress=progress,
+    _, final = run_chunks(run, scenes, carry, steps=steps, chunk=static.chunk, log=log, progress=progress,
                           desc=f"fit_batch[{count}]", watch=progress or callback is not None, to_host=_to_host)
 
     images, params, psnr = final
@@ -333,7 +336,7 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     params = jax.tree.map(lambda x: x[:count], params)
     template = _to_host(scenes.template)[:count]
     targets_np = _to_host(scenes.target)[:count]
-    ssim = np.asarray(jax.vmap(_ssim)(jnp.asarray(images), jnp.asarray(targets_np)), np.float64)
+    ssim = np.asarray(jax.vmap(score_ssim)(jnp.asarray(images), jnp.asarray(targets_np)), np.float64)
     return BatchFitResult(params=params, template=template, images=images,
                           psnr=np.array(history["psnr"][-1]), ssim=ssim, history=history,
                           wall_time=time.perf_counter() - t0, devices=shards, config=config)

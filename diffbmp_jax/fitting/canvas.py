@@ -112,8 +112,9 @@ def check_background_image(cfg: FitConfig, image, height: int, width: int, *, na
     return bg_image
 
 
-def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps: int, height: int, width: int):
-    """What optimisation step ``t`` renders with: ``(atlas, background, key)``.
+def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps, height: int, width: int):
+    """What optimisation step ``t`` of a run of ``steps`` (both may be traced) renders with:
+    ``(atlas, background, key)``.
 
     The atlas is blurred by the annealed soft-rasterisation sigma, the
     background drawn for this step (fresh noise for ``"noise"``), and the

@@ -70,12 +70,14 @@ PIXEL_LOSS = PixelLoss()
 
 
 class Static(NamedTuple):
-    """Hashable settings a compiled run depends on (a change recompiles)."""
+    """Hashable settings a compiled run depends on (a change recompiles).
+
+    The run's length is not one of them: it is a traced int32 argument
+    (``steps``) of every step, so fits of any length share one compilation."""
     cfg: FitConfig
-    steps: int                   # optimisation steps of the run
     height: int                  # canvas height H, pixels
     width: int                   # canvas width W, pixels
-    chunk: int                   # steps per compiled chunk (one log entry each)
+    chunk: int                   # steps per compiled chunk (one log entry each; the whole run for run_steps)
     unit: float                  # pixels per optimiser position unit
     objective: Any = PIXEL_LOSS  # see the module docstring
     temporal_weight: float = 0.0  # weight (>= 0) of the parameter-motion penalty
@@ -156,17 +158,17 @@ def _motion(theta: Theta, anchor: Theta):
     return sum(jnp.sum(jnp.square(a - b)) for a, b in zip(theta, anchor)) / theta.log_scale.shape[0]
 
 
-def step(static: Static, data: Data, carry, t):
-    """One optimisation step at (traced) step index ``t``: ``(carry, (loss, 0))``.
+def step(static: Static, data: Data, carry, t, steps):
+    """One optimisation step at (traced) step index ``t`` of a run of ``steps``: ``(carry, (loss, 0))``.
 
     Branch-free (see :mod:`diffbmp_jax.fitting.loop`); respawn runs after it as
     :data:`RESPAWN`. The second output is the step's respawn count, filled in
     by the loop.
     """
     cfg, h, w = static.cfg, static.height, static.width
-    opt = make_optimizer(cfg, static.steps)
+    opt = make_optimizer(cfg, steps)
     theta, opt_state = carry[0], carry[1]
-    atlas, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    atlas, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
     target = None if data.target is None else step_target(cfg, data.target, data.target_alpha, bg,
                                                           data.bg_image, h, w)
 
@@ -187,13 +189,13 @@ def step(static: Static, data: Data, carry, t):
     return (_keep_frozen(data, new, theta), opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
 
 
-def respawn_after(static: Static, data: Data, carry, t):
+def respawn_after(static: Static, data: Data, carry, t, steps):
     """Respawn after step ``t``: invisible primitives move to where the error of
     the current render (step ``t``'s canvas) is largest, inside their group's
     region when constrained. Returns ``(carry, count)``."""
     cfg, h, w = static.cfg, static.height, static.width
     theta, opt_state = carry[0], carry[1]
-    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
+    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
     image = render_theta(static, theta, atlas, data.template, bg)
     target = step_target(cfg, data.target, data.target_alpha, bg, data.bg_image, h, w)
     new, opt_state, count = respawn(theta, opt_state, image, k_spawn, cfg=cfg, height=h, width=w, unit=static.unit,
@@ -230,42 +232,46 @@ def evaluate(static: Static, data: Data, theta: Theta):
     return image, static.objective.score(static, data, image), to_params(theta, static.unit)
 
 
-def run_fit_chunk(static: Static, data: Data, carry, start):
-    """``static.chunk`` steps from step ``start`` (:func:`diffbmp_jax.fitting.loop.run_chunk`):
-    ``(carry, (losses [chunk], respawn counts [chunk]))``."""
-    return run_chunk(step, static, data, carry, start, periodic(static))
+def run_fit_chunk(static: Static, data: Data, carry, start, steps):
+    """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars;
+    :func:`diffbmp_jax.fitting.loop.run_chunk`): ``(carry, (losses [chunk], respawn counts [chunk]))``."""
+    return run_chunk(step, static, data, carry, start, steps, periodic(static))
 
 
-def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta):
-    carry = (theta, make_optimizer(static.cfg, static.steps).init(theta))
+def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
+    carry = (theta, make_optimizer(static.cfg, steps).init(theta))
     if static.temporal_weight > 0:
         carry += (anchor,)
-    ts = jnp.arange(max(static.steps, 1), dtype=jnp.int32)
-    carry, (loss, _) = scan_steps(step, static, data, carry, ts, periodic(static))
+    ts = jnp.arange(static.chunk, dtype=jnp.int32)
+    carry, (loss, _) = scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic(static))
     return carry[0], loss
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def run_steps(static: Static, data: Data, theta: Theta, anchor: Theta):
-    """All ``static.steps`` steps as one jit-compiled ``lax.scan``, from a fresh optimiser state.
+def run_steps(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
+    """A whole run of ``steps <= static.chunk`` steps as one jit-compiled ``lax.scan``
+    of ``static.chunk`` iterations, from a fresh optimiser state.
 
     Args:
       theta: start, ``N`` primitives in optimiser space.
       anchor: the parameters the temporal loss pulls towards (same shapes; unused without one).
+      steps: the run's length, an int32 scalar (traced: any length up to the chunk shares one compilation).
 
     Returns:
-      ``(theta, losses [max(steps, 1)])`` (a NaN loss for ``steps = 0``).
+      ``(theta, losses [static.chunk])`` (NaN past ``steps``).
     """
-    return _run_all(static, data, theta, anchor)
+    return _run_all(static, data, theta, anchor, steps)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def run_steps_batched(static: Static, data: Data, theta: Theta, anchor: Theta):
+def run_steps_batched(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     """:func:`run_steps` over a leading axis ``K`` (one ``jax.vmap``) of ``theta``,
     ``anchor`` and the :data:`BATCHED_FIELDS` of ``data`` (see :func:`stack_data`);
-    the other fields (atlas, template, ...) are shared. Returns ``(theta [K, ...], losses [K, steps])``."""
+    the other fields (atlas, template, ...) and ``steps`` are shared. Returns
+    ``(theta [K, ...], losses [K, static.chunk])``."""
     axes = Data(**{f: (0 if f in BATCHED_FIELDS else None) for f in Data._fields})
-    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an), in_axes=(axes, 0, 0))(data, theta, anchor)
+    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an, steps), in_axes=(axes, 0, 0))(
+        data, theta, anchor)
 
 
 def stack_data(datas: list) -> Data:

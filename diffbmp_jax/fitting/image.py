@@ -13,7 +13,6 @@ and shapes. :func:`diffbmp_jax.fit_batch` prepares each of its scenes here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 import warnings
 from typing import Callable
@@ -29,7 +28,8 @@ from diffbmp_jax.fitting.canvas import background, check_background_image, resol
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
 from diffbmp_jax.fitting.loop import record, run_chunks
-from diffbmp_jax.fitting.losses import check_weight_mask, ssim as _ssim
+from diffbmp_jax.fitting.timing import FitClock
+from diffbmp_jax.fitting.losses import check_weight_mask, score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_params, to_theta
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
@@ -54,6 +54,9 @@ class FitResult:
       psnr, ssim: final image quality against the target (dB / unitless).
       wall_time: seconds for the whole fit, compilation included.
       config: the :class:`FitConfig` used.
+      compile_time: seconds of the fit spent tracing, lowering and compiling
+        (or loading compiled programs from the persistent cache).
+      step_time: seconds spent running the steps (compilation excluded).
     """
 
     params: Primitives
@@ -64,6 +67,8 @@ class FitResult:
     ssim: float
     wall_time: float
     config: FitConfig
+    compile_time: float = 0.0
+    step_time: float = 0.0
 
 
 def _initial_templates(choice: str, params: Primitives, template, atlas: Atlas, target, key) -> jax.Array:
@@ -88,7 +93,8 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
     """
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    rgb, alpha = split_alpha(target)
+    from diffbmp_jax.io.images import as_target_image  # a path or PIL image -> its pixels
+    rgb, alpha = split_alpha(as_target_image(target, "target"))
     config = resolve_background(config, transparent=alpha is not None)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
     n = check_count("num_primitives", num_primitives, 1)
@@ -117,8 +123,7 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
                 bg_image, maps["scale"], maps["angle"], k_loop)
     unit = float(_init.base_scale(h, w, n, config.coverage))
     theta = to_theta(params, unit)
-    chunk = min(config.log_every, max(steps, 1))
-    static = Static(config, steps, h, w, chunk, unit)
+    static = Static(config, h, w, config.log_every, unit)  # any length runs the same compiled chunk
     carry = (theta, make_optimizer(config, steps).init(theta))
     return static, data, carry
 
@@ -153,7 +158,9 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
       target: ``[H, W, 3]`` image in [0, 1] (uint8, grey and RGBA accepted; an
         RGBA target with transparent pixels is fitted over fresh noise with
         ``background="auto"``, so its transparent parts stay uncovered, and
-        judged over ``output_background``).
+        judged over ``output_background``), or an image file's path (str or
+        ``os.PathLike``) or a ``PIL.Image``, read at full size with its alpha
+        channel if it has one (:func:`diffbmp_jax.io.images.as_target_image`).
       atlas: the :class:`Atlas` of bitmaps to use.
       num_primitives: ``N >= 1``.
       steps: optimisation steps ``>= 0`` (0 returns the initialisation).
@@ -180,13 +187,22 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     """
     t0 = time.perf_counter()
     enable_compilation_cache()
+    with FitClock() as clock:
+        return _fit(t0, clock, target, atlas, num_primitives=num_primitives, steps=steps, key=key, config=config,
+                    weight_mask=weight_mask, background_image=background_image, init_params=init_params,
+                    progress=progress, callback=callback, options=options)
+
+
+def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight_mask, background_image,
+         init_params, progress, callback, options) -> FitResult:
     config = resolve_config(config, options)
     static, data, carry = prepare(target, atlas, num_primitives=num_primitives, steps=steps, key=key,
                                   config=config, weight_mask=weight_mask, background_image=background_image,
                                   init_params=init_params)
     config = static.cfg  # background "auto" resolved for this target
     _warn_palette(static, data)
-    target, h, w, steps, unit = data.target, static.height, static.width, static.steps, static.unit
+    target, h, w, unit = data.target, static.height, static.width, static.unit
+    steps = int(steps)  # checked by prepare
     bg_image = data.bg_image
 
     history = {"step": [], "loss": [], "psnr": [], "time": [], "respawned": [], "reassigned": []}
@@ -214,9 +230,13 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
             callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
-    _, (image, p, params) = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk, log=log,
-                                       progress=progress, desc="fit", update=reassign)
+    def run(data, carry, start):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+
+    _, (image, p, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
+                                       progress=progress, desc="fit", update=reassign, clock=clock)
     template = current["data"].template
-    s = float(_ssim(image, target))
+    s = float(score_ssim(image, target))
     return FitResult(params=params, template=template, image=image, history=history, psnr=p, ssim=s,
-                     wall_time=time.perf_counter() - t0, config=config)
+                     wall_time=time.perf_counter() - t0, config=config, compile_time=clock.compile_time,
+                     step_time=clock.step_time)

@@ -2,9 +2,10 @@
 
 ``static.chunk`` steps run inside one ``jit``-compiled ``lax.scan`` (a
 "chunk"), so Python only runs between chunks to log, call the callback and
-move the progress bar. A chunk always runs ``static.chunk`` iterations so one
-compilation serves every chunk; compilations are cached per step function,
-``static`` and shapes.
+move the progress bar. A chunk always runs ``static.chunk`` iterations and the
+run's length ``steps`` is a traced argument, so one compilation serves every
+chunk of a fit and every fit of another length; compilations are cached per
+step function, ``static`` and shapes.
 
 No host round-trip per step. On a GPU every ``lax.cond`` copies its
 predicate to the host and waits for it, so the device drains and then idles
@@ -29,14 +30,17 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from diffbmp_jax.fitting.timing import FitClock
+
 __all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record"]
 
 
 class Periodic(NamedTuple):
     """An operation that runs after step ``t`` when ``(t + 1) % every(static) == 0``
-    and ``due(static, t)`` (and ``t`` is a real step, not past the end).
+    and ``due(static, t, steps)`` (and ``t`` is a real step, not past the end of
+    the ``steps`` of the run).
 
-    ``apply(static, data, carry, t)`` returns ``(carry, count)``; ``count`` is
+    ``apply(static, data, carry, t, steps)`` returns ``(carry, count)``; ``count`` is
     added to the ``aux`` output of step ``t`` (so ``aux`` must be an array of
     its shape and dtype, e.g. a count of respawned primitives).
     """
@@ -61,12 +65,13 @@ def _past_end(shapes):
     return jnp.full(loss.shape, jnp.nan, loss.dtype), jnp.zeros(aux.shape, aux.dtype)
 
 
-def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | None = None, *,
+def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodic | None = None, *,
                branch_past_end: bool | None = None):
-    """Runs ``step(static, data, carry, t)`` for the consecutive step indices ``ts`` (``[L]``).
+    """Runs ``step(static, data, carry, t, steps)`` for the consecutive step indices ``ts`` (``[L]``).
 
-    ``step`` returns ``(carry, (loss, aux))`` and must not branch on ``t``
-    (see the module docstring); steps with ``t >= static.steps`` leave the
+    ``steps`` is the run's length (an int32 scalar, may be traced: schedules
+    read it). ``step`` returns ``(carry, (loss, aux))`` and must not branch on ``t``
+    (see the module docstring); steps with ``t >= steps`` leave the
     carry as it was and report a NaN loss and zero ``aux``: skipped by a
     ``lax.cond`` if ``branch_past_end`` (default: on the CPU backend), else
     computed and discarded. Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
@@ -78,11 +83,11 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
         branch_past_end = jax.default_backend() == "cpu"
 
     def stepped(c, t):
-        new, out = step(static, data, c, t)
+        new, out = step(static, data, c, t, steps)
         return _like(new, c), out
 
     def one(c, t):
-        live = t < static.steps
+        live = t < steps
         if branch_past_end:
             shapes = jax.eval_shape(lambda c: stepped(c, t)[1], c)
             return jax.lax.cond(live, lambda c: stepped(c, t), lambda c: (c, _past_end(shapes)), c)
@@ -93,9 +98,9 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
         c, (loss, aux) = jax.lax.scan(one, c, tg)
         if every > 0:
             t = tg[-1]
-            due = ((t + 1) % every == 0) & (t < static.steps) & periodic.due(static, t)
+            due = ((t + 1) % every == 0) & (t < steps) & periodic.due(static, t, steps)
             def apply(c):
-                new, count = periodic.apply(static, data, c, t)
+                new, count = periodic.apply(static, data, c, t, steps)
                 return _like(new, c), jnp.asarray(count, aux.dtype)
 
             c, count = jax.lax.cond(due, apply, lambda c: (c, jnp.zeros_like(aux[-1])), c)
@@ -110,27 +115,27 @@ def scan_steps(step: Callable, static, data, carry, ts, periodic: Periodic | Non
         return c, _past_end(shapes)
 
     def each_group(c, tg):
-        return jax.lax.cond(tg[0] < static.steps, run_group, skip_group, c, tg)
+        return jax.lax.cond(tg[0] < steps, run_group, skip_group, c, tg)
 
     carry, (loss, aux) = jax.lax.scan(each_group, carry, ts.reshape(length // group, group))
     return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 5))
-def run_chunk(step: Callable, static, data, carry, start, periodic: Periodic | None = None):
-    """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` (see :func:`scan_steps`).
+@functools.partial(jax.jit, static_argnums=(0, 1, 6))
+def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None):
+    """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).
 
     ``step`` and ``periodic`` must be hashable (module-level functions), as
     must ``static`` (a NamedTuple of settings). Returns
     ``(carry, (losses [chunk], aux [chunk]))``.
     """
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return scan_steps(step, static, data, carry, ts, periodic)
+    return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic)
 
 
 def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
                watch: bool = True, update: Callable | None = None,
-               to_host: Callable = np.asarray) -> tuple[Any, Any]:
+               to_host: Callable = np.asarray, clock=None) -> tuple[Any, Any]:
     """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
 
     ``run(data, carry, start)`` runs one chunk from step ``start`` and returns
@@ -150,28 +155,42 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
 
     ``to_host`` reads the losses back (across processes, for a multi-host batch).
 
+    The bar reads "compiling" until the first chunk is compiled and starts its
+    clock after that, so its it/s and ETA are the steps' own. ``clock`` (a
+    :class:`~diffbmp_jax.fitting.timing.FitClock`) adds the time spent
+    running and waiting for chunks to its ``step_time``.
+
     Returns ``(carry, result of the last log)``.
     """
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc=desc, leave=True)
+    from tqdm.auto import tqdm  # imported when a fit runs: a light `import diffbmp_jax`
+    clock = FitClock() if clock is None else clock
+    bar = tqdm(total=steps, disable=not progress, unit="it", desc=f"{desc} (compiling)" if steps else desc,
+               leave=True)
     auxes, losses, result, done = [], None, None, 0
     try:
         if watch or steps == 0:
             result, _ = log(0, carry, np.float32(np.nan), [])
         for start in range(0, steps, chunk):
-            carry, (losses, aux) = run(data, carry, jnp.int32(start))
+            with clock.steps():
+                carry, (losses, aux) = run(data, carry, jnp.int32(start))
+            if start == 0:  # compiled (the call returns once the chunk is dispatched)
+                bar.set_description(desc)
+                bar.reset(total=steps)
             auxes.append(aux)
             done = min(start + chunk, steps)
             if update is not None:
                 data = update(done, done - start, carry, data)
             if watch:
-                loss = to_host(losses)[done - start - 1]
+                with clock.steps():
+                    loss = to_host(losses)[done - start - 1]
                 result, postfix = log(done, carry, loss, auxes)
                 auxes = []
                 bar.update(done - start)
                 bar.set_postfix(loss=f"{np.mean(loss):.4g}", **postfix)
         if not watch and steps > 0:
-            result, _ = log(done, carry, to_host(losses)[(done - 1) % chunk], auxes)
+            with clock.steps():
+                last = to_host(losses)[(done - 1) % chunk]
+            result, _ = log(done, carry, last, auxes)
     finally:
         bar.close()
     return carry, result

@@ -112,12 +112,12 @@ def _prune_every(static) -> int:
     return static.cfg.prune_every
 
 
-def _before_prune_until(static, t):
-    return t + 1 < static.cfg.prune_until * static.steps
+def _before_prune_until(static, t, steps):
+    return t + 1 < static.cfg.prune_until * steps
 
 
 def schedule(apply) -> Periodic:
-    """``apply(static, data, carry, t) -> (carry, count)`` on the respawn schedule of
+    """``apply(static, data, carry, t, steps) -> (carry, count)`` on the respawn schedule of
     ``static.cfg`` (a :class:`FitConfig`): after every ``prune_every``-th step, until
-    ``prune_until`` of ``static.steps``. For :func:`diffbmp_jax.fitting.loop.scan_steps`."""
+    ``prune_until`` of the run's ``steps``. For :func:`diffbmp_jax.fitting.loop.scan_steps`."""
     return Periodic(every=_prune_every, due=_before_prune_until, apply=apply)

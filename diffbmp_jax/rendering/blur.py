@@ -90,18 +90,19 @@ def blur_atlas(atlas: Atlas, sigma, radius: int) -> Atlas:
     return Atlas(mask=mask, rgb=atlas.rgb)
 
 
-def blur_sigma(step, total_steps: int, sigma0: float, anneal_frac: float) -> jax.Array:
+def blur_sigma(step, total_steps, sigma0: float, anneal_frac: float) -> jax.Array:
     """Annealed blur std at ``step``: ``sigma0 * (1 - step / (anneal_frac * total))^2``, >= 0.
 
     Reaches 0 after ``anneal_frac`` of the fit; quadratic so most of the
     schedule runs at small sigma, where the gradients match the sharp render.
+    ``step`` and ``total_steps`` may be traced.
     """
-    end = max(1.0, anneal_frac * total_steps)
+    end = jnp.maximum(1.0, anneal_frac * jnp.asarray(total_steps, jnp.float32))
     t = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / end, 0.0, 1.0)
     return sigma0 * t * t
 
 
-def annealed_atlas(atlas: Atlas, step, total_steps: int, sigma0: float, anneal_frac: float) -> Atlas:
+def annealed_atlas(atlas: Atlas, step, total_steps, sigma0: float, anneal_frac: float) -> Atlas:
     """The atlas a training step renders with (soft rasterisation).
 
     Masks blurred with the std :func:`blur_sigma` gives at ``step`` (bitmap

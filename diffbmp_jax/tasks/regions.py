@@ -29,7 +29,6 @@ padded to a square and resized to the largest side; template ids are offset.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 
@@ -42,7 +41,7 @@ from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
-from diffbmp_jax.fitting.losses import ssim as _ssim
+from diffbmp_jax.fitting.losses import score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_theta
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
@@ -260,7 +259,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     region = Region(group=jnp.asarray(group), nearest=jnp.asarray(np.stack(nearest)),
                     room=jnp.asarray(np.stack(rooms)), radius=jnp.asarray(radius_t[np.asarray(template)]),
                     mask=jnp.asarray(np.stack(masks), jnp.float32), allowed=jnp.asarray(np.stack(allowed), jnp.float32))
-    static = Static(config, steps, h, w, min(config.log_every, max(steps, 1)), unit, constrained=True)
+    static = Static(config, h, w, config.log_every, unit, constrained=True)
     data = Data(target, None, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None, None,
                 maps["scale"], maps["angle"], keys[-1], region=region)
     theta = project(static, region, to_theta(params, unit))
@@ -269,12 +268,15 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         return None, ({"psnr": f"{float(evaluate(static, data, carry[0])[1]):.2f}"} if progress else {})
 
     carry = (theta, make_optimizer(config, steps).init(theta))
-    carry, _ = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk,
+    def run(data, carry, start):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+
+    carry, _ = run_chunks(run, data, carry, steps=steps, chunk=static.chunk,
                           log=log, progress=progress, desc="regions", watch=progress)
     # The final projection is the one the guarantee rests on (steps end with
     # one too; this also covers steps=0).
     theta = project(static, region, carry[0])
     image, p, params = evaluate(static, data, theta)
     return RegionFitResult(params=params, template=template, group=group, atlas=atlas, image=image,
-                           psnr=float(p), ssim=float(_ssim(image, target)), masks=np.stack(dilated),
+                           psnr=float(p), ssim=float(score_ssim(image, target)), masks=np.stack(dilated),
                            wall_time=time.perf_counter() - t0, config=config)

@@ -21,7 +21,6 @@ needs a per-pixel error, which a prompt does not give).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -238,7 +237,7 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
     objective = ClipObjective(model.config, tuple(float(c) for c in model.image_mean),
                               tuple(float(c) for c in model.image_std), num_cutouts, (lo, hi), float(distortion),
                               bool(flip), float(text_weight), float(negative_weight), float(image_weight))
-    static = Static(config, steps, height, width, min(config.log_every, max(steps, 1)), size, objective=objective)
+    static = Static(config, height, width, config.log_every, size, objective=objective)
     data = Data(target, None, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None,
                 bg_image, None, None, k_loop, extra=ClipInputs(model.params, positive, negative))
     theta = to_theta(params, size)
@@ -253,7 +252,10 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
             callback(step, prm, image, {"loss": loss, "clip_score": score})
         return (image, score, prm), {"clip": f"{score:.3f}"}
 
-    _, (image, score, params) = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk, log=log,
+    def run(data, carry, start):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+
+    _, (image, score, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
                                            progress=progress, desc="text")
     return TextFitResult(params=params, template=template, image=image, history=history, clip_score=score,
                          wall_time=time.perf_counter() - t0, config=config)

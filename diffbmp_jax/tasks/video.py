@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import time
 
@@ -48,6 +49,8 @@ from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_n
 
 __all__ = ["fit_video", "VIDEO_FIT_DEFAULTS", "VideoFitResult", "flicker", "frame_psnr", "footprint_radius",
            "synthetic_video"]
+
+_LOG = logging.getLogger(__name__)
 
 
 
@@ -203,7 +206,7 @@ def _dead(static: Static, theta: Theta) -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=0)
 def _respawn_now(static, data, theta, image, key):
     """Respawns the invisible primitives of ``theta`` against ``image`` before a frame's run."""
-    opt_state = make_optimizer(static.cfg, static.steps).init(theta)
+    opt_state = make_optimizer(static.cfg, static.chunk).init(theta)  # init reads no schedule
     theta, _, count = respawn(theta, opt_state, image, key, cfg=static.cfg, height=static.height,
                               width=static.width, unit=static.unit, target=data.target, weight=data.weight,
                               guide_scale=data.guide_scale, guide_angle=data.guide_angle)
@@ -283,7 +286,8 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
       batch: frames fitted together as one ``vmap`` (``K >= 1``); each frame of a
         window starts from the last frame fitted before the window.
       background_image: ``[H, W, 3]`` for ``background="image"``.
-      progress: print one line per frame.
+      progress: show a tqdm bar over the frames (PSNR of the last one); each
+        frame's line goes to the ``diffbmp_jax.tasks.video`` logger (DEBUG).
 
     Returns:
       :class:`VideoFitResult`.
@@ -315,8 +319,9 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
     atlas_f = Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb)
     radius = footprint_radius(atlas)[np.asarray(template)]
 
-    chunk = min(config.log_every, max(steps_next, 1))
-    static = Static(config, steps_next, h, w, chunk, unit, temporal_weight=float(temporal_weight))
+    # One scan of a frame's whole run (run_steps): its length is the chunk.
+    static = Static(config, h, w, max(steps_next, 1), unit, temporal_weight=float(temporal_weight))
+    run_length = jnp.int32(steps_next)
     eval_static = static
 
     def data_for(k, free, key_k):
@@ -328,13 +333,20 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
         img, p, params = evaluate(eval_static, data_for(k, np.ones(n), key), theta)
         return np.asarray(img), float(p), params
 
+    from tqdm.auto import tqdm
+    bar = tqdm(total=t_count, disable=not progress, unit="frame", desc="video")
+
+    def frame_done(k, line, p):
+        _LOG.debug(f"frame {k}: {line}")
+        bar.update(1)
+        bar.set_postfix(psnr=f"{p:.2f}")
+
     images, psnrs, params_out = [], [], []
     frozen, respawned, times = [0], [0], []
     img, p, prm = finish(0, theta0)
     images.append(img), psnrs.append(p), params_out.append(prm)
     times.append(time.perf_counter() - t0)
-    if progress:
-        print(f"frame 0: PSNR {p:.2f} dB ({times[-1]:.1f} s)")
+    frame_done(0, f"PSNR {p:.2f} dB ({times[-1]:.1f} s)", p)
 
     if not warm_start:
         for k in range(1, t_count):
@@ -343,8 +355,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
             img, p, prm = finish(k, to_theta(r.params, unit))
             images.append(img), psnrs.append(p), params_out.append(prm)
             frozen.append(0), respawned.append(0), times.append(time.perf_counter() - tk)
-            if progress:
-                print(f"frame {k}: PSNR {p:.2f} dB ({times[-1]:.1f} s)")
+            frame_done(k, f"PSNR {p:.2f} dB ({times[-1]:.1f} s)", p)
     else:
         theta_prev, last = theta0, 0
         frame_keys = jax.random.split(k_rest, t_count)
@@ -372,10 +383,10 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
                 starts.append(th), datas.append(data)
                 n_frozen.append(int(n - free.sum())), n_resp.append(count)
             if len(window) == 1:
-                results = [run_steps(static, datas[0], starts[0], starts[0])[0]]
+                results = [run_steps(static, datas[0], starts[0], starts[0], run_length)[0]]
             else:
                 stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-                out = run_steps_batched(static, stack_data(datas), stack(starts), stack(starts))[0]
+                out = run_steps_batched(static, stack_data(datas), stack(starts), stack(starts), run_length)[0]
                 results = [jax.tree_util.tree_map(lambda a: a[i], out) for i in range(len(window))]
             jax.block_until_ready(results)  # dispatch is asynchronous: time the work itself
             dt = (time.perf_counter() - tk) / len(window)
@@ -383,11 +394,11 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
                 img, p, prm = evaluate(eval_static, data, th)
                 images.append(np.asarray(img)), psnrs.append(float(p)), params_out.append(prm)
                 frozen.append(nf), respawned.append(nr), times.append(dt)
-                if progress:
-                    print(f"frame {j}: PSNR {float(p):.2f} dB, {nf} frozen, {nr} respawned ({dt:.2f} s)")
+                frame_done(j, f"PSNR {float(p):.2f} dB, {nf} frozen, {nr} respawned ({dt:.2f} s)", float(p))
             theta_prev, last = results[-1], window[-1]
             k = window[-1] + 1
 
+    bar.close()
     frames_out = np.stack(images)
     fl = flicker(frames_out, np.asarray(video)) if t_count > 1 else float("nan")
     return VideoFitResult(params=params_out, template=template, frames=frames_out, psnr=np.asarray(psnrs),

@@ -1,0 +1,144 @@
+"""Time to first result: fresh processes, cold and warm compilation cache, and what compiles.
+
+Each run is a new Python process (nothing compiled in memory), with the
+persistent compilation cache in a fresh folder for the cold run and the same
+folder again for the warm runs::
+
+    python benchmarks/bench_startup.py --help-time             # `diffbmp-jax --help`, 3 runs
+    python benchmarks/bench_startup.py demo                     # the CLI demo, cold then warm x2
+    python benchmarks/bench_startup.py fit --bench ../shared/bench --size 512 -n 1000 --steps 300
+    python benchmarks/bench_startup.py demo --compiles          # what compiles, per function
+
+``fit`` runs ``diffbmp_jax.fit`` on vangogh1 with the fingerprint stamp (the
+quality protocol's scene) and prints the wall time of the whole process, of
+the fit, and the fit's compile and step time (``FitResult.compile_time``,
+``step_time``). ``--compiles`` lists, for the cold run, the seconds JAX spent
+tracing, lowering and compiling each function (``jax.monitoring`` spans).
+Run from outside the checkout with the package installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD_FIT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+args = json.loads(sys.argv[1])
+import collections
+import jax
+spans = collections.defaultdict(float)
+def on_span(event, start, end, **kw):
+    if event.startswith("/jax/core/compile/"):
+        spans[(kw.get("fun_name", "?"), event.rsplit("/", 1)[-1])] += end - start
+jax.monitoring.register_event_time_span_listener(on_span)
+import diffbmp_jax as db
+sys.path.insert(0, args["here"])
+import quality
+scene = {s.name: s for s in quality.SCENES}["vangogh1-fp-300"]._replace(width=args["size"], num=args["n"],
+                                                                          steps=args["steps"])
+target = quality.load_target(scene, quality.Path(args["bench"]))
+atlas = quality.load_atlas(scene, quality.Path(args["bench"]), 128)
+t1 = time.perf_counter()
+r = db.fit(target, atlas, num_primitives=scene.num, steps=scene.steps, key=0, progress=False)
+t2 = time.perf_counter()
+print(json.dumps({"import_and_load_s": t1 - t0, "fit_s": t2 - t1, "compile_s": r.compile_time,
+                  "step_s": r.step_time, "psnr": r.psnr, "backend": jax.default_backend(),
+                  "spans": [[k[0], k[1], v] for k, v in spans.items()]}))
+"""
+
+CHILD_DEMO = r"""
+import json, sys, collections
+import jax
+spans = collections.defaultdict(float)
+def on_span(event, start, end, **kw):
+    if event.startswith("/jax/core/compile/"):
+        spans[(kw.get("fun_name", "?"), event.rsplit("/", 1)[-1])] += end - start
+jax.monitoring.register_event_time_span_listener(on_span)
+from diffbmp_jax.cli.app import main
+rc = main(sys.argv[1:])
+print("SPANS " + json.dumps([[k[0], k[1], v] for k, v in spans.items()]))
+sys.exit(rc)
+"""
+
+
+def timed(cmd, env) -> tuple[float, str]:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])}... failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return wall, r.stdout
+
+
+def span_table(spans) -> str:
+    per = collections.defaultdict(lambda: collections.defaultdict(float))
+    for name, event, secs in spans:
+        per[name][event] += secs
+    rows = sorted(per.items(), key=lambda kv: -sum(kv[1].values()))
+    lines = ["| function | trace s | lower s | compile s |", "| --- | --- | --- | --- |"]
+    for name, ev in rows[:15]:
+        lines.append(f"| {name} | {ev['jaxpr_trace_duration']:.2f} | {ev['jaxpr_to_mlir_module_duration']:.2f} | "
+                     f"{ev['backend_compile_duration']:.2f} |")
+    rest = rows[15:]
+    if rest:
+        lines.append(f"| ({len(rest)} more) | {sum(e['jaxpr_trace_duration'] for _, e in rest):.2f} | "
+                     f"{sum(e['jaxpr_to_mlir_module_duration'] for _, e in rest):.2f} | "
+                     f"{sum(e['backend_compile_duration'] for _, e in rest):.2f} |")
+    total = [sum(e[k] for _, e in rows) for k in ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration",
+                                                  "backend_compile_duration")]
+    lines.append(f"| **all {len(rows)} functions** | {total[0]:.2f} | {total[1]:.2f} | {total[2]:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="?", choices=["demo", "fit"], default=None)
+    ap.add_argument("--help-time", action="store_true", help="time `diffbmp-jax --help` (3 runs)")
+    ap.add_argument("--compiles", action="store_true", help="per-function compile table of the cold run")
+    ap.add_argument("--bench", default=os.environ.get("DIFFBMP_BENCH", "../shared/bench"))
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("-n", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
+    args = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    if args.help_time:
+        for i in range(3):
+            wall, _ = timed(["diffbmp-jax", "--help"], dict(os.environ))
+            print(f"diffbmp-jax --help: {wall:.2f} s")
+    if args.what is None:
+        return
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "XDG_CACHE_HOME": cache}
+        env.pop("DIFFBMP_JAX_CACHE", None)
+        for run in range(1 + args.warm):
+            label = "cold" if run == 0 else f"warm {run}"
+            if args.what == "demo":
+                cmd = [sys.executable, "-c", CHILD_DEMO, "demo", "-o", os.path.join(out, str(run)), "--no-progress"]
+                wall, stdout = timed(cmd, env)
+                line = next(ln for ln in stdout.splitlines() if ln.startswith("PSNR"))
+                spans = json.loads(stdout.split("SPANS ", 1)[1])
+                print(f"demo {label}: process {wall:.1f} s | {line}")
+            else:
+                cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps}
+                wall, stdout = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env)
+                r = json.loads(stdout.strip().splitlines()[-1])
+                spans = r.pop("spans")
+                print(f"fit {label}: process {wall:.2f} s, fit {r['fit_s']:.2f} s (compiling {r['compile_s']:.2f} s, "
+                      f"steps {r['step_s']:.2f} s), imports+loading {r['import_and_load_s']:.2f} s, "
+                      f"PSNR {r['psnr']:.2f} dB, {r['backend']}")
+            if run == 0 and args.compiles:
+                print(span_table(spans))
+
+
+if __name__ == "__main__":
+    main()
