@@ -94,6 +94,74 @@ def test_psd_scale_and_offcanvas(tmp_path, scene):
     assert np.abs(img - _reference(scene, 0.0, scale=2)).max() < 4 / 255
 
 
+def _tiny_stamp_pngs(folder):
+    """Two tiny RGBA stamp files, ``flower.png`` and ``leaf.png``, in ``folder``."""
+    from PIL import Image
+    folder.mkdir()
+    yy, xx = np.mgrid[:8, :8]
+    disc = np.zeros((8, 8, 4), np.uint8)
+    disc[..., 0] = 255
+    disc[..., 3] = np.where((xx - 3.5) ** 2 + (yy - 3.5) ** 2 < 12, 255, 0)
+    bar = np.zeros((8, 8, 4), np.uint8)
+    bar[..., 1] = 200
+    bar[2:6, 1:7, 3] = 255
+    Image.fromarray(disc, "RGBA").save(folder / "flower.png")
+    Image.fromarray(bar, "RGBA").save(folder / "leaf.png")
+    return folder
+
+
+def test_psd_layer_names_come_from_stamp_files(tmp_path):
+    folder = _tiny_stamp_pngs(tmp_path / "stamps")
+    # A folder (each file's stem, sorted), a single file and a text: spec.
+    atlas = db.load_stamps([str(folder), str(folder / "leaf.png"), "text:word:Hi"], size=8)
+    assert atlas.names == ("flower", "leaf", "leaf", "Hi")
+    n = 6
+    rng = np.random.default_rng(1)
+    params = db.Primitives.create(xy=rng.random((n, 2)) * [W, H], scale=rng.uniform(3, 8, n))
+    template = jnp.asarray([0, 1, 2, 3, 0, 1], jnp.int32)
+    path = tmp_path / "named.psd"
+    export("psd", path, params, atlas, height=H, width=W, template=template)
+    names = [layer.name for layer in psd_tools.PSDImage.open(path)]
+    assert names == ["Background", "0000 flower", "0001 leaf", "0002 leaf", "0003 Hi", "0004 flower",
+                     "0005 leaf"]
+    assert len(set(names)) == len(names)  # the index keeps repeated stamps apart
+    # Explicit layer_names still win; an atlas from arrays keeps the old default names.
+    db.export_psd(path, params, atlas, height=H, width=W, template=template, layer_names=list("abcdef"))
+    assert [layer.name for layer in psd_tools.PSDImage.open(path)][1:] == list("abcdef")
+    plain = db.Atlas.from_arrays(np.asarray(atlas.mask), np.asarray(atlas.rgb))
+    assert plain.names is None
+    export("psd", path, params, plain, height=H, width=W, template=template)
+    assert [layer.name for layer in psd_tools.PSDImage.open(path)][1:] == [
+        f"{i:04d} stamp {t}" for i, t in enumerate([0, 1, 2, 3, 0, 1])]
+    # Unnamed entries fall back per bitmap; Unicode and whitespace are handled.
+    mixed = db.Atlas.from_arrays(np.asarray(atlas.mask), names=["🌸 flower", None, "two\nlines", "Größe"])
+    export("psd", path, params, mixed, height=H, width=W, template=template)
+    assert [layer.name for layer in psd_tools.PSDImage.open(path)][1:5] == [
+        "0000 🌸 flower", "0001 stamp 1", "0002 two lines", "0003 Größe"]
+
+
+def test_atlas_names_are_static_metadata():
+    import jax
+    mask = np.ones((2, 4, 4), np.float32)
+    named = db.Atlas.from_arrays(mask, names=["a", "b"])
+    assert named.names == ("a", "b")
+    # Not a leaf: grad and tree_map see the arrays only and carry the names along.
+    assert len(jax.tree_util.tree_leaves(named)) == 1
+    assert jax.grad(lambda a: a.mask.sum())(named).names == ("a", "b")
+    # render does not see them: the same picture with or without names.
+    params = db.Primitives.create(xy=[[10.0, 12.0], [30.0, 20.0]], scale=[6.0, 9.0])
+    plain = db.Atlas.from_arrays(mask)
+    c1, a1 = db.render(params, named, height=H, width=W)
+    c2, a2 = db.render(params, plain, height=H, width=W)
+    assert np.array_equal(np.asarray(c1), np.asarray(c2)) and np.array_equal(np.asarray(a1), np.asarray(a2))
+    with pytest.raises(ValueError, match=r"Atlas.names must have 2 entries"):
+        db.Atlas.from_arrays(mask, names=["a"])
+    with pytest.raises(TypeError, match=r"Atlas.names\[1\] must be a str"):
+        db.Atlas.from_arrays(mask, names=["a", 3])
+    with pytest.raises(TypeError, match=r"Atlas.names must be a sequence"):
+        db.Atlas.from_arrays(mask, names="ab")
+
+
 @pytest.mark.parametrize("color_blend", [0.0, 1.0])
 def test_svg_rasterised_matches_render(tmp_path, scene, color_blend):
     params, atlas, template = scene

@@ -70,14 +70,29 @@ def write_layer(pt, records: io.BytesIO, spool, name: str, left: int, top: int, 
     rec.write(records)
 
 
+def _stamp_names(atlas) -> list[str]:
+    """Per bitmap id, the layer-name part after the index: ``atlas.names`` (its
+    whitespace runs, newlines included, made single spaces), else ``"stamp <id>"``."""
+    names = getattr(atlas, "names", None) or (None,) * atlas.num
+    out = []
+    for p, s in enumerate(names):
+        s = " ".join(str(s).split()) if s is not None else ""
+        out.append(s or f"stamp {p}")
+    return out
+
+
 def export_psd(path, params, atlas, *, height: int, width: int, template=None, color_blend: float = 0.0,
                background=(1.0, 1.0, 1.0), scale: float = 1, alpha_max: float = 0.99,
                layer_names=None, chunk: int = 512, antialias: bool = True) -> str:
     """Writes a layered PSD: a background layer and one pixel layer per primitive.
 
     Layers are in painter's order (primitive 0 just above the background,
-    primitive ``N-1`` on top), named ``"0007 stamp 3"`` (index, bitmap id) unless
-    ``layer_names`` is given, placed at the primitive's bounding box, with layer
+    primitive ``N-1`` on top), named after their bitmap unless ``layer_names``
+    is given: ``"0007 flower"`` (index, ``atlas.names`` of its bitmap, e.g. the
+    stamp file's stem from :func:`~diffbmp_jax.stamps.load_stamps`), or
+    ``"0007 stamp 3"`` (index, bitmap id) for an unnamed bitmap (an atlas built
+    from arrays); the index keeps names unique. Layers are placed at the
+    primitive's bounding box, with layer
     opacity ``round(255 * alpha_max * opacity)``. Pixels hold the primitive
     rendered alone: the straight colour ``C / A`` and alpha ``A`` divided by the
     layer opacity (so the two 8-bit roundings partly cancel). The merged image
@@ -113,6 +128,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
     bg = check_background(background)
     params, height, width = scale_scene(params, height, width, check_scale(scale))
     names_ids = template  # layer names give the user's bitmap ids, not the prefiltered levels'
+    stamp_names = _stamp_names(atlas)
     atlas, template = drawn_atlas(params, atlas, template, antialias)
     if max(height, width) > PSD_MAX_SIDE:
         raise ValueError(f"height/width: a PSD is at most {PSD_MAX_SIDE} pixels a side, got {height}x{width}")
@@ -144,7 +160,7 @@ def export_psd(path, params, atlas, *, height: int, width: int, template=None, c
             rgba = np.empty(a.shape + (4,), np.uint8)
             rgba[..., :3] = to_uint8(col)
             rgba[..., 3] = to_uint8(a / (opacity / 255.0)) if peak > 0 else 0
-            name = layer_names[i] if layer_names is not None else f"{i:04d} stamp {int(names_ids[i])}"
+            name = layer_names[i] if layer_names is not None else f"{i:04d} {stamp_names[int(names_ids[i])]}"
             write_layer(pt, records, spool, name, x0, y0, rgba, opacity)
             if a.size:
                 h, w = a.shape

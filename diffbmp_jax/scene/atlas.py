@@ -17,6 +17,23 @@ def _is_array(x) -> bool:
     return isinstance(x, (np.ndarray, jax.Array))
 
 
+def _check_names(names, mask) -> tuple:
+    """``names`` as a tuple of str/None, one per bitmap of ``mask`` when it is a real array.
+
+    Raises TypeError/ValueError naming ``names``.
+    """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"Atlas.names must be a sequence of str (one per bitmap) or None, "
+                        f"got {type(names).__name__}")
+    names = tuple(names)
+    for k, s in enumerate(names):
+        if s is not None and not isinstance(s, str):
+            raise TypeError(f"Atlas.names[{k}] must be a str or None, got {type(s).__name__}")
+    if _is_array(mask) and mask.ndim >= 3 and len(names) != mask.shape[-3]:
+        raise ValueError(f"Atlas.names must have {mask.shape[-3]} entries (one per bitmap), got {len(names)}")
+    return names
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Atlas:
@@ -26,15 +43,23 @@ class Atlas:
       mask: ``[P, h, w]`` float32 coverage (alpha) in [0, 1].
       rgb: optional ``[P, h, w, 3]`` float32 colours in [0, 1], the bitmaps' own
         colours, used when ``render(..., color_blend > 0)``.
+      names: optional ``P`` names of the bitmaps (a tuple of str, or None for an
+        unnamed one), e.g. the stamp files' stems from
+        :func:`~diffbmp_jax.stamps.load_stamps`; the PSD export names layers
+        after them. Static metadata: never an array, never in compiled code.
 
     A registered pytree: it can cross ``jit`` and be differentiated
-    (``render(..., atlas_grad=True)``).
+    (``render(..., atlas_grad=True)``). ``names`` is a static (meta) field, so
+    it is no leaf: ``grad`` and ``tree_map`` carry it along unchanged.
     """
 
     mask: jax.Array
     rgb: jax.Array | None = None
+    names: tuple[str | None, ...] | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     def __post_init__(self):
+        if self.names is not None:
+            object.__setattr__(self, "names", _check_names(self.names, self.mask))
         # jax rebuilds pytrees with placeholder leaves; check real arrays only.
         if not _is_array(self.mask):
             return
@@ -70,12 +95,14 @@ class Atlas:
         return self
 
     @classmethod
-    def from_arrays(cls, mask, rgb=None) -> "Atlas":
+    def from_arrays(cls, mask, rgb=None, names=None) -> "Atlas":
         """Builds an atlas from array-likes, converting to float32.
 
         Args:
           mask: ``[P, h, w]`` (or ``[h, w]`` for one bitmap) in [0, 1].
           rgb: optional ``[P, h, w, 3]`` (or ``[h, w, 3]``) in [0, 1].
+          names: optional sequence of ``P`` bitmap names (str, or None for an
+            unnamed bitmap); stored as a tuple.
         """
         mask = np.asarray(mask, np.float32)
         if mask.ndim == 2:
@@ -85,7 +112,7 @@ class Atlas:
             if rgb.ndim == 3:
                 rgb = rgb[None]
             rgb = jnp.asarray(rgb)
-        return cls(mask=jnp.asarray(mask), rgb=rgb).check_values()
+        return cls(mask=jnp.asarray(mask), rgb=rgb, names=names).check_values()
 
     @property
     def num(self) -> int:
