@@ -28,6 +28,7 @@ _EXPORTS = {
     "fit_video": "diffbmp_jax.tasks.video", "VideoFitResult": "diffbmp_jax.tasks.video",
     "flicker": "diffbmp_jax.tasks.video", "frame_psnr": "diffbmp_jax.tasks.video",
     "load_video": "diffbmp_jax.io.video",
+    "load_result": "diffbmp_jax.io.results", "SavedResult": "diffbmp_jax.io.results",
     "fit_regions": "diffbmp_jax.tasks.regions", "RegionFitResult": "diffbmp_jax.tasks.regions",
     "fit_text": "diffbmp_jax.tasks.text", "TextFitResult": "diffbmp_jax.tasks.text",
     "export_png": "diffbmp_jax.export", "export_psd": "diffbmp_jax.export", "export_svg": "diffbmp_jax.export",

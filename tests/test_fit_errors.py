@@ -26,7 +26,7 @@ def _fit(**kw):
     (dict(weight_mask=np.ones((8, 7))), ValueError, "weight_mask"),
     (dict(target=np.zeros((8, 8, 2))), ValueError, "target"),
     (dict(target=np.full((8, 8, 3), 2.0)), ValueError, "target"),
-    (dict(target="image.png"), TypeError, "target"),
+    (dict(target="image.png"), FileNotFoundError, "target"),
     (dict(atlas=np.ones((2, 8, 8))), TypeError, "atlas"),
     (dict(key="seed"), TypeError, "key"),
     (dict(not_an_option=1), TypeError, "not_an_option"),

@@ -96,6 +96,38 @@ def load_target(path, max_size: int | None = None) -> np.ndarray:
     return a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
 
 
+def as_target_image(target, argname: str = "target"):
+    """A fit's target as given, with image files and PIL images decoded.
+
+    A path (str or ``os.PathLike``) is read as float32 ``[H, W, 4]`` RGBA in
+    [0, 1] when the file has an alpha channel, else ``[H, W, 3]`` RGB; a
+    ``PIL.Image.Image`` likewise (``RGBA``/``LA``/``PA`` modes and palettes
+    with transparency keep their alpha). Nothing is resized, and transparency
+    is kept for the fit to handle (``validation.split_alpha``); anything else
+    (arrays) is returned unchanged. Raises FileNotFoundError / ValueError
+    naming ``argname`` and the file for a missing, folder or unreadable file.
+    """
+    if isinstance(target, Image.Image):
+        has_alpha = target.mode in ("RGBA", "LA", "PA") or (target.mode == "P" and "transparency" in target.info)
+        try:
+            rgba = np.asarray(target.convert("RGBA"), np.float32) / 255.0
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{argname}: cannot convert the PIL image (mode {target.mode!r}) to RGBA: {e}") from e
+        return rgba if has_alpha else rgba[..., :3]
+    if not isinstance(target, (str, os.PathLike)):
+        return target
+    path = os.fspath(target)
+    if os.path.isdir(path):
+        raise ValueError(f"{argname}: {path!r} is a folder, not an image file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{argname}: no such file: {path!r}")
+    try:
+        rgba, has_alpha = read_rgba(path)
+    except ValueError as e:
+        raise ValueError(f"{argname}: {e}") from e
+    return rgba if has_alpha else rgba[..., :3]
+
+
 def to_uint8(img) -> np.ndarray:
     """Image in [0, 1] (clipped) -> uint8, rounded to nearest."""
     return (np.clip(np.asarray(img, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,13 +1,20 @@
-"""The differentiable state of a scene: one pytree of float arrays."""
+"""The differentiable state of a scene: one pytree of float arrays, and its ``params.npz`` file."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import uuid
+import zipfile
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Primitives", "FIELDS", "logit"]
+from diffbmp_jax import validation as V
+
+__all__ = ["Primitives", "FIELDS", "logit", "read_npz"]
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 """The five fields of :class:`Primitives`, in order."""
@@ -99,9 +106,165 @@ class Primitives:
         return {f: getattr(self, f) for f in FIELDS}
 
     @classmethod
-    def from_dict(cls, d) -> "Primitives":
+    def from_dict(cls, d, *, source: str = "d") -> "Primitives":
+        """Builds primitives from a mapping of the five :data:`FIELDS` (e.g. the
+        arrays of a ``params.npz``), as float32 arrays; other keys are ignored.
+
+        Raises ValueError naming ``source`` for a missing field, a non-numeric
+        one, or shapes other than ``xy [N, 2]``, ``scale``, ``rotation``,
+        ``opacity_logit`` ``[N]`` and ``color_logit [N, 3]`` of one ``N``.
+        """
+        missing = [f for f in FIELDS if f not in d]
+        if missing:
+            raise ValueError(f"{source} has no field(s) {missing} (Primitives needs {list(FIELDS)})")
+        scale = tuple(np.shape(d["scale"]))
+        for f in FIELDS:
+            dtype = V.dtype_of(d[f])
+            if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+                raise ValueError(f"{source}: {f} must hold real numbers, got dtype {dtype}")
+            got = tuple(np.shape(d[f]))
+            if len(scale) != 1 or got != scale + _TRAILING[f]:
+                want = str(("N",) + _TRAILING[f]).replace("'", "")
+                hint = " (a stack of several sets, e.g. one per video frame: pass one set)" if len(scale) > 1 else ""
+                raise ValueError(f"{source}: {f} must have shape {want} with N = len(scale), got {got} "
+                                 f"(scale {scale}){hint}")
         return cls(**{f: jnp.asarray(d[f], jnp.float32) for f in FIELDS})
+
+    def save(self, path, *, template=None, height: int | None = None, width: int | None = None,
+             color_blend: float | None = None) -> None:
+        """Writes these primitives to the file ``path`` in the ``params.npz`` format of a fit.
+
+        The archive holds the five :data:`FIELDS` (float32) and, when given,
+        ``template`` (``[N]`` int32 bitmap ids), ``height``, ``width`` (int32)
+        and ``color_blend`` (float32): the keys and dtypes of
+        :func:`diffbmp_jax.io.results.save_params`, so :meth:`load`,
+        :func:`diffbmp_jax.load_result` (which needs ``height`` and ``width``)
+        and ``numpy.load`` read it back. ``path`` is used as given (no
+        ``.npz`` appended). The file is written under a temporary name beside
+        ``path`` and renamed onto it at the end, with the usual umask
+        permissions: an error leaves no partial file and an existing ``path``
+        untouched.
+
+        Why the file code lives here: the output helpers
+        (:mod:`diffbmp_jax.io.files`, :mod:`diffbmp_jax.io.results`) are in the
+        ``io`` layer above ``scene``, which may import only ``validation``
+        (docs/DESIGN.md §2, enforced by ``tests/test_architecture.py``), and
+        ``io.results`` imports this module, so delegating to it, even from
+        inside the method, would close an import cycle. So this method writes
+        with numpy and the standard library by the scheme of
+        :func:`diffbmp_jax.io.files.atomic_output` (same checks, same
+        messages), and ``io.results`` builds :func:`~diffbmp_jax.load_result`
+        on :func:`read_npz` and :meth:`from_dict` here, not the other way round.
+
+        Raises TypeError/ValueError naming the argument (``path``,
+        ``template``, ``height``, ``width``, ``color_blend``) before writing
+        anything, and TypeError for primitives inside ``jit`` (no values).
+        """
+        if not all(V.is_concrete(getattr(self, f)) for f in FIELDS):
+            raise TypeError("Primitives.save needs concrete arrays (it cannot run inside jit, grad or vmap)")
+        arrays = {f: np.asarray(a, np.float32) for f, a in self.to_dict().items()}
+        self.from_dict(arrays, source="Primitives.save: the primitives")  # one N, the documented shapes
+        n = arrays["scale"].shape[0]
+        if template is not None:
+            t = np.asarray(template)
+            if t.shape != (n,) or not np.issubdtype(t.dtype, np.integer):
+                raise ValueError(f"template must be an int array of shape ({n},) (one bitmap id per "
+                                 f"primitive), got {t.dtype} {t.shape}")
+            if t.size and (t.min() < 0 or t.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"template ids must be in [0, 2**31), found {int(t.min())}..{int(t.max())}")
+            arrays["template"] = t.astype(np.int32)
+        if height is not None:
+            arrays["height"] = np.int32(V.positive_int("height", height))
+        if width is not None:
+            arrays["width"] = np.int32(V.positive_int("width", width))
+        if color_blend is not None:
+            arrays["color_blend"] = np.float32(V.unit_float("color_blend", color_blend))
+        with _atomic_file(path, "path") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "Primitives":
+        """Reads the primitives of a ``params.npz`` file (:meth:`save`'s, or a fit's output).
+
+        Returns float32 :class:`Primitives`, bit for bit as saved. The file's
+        ``template``, ``height``, ``width`` and ``color_blend`` are not part of
+        them; :func:`diffbmp_jax.load_result` returns those too. Raises
+        FileNotFoundError / ValueError naming ``path`` and the file for a
+        missing file, a folder, a file that is not an npz archive, or a missing
+        or mis-shaped field. (Why this reads files although ``scene`` is below
+        the ``io`` layer: see :meth:`save`.)
+        """
+        arrays = read_npz(path, "path")
+        return cls.from_dict(arrays, source=f"path: {os.fspath(path)!r}")
 
     def __getitem__(self, index) -> "Primitives":
         """Selects primitives along the leading axis (``params[10:20]``)."""
         return jax.tree_util.tree_map(lambda a: a[index], self)
+
+
+def read_npz(path, argname: str = "path") -> dict:
+    """Every array of the ``.npz`` archive at ``path``, as numpy arrays by name.
+
+    Pickled (object) arrays are refused, never unpickled. Raises
+    FileNotFoundError / IsADirectoryError / ValueError that start with
+    ``argname`` and name the file: no such file, a folder, or not an npz
+    archive (a ``.npy`` array, a truncated, empty or foreign file).
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError as e:
+        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{argname}: {path!r} is a folder, not an .npz file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{argname}: no such file: {path!r}")
+    unreadable = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
+    what = f"{argname}: {path!r} is not an .npz archive of arrays"
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as e:
+        raise ValueError(f"{what} (cannot read it: {e})") from e
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{what} (it holds a single array, as numpy.save writes)")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # numpy's zip test; it would unpickle the rest
+        raise ValueError(f"{what} ({'the file is empty' if not magic else 'it is not a zip archive'})")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except unreadable as e:
+        raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
+    with z:  # a zip archive always loads as an NpzFile
+        try:
+            return {k: z[k] for k in z.files}
+        except unreadable as e:
+            raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
+
+
+@contextlib.contextmanager
+def _atomic_file(path, argname: str):
+    """An open binary file under a temporary name beside ``path``, renamed onto
+    ``path`` on success and removed on any error (see :meth:`Primitives.save`)."""
+    try:
+        path = os.fspath(path)
+    except TypeError as e:
+        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
+    if not path:
+        raise ValueError(f"{argname} must be a non-empty file path")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{argname}: {path!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{argname}: cannot write {path!r}: folder {folder!r} does not exist")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.part")
+    try:  # O_EXCL on a fresh name; mode 0666 minus the umask, as io.files gives its outputs
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise PermissionError(f"{argname}: cannot write {path!r}: folder {folder!r} is not writable ({e})") from e
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
