@@ -15,19 +15,21 @@ PACKAGE = ROOT / "diffbmp_jax"
 # Layer -> the layers it may import (besides itself). Bottom up.
 ALLOWED = {
     "validation": set(),
+    "files": set(),
     "assets": set(),
-    "scene": {"validation"},
-    "io": {"validation", "scene"},
+    "scene": {"validation", "files"},
+    "io": {"validation", "files", "scene"},
     "rendering": {"validation", "scene"},
-    "stamps": {"validation", "scene", "io"},
-    "fitting": {"validation", "scene", "io", "rendering"},
-    "clip": {"validation", "io"},
-    "tasks": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip"},
-    "export": {"validation", "scene", "io", "rendering", "stamps"},
-    "cli": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks", "export", "assets",
-            "__init__"},
+    "stamps": {"validation", "files", "scene", "io"},
+    "fitting": {"validation", "files", "scene", "io", "rendering"},
+    "clip": {"validation", "files", "io"},
+    "tasks": {"validation", "files", "scene", "io", "rendering", "stamps", "fitting", "clip"},
+    "export": {"validation", "files", "scene", "io", "rendering", "stamps"},
+    "cli": {"validation", "files", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks", "export",
+            "assets", "__init__"},
     "__main__": {"cli"},
-    "__init__": {"validation", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks", "export"},
+    "__init__": {"validation", "files", "scene", "io", "rendering", "stamps", "fitting", "clip", "tasks",
+                 "export"},
 }
 
 

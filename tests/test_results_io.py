@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import diffbmp_jax as db
-from diffbmp_jax.io.files import AtomicWriter
+from diffbmp_jax.files import AtomicWriter
 from diffbmp_jax.io.images import as_target_image
 from diffbmp_jax.io.results import write_image_outputs
 from diffbmp_jax.scene.primitives import FIELDS

@@ -18,7 +18,7 @@ scale, rotation, opacity_logit, color_logit, template, height, width),
 ``progress.gif`` (the image at logged steps), ``history.json`` and one
 ``result.<fmt>`` per extra ``--export`` format. Everything is written to a
 temporary name first and renamed, and only once the fit has succeeded, so a
-failed run leaves no partial outputs (:class:`diffbmp_jax.io.files.AtomicWriter`).
+failed run leaves no partial outputs (:class:`diffbmp_jax.files.AtomicWriter`).
 The output folder is checked before the fit starts.
 
 Building the parser imports neither JAX nor the fitters (``--help`` is fast).
@@ -124,7 +124,7 @@ def run_fit(args) -> dict:
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.config import FitConfig
     from diffbmp_jax.fitting.image import fit
-    from diffbmp_jax.io.files import AtomicWriter
+    from diffbmp_jax.files import AtomicWriter
     from diffbmp_jax.io.images import load_target, to_uint8
     from diffbmp_jax.io.results import write_image_outputs
 

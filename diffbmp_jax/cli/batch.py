@@ -101,7 +101,7 @@ def run_batch(args) -> dict:
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.batch import fit_batch
     from diffbmp_jax.fitting.config import FitConfig
-    from diffbmp_jax.io.files import AtomicWriter
+    from diffbmp_jax.files import AtomicWriter
     from diffbmp_jax.io.results import write_image_outputs
 
     config = FitConfig.from_dict(fit_fields(opts, fit_cfg, given), source=opts["config"] or "options")

@@ -95,7 +95,7 @@ def run_text(args) -> dict:
     from diffbmp_jax import stamps
     from diffbmp_jax.clip import load_clip
     from diffbmp_jax.fitting.config import FitConfig
-    from diffbmp_jax.io.files import AtomicWriter
+    from diffbmp_jax.files import AtomicWriter
     from diffbmp_jax.io.images import load_target, to_uint8
     from diffbmp_jax.io.results import write_image_outputs
     from diffbmp_jax.tasks.text import TEXT_FIT_DEFAULTS, fit_text

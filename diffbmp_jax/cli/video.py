@@ -141,7 +141,7 @@ def run_video(args) -> dict:
     import jax
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.config import FitConfig
-    from diffbmp_jax.io.files import AtomicWriter
+    from diffbmp_jax.files import AtomicWriter
     from diffbmp_jax.io.results import save_params
     from diffbmp_jax.io.video import load_video, video_fps, write_frames
     from diffbmp_jax.tasks.video import VIDEO_FIT_DEFAULTS, fit_video
@@ -232,7 +232,7 @@ def run_regions(args) -> dict:
     from PIL import Image
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.config import FitConfig
-    from diffbmp_jax.io.files import AtomicWriter
+    from diffbmp_jax.files import AtomicWriter
     from diffbmp_jax.io.images import load_target, to_uint8
     from diffbmp_jax.io.results import primitive_arrays, save_params
     from diffbmp_jax.tasks.regions import fit_regions

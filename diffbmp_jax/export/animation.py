@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffbmp_jax.scene.primitives import Primitives
-from diffbmp_jax.io.files import check_output_path
+from diffbmp_jax.files import check_output_path
 from diffbmp_jax.io.video import animation_format, write_frames
 from diffbmp_jax.export.common import (check_background, check_scale, check_scene, composite, drawn_atlas,
                                        render_image, render_layers_chunked, scale_scene)

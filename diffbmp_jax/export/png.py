@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.files import atomic_output
 from diffbmp_jax.export.common import (check_background, check_scale, check_scene, drawn_atlas, render_image,
                                        scale_scene)
 from diffbmp_jax.io.images import to_uint8

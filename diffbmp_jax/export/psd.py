@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.files import atomic_output
 from diffbmp_jax.export.common import (check_background, check_scale, check_scene, drawn_atlas,
                                        iter_primitive_crops, scale_scene)
 from diffbmp_jax.io.images import to_uint8

@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from PIL import Image
 
-from diffbmp_jax.io.files import atomic_output
+from diffbmp_jax.files import atomic_output
 from diffbmp_jax.export.common import check_background, check_scale, check_scene
 from diffbmp_jax.io.images import to_uint8
 

@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from diffbmp_jax.io.files import AtomicWriter
-from diffbmp_jax.scene.primitives import FIELDS, Primitives, read_npz
+from diffbmp_jax.files import AtomicWriter, read_npz
+from diffbmp_jax.scene.primitives import FIELDS, Primitives
 from diffbmp_jax.io.images import read_rgba, to_uint8
 from diffbmp_jax.io.video import subsample, write_frames
 

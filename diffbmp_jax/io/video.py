@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffbmp_jax.io.files import atomic_output, check_output_path
+from diffbmp_jax.files import atomic_output, check_output_path
 from diffbmp_jax.io.images import IMAGE_SUFFIXES, to_uint8
 from diffbmp_jax.validation import check_count
 

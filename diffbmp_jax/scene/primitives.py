@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import uuid
-import zipfile
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from diffbmp_jax import validation as V
+from diffbmp_jax.files import atomic_output, read_npz
 
-__all__ = ["Primitives", "FIELDS", "logit", "read_npz"]
+__all__ = ["Primitives", "FIELDS", "logit"]
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 """The five fields of :class:`Primitives`, in order."""
@@ -145,16 +143,8 @@ class Primitives:
         permissions: an error leaves no partial file and an existing ``path``
         untouched.
 
-        Why the file code lives here: the output helpers
-        (:mod:`diffbmp_jax.io.files`, :mod:`diffbmp_jax.io.results`) are in the
-        ``io`` layer above ``scene``, which may import only ``validation``
-        (docs/DESIGN.md §2, enforced by ``tests/test_architecture.py``), and
-        ``io.results`` imports this module, so delegating to it, even from
-        inside the method, would close an import cycle. So this method writes
-        with numpy and the standard library by the scheme of
-        :func:`diffbmp_jax.io.files.atomic_output` (same checks, same
-        messages), and ``io.results`` builds :func:`~diffbmp_jax.load_result`
-        on :func:`read_npz` and :meth:`from_dict` here, not the other way round.
+        The writing and reading go through :mod:`diffbmp_jax.files` (the
+        package's base layer for files: atomic outputs, safe ``.npz`` reading).
 
         Raises TypeError/ValueError naming the argument (``path``,
         ``template``, ``height``, ``width``, ``color_blend``) before writing
@@ -179,8 +169,8 @@ class Primitives:
             arrays["width"] = np.int32(V.positive_int("width", width))
         if color_blend is not None:
             arrays["color_blend"] = np.float32(V.unit_float("color_blend", color_blend))
-        with _atomic_file(path, "path") as fh:
-            np.savez(fh, **arrays)
+        with atomic_output(path, "path") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # a file object: numpy would append ".npz" to a name
 
     @classmethod
     def load(cls, path) -> "Primitives":
@@ -191,8 +181,7 @@ class Primitives:
         them; :func:`diffbmp_jax.load_result` returns those too. Raises
         FileNotFoundError / ValueError naming ``path`` and the file for a
         missing file, a folder, a file that is not an npz archive, or a missing
-        or mis-shaped field. (Why this reads files although ``scene`` is below
-        the ``io`` layer: see :meth:`save`.)
+        or mis-shaped field.
         """
         arrays = read_npz(path, "path")
         return cls.from_dict(arrays, source=f"path: {os.fspath(path)!r}")
@@ -200,71 +189,3 @@ class Primitives:
     def __getitem__(self, index) -> "Primitives":
         """Selects primitives along the leading axis (``params[10:20]``)."""
         return jax.tree_util.tree_map(lambda a: a[index], self)
-
-
-def read_npz(path, argname: str = "path") -> dict:
-    """Every array of the ``.npz`` archive at ``path``, as numpy arrays by name.
-
-    Pickled (object) arrays are refused, never unpickled. Raises
-    FileNotFoundError / IsADirectoryError / ValueError that start with
-    ``argname`` and name the file: no such file, a folder, or not an npz
-    archive (a ``.npy`` array, a truncated, empty or foreign file).
-    """
-    try:
-        path = os.fspath(path)
-    except TypeError as e:
-        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{argname}: {path!r} is a folder, not an .npz file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{argname}: no such file: {path!r}")
-    unreadable = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
-    what = f"{argname}: {path!r} is not an .npz archive of arrays"
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as e:
-        raise ValueError(f"{what} (cannot read it: {e})") from e
-    if magic == b"\x93NUMPY":
-        raise ValueError(f"{what} (it holds a single array, as numpy.save writes)")
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # numpy's zip test; it would unpickle the rest
-        raise ValueError(f"{what} ({'the file is empty' if not magic else 'it is not a zip archive'})")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except unreadable as e:
-        raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
-    with z:  # a zip archive always loads as an NpzFile
-        try:
-            return {k: z[k] for k in z.files}
-        except unreadable as e:
-            raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
-
-
-@contextlib.contextmanager
-def _atomic_file(path, argname: str):
-    """An open binary file under a temporary name beside ``path``, renamed onto
-    ``path`` on success and removed on any error (see :meth:`Primitives.save`)."""
-    try:
-        path = os.fspath(path)
-    except TypeError as e:
-        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
-    if not path:
-        raise ValueError(f"{argname} must be a non-empty file path")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{argname}: {path!r} is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{argname}: cannot write {path!r}: folder {folder!r} does not exist")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.part")
-    try:  # O_EXCL on a fresh name; mode 0666 minus the umask, as io.files gives its outputs
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise PermissionError(f"{argname}: cannot write {path!r}: folder {folder!r} is not writable ({e})") from e
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise

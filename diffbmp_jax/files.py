@@ -1,9 +1,12 @@
-"""Writing files safely: every output appears complete under its final name or not at all.
+"""Files, safely: every output appears complete under its final name or not at all,
+and archives are read without unpickling anything.
 
 :class:`AtomicWriter` writes a run's several outputs under temporary names
 in one folder and renames them together once everything succeeded;
 :func:`atomic_output` does the same for one file. Both honour the umask
-(``mkstemp`` alone would leave 0600 files).
+(``mkstemp`` alone would leave 0600 files). :func:`read_npz` reads an
+``.npz`` archive with clear errors. A base layer (like ``validation``):
+imports nothing of the package, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
-__all__ = ["AtomicWriter", "check_out_dir", "check_output_path", "atomic_output"]
+import numpy as np
+
+__all__ = ["AtomicWriter", "check_out_dir", "check_output_path", "atomic_output", "read_npz"]
 
 
 def _umask() -> int:
@@ -140,3 +146,41 @@ def atomic_output(path, argname: str = "path"):
         raise PermissionError(f"{argname}: cannot write {path!r}: folder {folder!r} is not writable ({e})") from e
     with writer:
         yield tmp
+
+
+def read_npz(path, argname: str = "path") -> dict:
+    """Every array of the ``.npz`` archive at ``path``, as numpy arrays by name.
+
+    Pickled (object) arrays are refused, never unpickled. Raises
+    FileNotFoundError / IsADirectoryError / ValueError that start with
+    ``argname`` and name the file: no such file, a folder, or not an npz
+    archive (a ``.npy`` array, a truncated, empty or foreign file).
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError as e:
+        raise TypeError(f"{argname} must be a file path, got {type(path).__name__}") from e
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{argname}: {path!r} is a folder, not an .npz file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{argname}: no such file: {path!r}")
+    unreadable = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
+    what = f"{argname}: {path!r} is not an .npz archive of arrays"
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as e:
+        raise ValueError(f"{what} (cannot read it: {e})") from e
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{what} (it holds a single array, as numpy.save writes)")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # numpy's zip test; it would unpickle the rest
+        raise ValueError(f"{what} ({'the file is empty' if not magic else 'it is not a zip archive'})")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except unreadable as e:
+        raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
+    with z:  # a zip archive always loads as an NpzFile
+        try:
+            return {k: z[k] for k in z.files}
+        except unreadable as e:
+            raise ValueError(f"{what} ({type(e).__name__}: {e})") from e
