@@ -23,6 +23,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,8 @@ def timed(cmd, env) -> tuple[float, str]:
 
 def span_table(spans) -> str:
     per = collections.defaultdict(lambda: collections.defaultdict(float))
-    for name, event, secs in spans:
-        per[name][event] += secs
+    for name, event, secs in spans:  # tracing names a function "f", lowering and compiling "jit(f)"
+        per[re.sub(r"^jit\((.*)\)$", r"\1", name)][event] += secs
     rows = sorted(per.items(), key=lambda kv: -sum(kv[1].values()))
     lines = ["| function | trace s | lower s | compile s |", "| --- | --- | --- | --- |"]
     for name, ev in rows[:15]:

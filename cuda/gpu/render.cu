@@ -647,15 +647,24 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 
 #define DB_CUDA_CONTEXT .Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>()
 
-#define DB_CUDA_FORWARD(NAME, DT)                                              \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::ForwardImpl<DT>,                \
-                                ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) \
-                                    DB_FFI_FORWARD_REST);
+// DIFFBMP_CUDA_CMD_BUFFER (an experiment, off by default): declare the handlers
+// command-buffer compatible, so that XLA may trace them into CUDA graphs. (The
+// traits must be a macro argument of their own: XLA's macro forwards its
+// arguments with ##__VA_ARGS__, which does not expand a macro hiding a comma.)
+#ifdef DIFFBMP_CUDA_CMD_BUFFER
+#define DB_CUDA_HANDLER(NAME, IMPL, BINDING) \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, IMPL, BINDING, {ffi::Traits::kCmdBufferCompatible})
+#else
+#define DB_CUDA_HANDLER(NAME, IMPL, BINDING) XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, IMPL, BINDING)
+#endif
 
-#define DB_CUDA_BACKWARD(NAME, DT)                                             \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, diffbmp::BackwardImpl<DT>,               \
-                                ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) \
-                                    DB_FFI_BACKWARD_REST);
+#define DB_CUDA_FORWARD(NAME, DT)                                                           \
+  DB_CUDA_HANDLER(NAME, diffbmp::ForwardImpl<DT>,                                           \
+                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) DB_FFI_FORWARD_REST);
+
+#define DB_CUDA_BACKWARD(NAME, DT)                                                          \
+  DB_CUDA_HANDLER(NAME, diffbmp::BackwardImpl<DT>,                                          \
+                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) DB_FFI_BACKWARD_REST);
 
 // fp32 atlas (the contract of render_common.h) ...
 DB_CUDA_FORWARD(DiffbmpForwardCuda, ffi::F32)
