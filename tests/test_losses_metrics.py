@@ -86,3 +86,14 @@ def test_weight_mask_bad_values():
         losses.check_weight_mask(-np.ones((4, 4)), 4, 4)
     with pytest.raises(ValueError, match="weight_mask"):
         losses.check_weight_mask(np.zeros((4, 4)), 4, 4)
+
+
+@pytest.mark.parametrize("shape", [(40, 33, 3), (7, 9, 3), (1, 5, 1)])
+def test_host_ssim_equals_the_jax_ssim(shape):
+    """A fit's closing SSIM is computed on the host (nothing to compile): the same value as ssim()."""
+    from diffbmp_jax.fitting.metrics import score_ssim
+    rng = np.random.default_rng(3)
+    a = rng.uniform(size=shape).astype(np.float32)
+    b = np.clip(a + 0.1 * rng.normal(size=shape), 0, 1).astype(np.float32)
+    assert abs(score_ssim(a, b) - float(losses.ssim(jnp.asarray(a), jnp.asarray(b)))) < 1e-5
+    assert abs(score_ssim(a, a) - 1.0) < 1e-6

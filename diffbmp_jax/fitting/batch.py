@@ -44,7 +44,7 @@ from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, periodic, step
 from diffbmp_jax.fitting.image import FitResult, prepare
 from diffbmp_jax.fitting.loop import run_chunks, scan_steps
-from diffbmp_jax.fitting.losses import score_ssim
+from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, split_alpha
 
@@ -336,7 +336,7 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
     params = jax.tree.map(lambda x: x[:count], params)
     template = _to_host(scenes.template)[:count]
     targets_np = _to_host(scenes.target)[:count]
-    ssim = np.asarray(jax.vmap(score_ssim)(jnp.asarray(images), jnp.asarray(targets_np)), np.float64)
+    ssim = np.array([score_ssim(i, t) for i, t in zip(images, targets_np)], np.float64)
     return BatchFitResult(params=params, template=template, images=images,
                           psnr=np.array(history["psnr"][-1]), ssim=ssim, history=history,
                           wall_time=time.perf_counter() - t0, devices=shards, config=config)

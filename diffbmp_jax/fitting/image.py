@@ -29,7 +29,8 @@ from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
 from diffbmp_jax.fitting.loop import record, run_chunks
 from diffbmp_jax.fitting.timing import FitClock
-from diffbmp_jax.fitting.losses import check_weight_mask, score_ssim
+from diffbmp_jax.fitting.losses import check_weight_mask
+from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_params, to_theta
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives

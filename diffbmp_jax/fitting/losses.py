@@ -14,12 +14,12 @@ import jax.numpy as jnp
 
 from diffbmp_jax.rendering.blur import gaussian_filter
 
-__all__ = ["mse", "l1", "ssim", "score_ssim", "ssim_loss", "combined_loss", "check_weight_mask"]
+__all__ = ["mse", "l1", "ssim", "ssim_loss", "combined_loss", "check_weight_mask"]
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5
-_C1 = 0.01 ** 2  # (K1 * data range)^2, data range 1
-_C2 = 0.03 ** 2
+SSIM_C1 = 0.01 ** 2  # (K1 * data range)^2, data range 1
+SSIM_C2 = 0.03 ** 2
 
 
 def check_weight_mask(weight_mask, height: int, width: int, channels: int = 3):
@@ -81,8 +81,8 @@ def ssim_map(x: jax.Array, y: jax.Array) -> jax.Array:
     sxx = f(x * x) - mx * mx
     syy = f(y * y) - my * my
     sxy = f(x * y) - mx * my
-    num = (2 * mx * my + _C1) * (2 * sxy + _C2)
-    den = (mx * mx + my * my + _C1) * (sxx + syy + _C2)
+    num = (2 * mx * my + SSIM_C1) * (2 * sxy + SSIM_C2)
+    den = (mx * mx + my * my + SSIM_C1) * (sxx + syy + SSIM_C2)
     return num / den
 
 
@@ -98,13 +98,6 @@ def ssim(image: jax.Array, target: jax.Array, weight=None) -> jax.Array:
         dh, dw = (h - m.shape[-3]) // 2, (w - m.shape[-2]) // 2
         weight = jnp.asarray(weight)[dh:h - dh, dw:w - dw]
     return _weighted_mean(m, weight)
-
-
-@jax.jit
-def score_ssim(image: jax.Array, target: jax.Array) -> jax.Array:
-    """:func:`ssim` of a final render ``[H, W, 3]`` against its target, as one compiled
-    program (run eagerly, ``ssim`` is dozens of small ones: seconds of compiling on a CPU)."""
-    return ssim(image, target)
 
 
 def ssim_loss(image: jax.Array, target: jax.Array, weight=None) -> jax.Array:

@@ -41,7 +41,7 @@ from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
-from diffbmp_jax.fitting.losses import score_ssim
+from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_theta
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
