@@ -1,17 +1,16 @@
 """Where a fitting step's time goes on the CPU backend: the step split by stage.
 
-Builds a fit exactly as :func:`diffbmp_jax.fit` does (``fitting.image.prepare``)
-and times, each jit-compiled on its own (median of ``--repeats`` after a
-warm-up, milliseconds):
+Builds a fit exactly as :func:`diffbmp_jax.fit` does (``fitting.image.prepare``),
+times the engine's compiled chunk of ``log_every`` steps (median of
+``--repeats``; the real step, respawn included) and traces one chunk with
+``jax.profiler``: XLA's CPU runtime reports every operation it runs, and the
+compiled HLO says which custom call is which kernel. Per step (ms, share):
 
-* ``chunk / step``: the engine's compiled chunk of ``log_every`` steps divided
-  by its steps -- the real step, respawn included;
-* ``canvas``: the step's atlas blur, noise background and keys (``step_canvas``);
-* ``pyramid``: the mip levels of the (blurred) atlas (``mipmap.lod_scene``);
-* ``forward``: the render of the step (pyramid included);
-* ``value+grad``: loss and gradient of the render (pyramid included);
-* the rest (optimiser update, clipping, respawn's share, scan) is the step
-  minus the canvas and value+grad.
+* ``forward kernel`` / ``backward kernel``: the C++ FFI handlers;
+* ``matrix products``: the antialiasing pyramid (mip levels, two batched products);
+* ``other XLA ops``: fusions (blur, noise, loss, Adam, respawn's share, ...);
+* ``outside ops``: the rest of the chunk's wall time (loop control, the
+  runtime between operations).
 
 Scenes: ``demo`` (the CLI demo: the bundled target at 128 px, its stamps,
 N=300) and ``vangogh1`` (``--bench`` folder's vangogh1 at 512 px, its
@@ -26,19 +25,24 @@ Run from outside the checkout or with the package installed.
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import os
+import re
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from diffbmp_jax.fitting.canvas import step_canvas
 from diffbmp_jax.fitting.config import resolve_config
-from diffbmp_jax.fitting.engine import render_theta, run_fit_chunk
+from diffbmp_jax.fitting.engine import periodic, run_fit_chunk, step
 from diffbmp_jax.fitting.image import prepare
-from diffbmp_jax.rendering import mipmap
+from diffbmp_jax.fitting.loop import run_chunk
 
 
 def scene(name: str, bench: str | None):
@@ -59,6 +63,48 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def kernel_names(hlo: str) -> dict:
+    """``{instruction name: FFI target}`` of the custom calls in compiled HLO text."""
+    names = {}
+    for m in re.finditer(r"%?([\w.\-]+) = [^\n]*custom-call\([^\n]*custom_call_target=\"(\w+)\"", hlo):
+        names[m.group(1)] = m.group(2)
+    return names
+
+
+def traced_split(run, hlo: str, steps: int) -> dict:
+    """ms per step by category (see the module docstring) from one traced run of ``run``."""
+    folder = tempfile.mkdtemp(prefix="diffbmp_cpu_trace_")
+    jax.profiler.start_trace(folder, create_perfetto_trace=True)
+    t = time.perf_counter()
+    jax.block_until_ready(run())
+    wall = time.perf_counter() - t
+    jax.profiler.stop_trace()
+    path = sorted(glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True))[-1]
+    events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    targets = kernel_names(hlo)
+    split = collections.Counter()
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        name = e["name"]
+        if name.startswith(("ThunkExecutor", "$", "PjitFunction", "CommonPjRt")) or " " in name:
+            continue  # runtime and Python frames, not operations
+        if name in targets:
+            cat = {"diffbmp_forward": "forward kernel", "diffbmp_backward": "backward kernel"}.get(
+                targets[name], "other custom calls")
+        elif name.startswith(("dot", "ynn_fusion")) or "dot" in name:
+            cat = "matrix products"
+        elif name.startswith(("while", "cond", "call")):
+            continue  # containers: their operations are counted one by one
+        else:
+            cat = "other XLA ops"
+        split[cat] += e["dur"] / 1e3
+    out = {k: v / steps for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
+    out["outside ops"] = 1e3 * wall / steps - sum(out.values())
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", default="demo", help="demo or a target name of the bench folder (vangogh1)")
@@ -72,44 +118,19 @@ def main(argv=None) -> None:
     static, data, carry = prepare(target, atlas, num_primitives=n, steps=args.steps, key=jax.random.key(0),
                                   config=cfg)
     cfg, h, w, chunk = static.cfg, static.height, static.width, static.chunk
-    theta = carry[0]
-    t = jnp.int32(1)  # an early step: the blur is on, as in the first part of a fit
-
-    @jax.jit
-    def canvas(t):
-        return step_canvas(cfg, data.atlas, data.bg_image, data.key, t, static.steps, h, w)
-
-    @jax.jit
-    def pyramid(t, theta):
-        atlas_t = canvas(t)[0]
-        scale = jnp.exp(theta.log_scale)
-        return mipmap.lod_scene(scale, atlas_t.mask, atlas_t.rgb, data.template)
-
-    @jax.jit
-    def forward(t, theta):
-        atlas_t, bg, _ = canvas(t)
-        return render_theta(static, theta, atlas_t, data.template, bg)
-
-    @jax.jit
-    def value_grad(t, theta):
-        atlas_t, bg, _ = canvas(t)
-        return jax.value_and_grad(lambda th: jnp.mean(jnp.square(
-            render_theta(static, th, atlas_t, data.template, bg) - data.target)))(theta)
-
-    rows = {
-        "chunk / step": median_ms(lambda: run_fit_chunk(static, data, carry, jnp.int32(0)), args.repeats) / chunk,
-        "canvas": median_ms(lambda: canvas(t), args.repeats),
-        "pyramid (with canvas)": median_ms(lambda: pyramid(t, theta), args.repeats),
-        "forward (with canvas)": median_ms(lambda: forward(t, theta), args.repeats),
-        "value+grad (with canvas)": median_ms(lambda: value_grad(t, theta), args.repeats),
-    }
-    rows["rest (step - value+grad)"] = rows["chunk / step"] - rows["value+grad (with canvas)"]
+    run = lambda: run_fit_chunk(static, data, carry, jnp.int32(0), jnp.int32(args.steps))  # noqa: E731
+    step_ms = median_ms(run, args.repeats) / chunk
+    hlo = run_chunk.lower(step, static, data, carry, jnp.int32(0), jnp.int32(args.steps),
+                          periodic(static)).compile().as_text()
+    split = traced_split(run, hlo, chunk)
     print(f"scene {args.scene}: {h}x{w}, N={n}, P={atlas.num} bitmaps of {atlas.mask.shape[1]}x"
           f"{atlas.mask.shape[2]}, {jax.device_count()} device(s), {os.cpu_count()} cpu(s), "
           f"backend {cfg.backend}, chunk {chunk}")
-    print("| stage | ms |\n| --- | --- |")
-    for name, ms in rows.items():
-        print(f"| {name} | {ms:.2f} |")
+    print(f"step (median of {args.repeats} chunks, untraced): {step_ms:.2f} ms")
+    traced = sum(split.values())
+    print("| stage (one traced chunk) | ms per step | share |\n| --- | --- | --- |")
+    for name, ms in split.items():
+        print(f"| {name} | {ms:.2f} | {100 * ms / traced:.0f}% |")
 
 
 if __name__ == "__main__":

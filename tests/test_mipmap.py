@@ -35,6 +35,30 @@ def test_levels_and_pyramid():
     assert np.all((np.asarray(m) >= 0) & (np.asarray(m) <= 1))
 
 
+@pytest.mark.parametrize("n_in,n_out,antialias", [(64, 16, True), (64, 16, False), (16, 64, False),
+                                                   (100, 25, True), (5, 1, True), (1, 7, False)])
+def test_resize_matrix_is_jax_image_resize(n_in, n_out, antialias):
+    x = np.random.default_rng(1).random((n_in, 3))
+    want = jax.image.resize(jnp.asarray(x, jnp.float32), (n_out, 3), method="linear", antialias=antialias)
+    np.testing.assert_allclose(mipmap.resize_matrix(n_in, n_out, antialias) @ x, np.asarray(want), atol=1e-6)
+
+
+def test_pyramid_levels_are_resize_down_and_up():
+    """Each level is the bitmap resized down by 2**l (antialiased) and back up, as jax.image.resize does it."""
+    rng = np.random.default_rng(2)
+    mask = jnp.asarray(rng.random((3, 24, 20)), jnp.float32)
+    rgb = jnp.asarray(rng.random((3, 24, 20, 3)), jnp.float32)
+    m, c = mipmap.pyramid(mask, rgb, 4)
+    stack = jnp.concatenate([mask[..., None], rgb * mask[..., None]], -1)
+    for level in range(1, 4):
+        small = (3, max(1, round(24 / 2 ** level)), max(1, round(20 / 2 ** level)), 4)
+        lv = jax.image.resize(jax.image.resize(stack, small, "linear", antialias=True), stack.shape, "linear",
+                              antialias=False)
+        np.testing.assert_allclose(np.asarray(m[level::4]), np.clip(np.asarray(lv[..., 0]), 0, 1), atol=2e-6)
+        want = np.clip(np.asarray(lv[..., 1:]) / np.maximum(np.asarray(lv[..., :1]), 1e-6), 0, 1)
+        np.testing.assert_allclose(np.asarray(c[level::4]), want, atol=2e-5)
+
+
 def test_level_template_follows_the_size_on_screen():
     # A 64-texel bitmap spanning 64, 32, 16, 8 and 1 pixels: minification 1, 2, 4, 8, 64.
     scale = jnp.array([32.0, 16.0, 8.0, 4.0, 0.5, 100.0])

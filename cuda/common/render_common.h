@@ -99,6 +99,29 @@ DB_HD AtlasDims make_atlas_dims(int P, int h, int w) {
 
 DB_HD float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// floor(x) for the per-sample taps, exactly floorf for |x| < 2^31. On the GPU
+// floorf is one instruction; a CPU build for the baseline x86-64 (no SSE4.1)
+// calls libm for it, twice per sample: truncate and step down instead.
+DB_HD float floor_fast(float x) {
+#if defined(__CUDA_ARCH__)
+  return floorf(x);
+#else
+  const float t = (float)(int)x;
+  return t > x ? t - 1.0f : t;
+#endif
+}
+
+// min(max(a, 0), hi) as fminf(fmaxf(a, 0), hi) gives it (NaN -> 0), without
+// the libm calls a baseline CPU build makes for fminf/fmaxf.
+DB_HD float clamp_alpha(float a, float hi) {
+#if defined(__CUDA_ARCH__)
+  return fminf(fmaxf(a, 0.0f), hi);
+#else
+  a = a > 0.0f ? a : 0.0f;
+  return a < hi ? a : hi;
+#endif
+}
+
 DB_HD bool finitef(float x) { return x - x == 0.0f; }
 
 // Fills `p` and its screen box for primitive `n`; returns false if invisible
@@ -174,7 +197,7 @@ struct Taps {
 };
 
 DB_HD Taps make_taps(const AtlasDims& ad, int tmpl, float fx, float fy) {
-  const float x0f = floorf(fx), y0f = floorf(fy);
+  const float x0f = floor_fast(fx), y0f = floor_fast(fy);
   Taps t;
   t.tx = fx - x0f;
   t.ty = fy - y0f;
@@ -219,7 +242,7 @@ DB_HD float sample_value(const TI* img, int stride, int channel, const Taps& t) 
 template <typename TI>
 DB_HD float eval_alpha(const Prim& p, const TI* mask, const Taps& t, float alpha_max) {
   const float a = alpha_max * p.opacity * sample_value(mask, 1, 0, t);
-  return fminf(fmaxf(a, 0.0f), kMaxAlpha);
+  return clamp_alpha(a, kMaxAlpha);
 }
 
 template <typename TI>
@@ -286,7 +309,7 @@ DB_HD bool backward_sample(const Prim& p, const AtlasDims& ad, const TI* mask, c
   float m, m_fx, m_fy;
   sample(mask, 1, 0, t, m, m_fx, m_fy);
   const float a_raw = alpha_max * p.opacity * m;
-  const float a = fminf(fmaxf(a_raw, 0.0f), kMaxAlpha);
+  const float a = clamp_alpha(a_raw, kMaxAlpha);
   if (a <= 0.0f && !atlas_grad) return false;
   float col[3], rgb_s[3] = {0, 0, 0}, rgb_fx[3] = {0, 0, 0}, rgb_fy[3] = {0, 0, 0};
   for (int c = 0; c < 3; ++c) {

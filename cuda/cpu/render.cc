@@ -147,12 +147,12 @@ inline void row_spans(const Binning& b, const AtlasDims& ad, const int32_t* begi
     spans[it - begin] = row_span(b.prims[*it], ad, py, x0, x1);
 }
 
-// Runs f(px, py, begin, end, spans, tid) for every pixel: its tile's
-// candidates [begin, end) and their spans on the pixel's row; tiles are
-// scheduled as parallel_for's `dynamic` says.
+// Runs f(py, x0, x1, begin, end, spans, tid) for every row of every tile: the
+// row's pixels x0..x1, its tile's candidates [begin, end) and their spans on
+// that row; tiles are scheduled as parallel_for's `dynamic` says.
 template <typename F>
-void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f,
-                    bool dynamic = true) {
+void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f,
+                  bool dynamic = true) {
   const int num_tiles = b.tiles_x * b.tiles_y;
   parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile, int tid) {
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
@@ -162,38 +162,58 @@ void for_each_pixel(const Binning& b, const AtlasDims& ad, int H, int W, int max
     std::vector<Span> spans;
     for (int py = y0; py < std::min(y0 + kTile, H); ++py) {
       row_spans(b, ad, begin, end, py, x0, x1, spans);
-      for (int px = x0; px <= x1; ++px) f(px, py, begin, end, spans.data(), tid);
+      f(py, x0, x1, begin, end, spans.data(), tid);
     }
   }, dynamic);
 }
+
+// Rows are walked candidate by candidate, each over the pixels of its span,
+// with the row's pixels' state in small arrays: per pixel the candidates come
+// in exactly the order of a per-pixel walk (so every pixel's arithmetic, and
+// every primitive's sum over pixels, is the same), but a candidate whose span
+// misses a pixel costs nothing there. (A per-pixel walk tested every
+// candidate of the tile at every pixel: most of the CPU step at demo sizes.)
 
 // One scene on at most `max_threads` threads.
 void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W,
              int max_threads, float* color, float* trans, int32_t* stop) {
   const Binning b = bin(in, H, W);
-  for_each_pixel(b, in.ad, H, W, max_threads, [&](int px, int py, const int32_t* begin,
-                                                  const int32_t* end, const Span* spans, int) {
-    float T = 1.0f, C[3] = {0.0f, 0.0f, 0.0f};
-    int32_t stopped = -1;
-    for (const int32_t* it = end; it != begin;) {  // front (top) to back
+  for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
+                                                const int32_t* end, const Span* spans, int) {
+    float T[kTile], C[kTile][3];
+    int32_t stopped[kTile];
+    const int nx = x1 - x0 + 1;
+    for (int i = 0; i < nx; ++i) {
+      T[i] = 1.0f;
+      C[i][0] = C[i][1] = C[i][2] = 0.0f;
+      stopped[i] = -1;
+    }
+    int open = nx;  // pixels still compositing
+    for (const int32_t* it = end; it != begin && open > 0;) {  // front (top) to back
       const int n = *--it;
       const Span& sp = spans[it - begin];
-      if (px < sp.lo || px > sp.hi) continue;
+      if (sp.lo > sp.hi) continue;
       const Prim& p = b.prims[n];
-      float u, v, fx, fy;
-      to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
-      if (!inside(in.ad, fx, fy)) continue;
-      const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, C, T)) continue;
-      if (T < kMinTransmittance) {
-        stopped = n;
-        break;
+      for (int px = sp.lo; px <= sp.hi; ++px) {
+        const int i = px - x0;
+        if (stopped[i] >= 0) continue;  // terminated early in front of this primitive
+        float u, v, fx, fy;
+        to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+        if (!inside(in.ad, fx, fy)) continue;
+        const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+        if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, C[i], T[i])) continue;
+        if (T[i] < kMinTransmittance) {
+          stopped[i] = n;
+          --open;
+        }
       }
     }
-    const int64_t pix = (int64_t)py * W + px;  // 64-bit: 3 * H * W can pass 2^31
-    for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[c];
-    trans[pix] = T;
-    stop[pix] = stopped;
+    for (int i = 0; i < nx; ++i) {
+      const int64_t pix = (int64_t)py * W + x0 + i;  // 64-bit: 3 * H * W can pass 2^31
+      for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[i][c];
+      trans[pix] = T[i];
+      stop[pix] = stopped[i];
+    }
   });
 }
 
@@ -207,35 +227,48 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
   std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
   // Static scheduling: each thread's sums, and so the gradients, repeat from run to run.
-  for_each_pixel(b, in.ad, H, W, threads, [&](int px, int py, const int32_t* begin,
-                                              const int32_t* end, const Span* spans, int tid) {
+  for_each_row(b, in.ad, H, W, threads, [&](int py, int x0, int x1, const int32_t* begin,
+                                            const int32_t* end, const Span* spans, int tid) {
     float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
-    const int64_t pix = (int64_t)py * W + px;
-    const float dC[3] = {d_color[3 * pix], d_color[3 * pix + 1], d_color[3 * pix + 2]};
-    const float dT = d_trans[pix], T_final = trans[pix];
-    if (dC[0] == 0.0f && dC[1] == 0.0f && dC[2] == 0.0f && dT == 0.0f) return;
+    const int nx = x1 - x0 + 1;
+    float dC[kTile][3], dT[kTile], T_final[kTile], T_after[kTile], B[kTile][3];
+    int32_t first[kTile];  // the pixel's deepest composited index; INT32_MAX: nothing to do
+    bool any = false;
+    for (int i = 0; i < nx; ++i) {
+      const int64_t pix = (int64_t)py * W + x0 + i;
+      for (int c = 0; c < 3; ++c) dC[i][c] = d_color[3 * pix + c];
+      dT[i] = d_trans[pix];
+      T_final[i] = T_after[i] = trans[pix];
+      B[i][0] = B[i][1] = B[i][2] = 0.0f;
+      const bool zero = dC[i][0] == 0.0f && dC[i][1] == 0.0f && dC[i][2] == 0.0f && dT[i] == 0.0f;
+      first[i] = zero ? INT32_MAX : stop[pix];
+      any = any || !zero;
+    }
+    if (!any) return;
     // Back to front over what the forward composited (index >= stop).
-    const int32_t* first = std::lower_bound(begin, end, stop[pix]);
-    float T_after = T_final, B[3] = {0.0f, 0.0f, 0.0f};
-    for (const int32_t* it = first; it != end; ++it) {
+    for (const int32_t* it = begin; it != end; ++it) {
       const Span& sp = spans[it - begin];
-      if (px < sp.lo || px > sp.hi) continue;
+      if (sp.lo > sp.hi) continue;
       const int n = *it;
       const Prim& p = b.prims[n];
-      float u, v, fx, fy;
-      to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
-      if (!inside(in.ad, fx, fy)) continue;
-      const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
       float* g = g_all + (size_t)n * kGradFields;
-      AtlasSampleGrad ag;
-      if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC, dT,
-                           T_final, T_after, B, g, ag))
-        continue;
-      if (atlas_grad) {
-        for (int q = 0; q < 4; ++q) {
-          atomic_add(d_mask + tap_index(t, q), ag.mask * tap_weight(t, q));
-          if (use_rgb)
-            for (int c = 0; c < 3; ++c) atomic_add(d_rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+      for (int px = sp.lo; px <= sp.hi; ++px) {
+        const int i = px - x0;
+        if (n < first[i]) continue;
+        float u, v, fx, fy;
+        to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+        if (!inside(in.ad, fx, fy)) continue;
+        const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+        AtlasSampleGrad ag;
+        if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC[i],
+                             dT[i], T_final[i], T_after[i], B[i], g, ag))
+          continue;
+        if (atlas_grad) {
+          for (int q = 0; q < 4; ++q) {
+            atomic_add(d_mask + tap_index(t, q), ag.mask * tap_weight(t, q));
+            if (use_rgb)
+              for (int c = 0; c < 3; ++c) atomic_add(d_rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+          }
         }
       }
     }

@@ -25,12 +25,14 @@ gradients reach the original atlas through the (linear) prefilter.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["num_levels", "pyramid", "level_template", "lod_scene"]
+__all__ = ["num_levels", "resize_matrix", "level_filters", "pyramid", "level_template", "lod_scene"]
 
 
 def num_levels(side: int) -> int:
@@ -38,15 +40,44 @@ def num_levels(side: int) -> int:
     return max(1, int(math.floor(math.log2(max(int(side), 1)))) - 1)
 
 
-def _prefilter(images: jax.Array, level: int) -> jax.Array:
-    """``[P, h, w, C]`` images low-passed for a minification of ``2**level`` (same size)."""
-    if level == 0:
-        return images
-    p, h, w, c = images.shape
-    f = 2.0 ** level
-    small = (p, max(1, round(h / f)), max(1, round(w / f)), c)
-    down = jax.image.resize(images, small, method="linear", antialias=True)
-    return jax.image.resize(down, images.shape, method="linear", antialias=False)
+def resize_matrix(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """``[n_out, n_in]`` float64 weights of a linear (tent) resize along one axis.
+
+    The resampling ``jax.image.resize(..., method="linear")`` does, written out:
+    output sample ``i`` sits at ``(i + 1/2) * n_in / n_out - 1/2`` in input
+    texels; a tent of half-width 1 input texel (``n_in / n_out`` when
+    minifying with ``antialias``) weighs the input texels, normalised to sum
+    1; samples outside ``[-1/2, n_in - 1/2]`` get no weight.
+    """
+    inv = n_in / n_out
+    width = max(inv, 1.0) if antialias else 1.0
+    at = (np.arange(n_out) + 0.5) * inv - 0.5
+    w = np.maximum(0.0, 1.0 - np.abs(at[:, None] - np.arange(n_in)[None, :]) / width)
+    total = w.sum(1, keepdims=True)
+    w = np.where(np.abs(total) > 1000.0 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1.0), 0.0)
+    return np.where(((at >= -0.5) & (at <= n_in - 0.5))[:, None], w, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def level_filters(n: int, levels: int) -> np.ndarray:
+    """``[levels - 1, n, n]`` float32: along an axis of ``n`` texels, level ``l >= 1`` is
+    the resize down by ``2**l`` (antialiased) and back up, as one matrix ``up @ down``."""
+    out = []
+    for level in range(1, levels):
+        small = max(1, round(n / 2.0 ** level))
+        out.append(resize_matrix(small, n, antialias=False) @ resize_matrix(n, small, antialias=True))
+    return np.asarray(out, np.float32).reshape(levels - 1, n, n)
+
+
+def _prefiltered(images: jax.Array, levels: int) -> jax.Array:
+    """``[P, h, w, C]`` images low-passed for minifications ``2**l``, ``l = 1 .. levels - 1``:
+    ``[P, levels - 1, h, w, C]``, two batched matrix products (one per axis), computed
+    in full float32 (``HIGHEST``: no TF32 on GPUs) as ``jax.image.resize`` computes them."""
+    _, h, w, _ = images.shape
+    rows, cols = jnp.asarray(level_filters(h, levels)), jnp.asarray(level_filters(w, levels))
+    highest = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("lij,pjkc->plikc", rows, images, precision=highest)
+    return jnp.einsum("lmk,plikc->plimc", cols, x, precision=highest)
 
 
 def pyramid(mask: jax.Array, rgb: jax.Array | None, levels: int) -> tuple[jax.Array, jax.Array | None]:
@@ -65,17 +96,15 @@ def pyramid(mask: jax.Array, rgb: jax.Array | None, levels: int) -> tuple[jax.Ar
     """
     p, h, w = mask.shape
     stack = mask[..., None] if rgb is None else jnp.concatenate([mask[..., None], rgb * mask[..., None]], -1)
-    masks, rgbs = [mask], [rgb]
-    for level in range(1, levels):
-        lv = _prefilter(stack, level)
-        masks.append(jnp.clip(lv[..., 0], 0.0, 1.0))
-        if rgb is not None:
-            a = lv[..., :1]
-            rgbs.append(jnp.where(a > 1e-6, jnp.clip(lv[..., 1:] / jnp.maximum(a, 1e-6), 0.0, 1.0), rgb))
-    out_mask = jnp.stack(masks, 1).reshape((p * levels, h, w))
+    if levels == 1:
+        return mask, rgb
+    lv = _prefiltered(stack, levels)  # [P, L - 1, h, w, C]
+    out_mask = jnp.concatenate([mask[:, None], jnp.clip(lv[..., 0], 0.0, 1.0)], 1).reshape((p * levels, h, w))
     if rgb is None:
         return out_mask, None
-    return out_mask, jnp.stack(rgbs, 1).reshape((p * levels, h, w, 3))
+    a = lv[..., :1]
+    colours = jnp.where(a > 1e-6, jnp.clip(lv[..., 1:] / jnp.maximum(a, 1e-6), 0.0, 1.0), rgb[:, None])
+    return out_mask, jnp.concatenate([rgb[:, None], colours], 1).reshape((p * levels, h, w, 3))
 
 
 def level_template(scale: jax.Array, template: jax.Array, side: int, levels: int, num_bitmaps: int) -> jax.Array:
