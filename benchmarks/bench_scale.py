@@ -90,7 +90,7 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
                 list(imgs[:b]), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0),
                 config=cfg, weights=[None] * b, backgrounds=[None] * b, inits=[None] * b)
             sc, at, ca = B.place_batch(one, scenes, shared, carry)
-            t = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps)), args.repeats)
+            t = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps), True), args.repeats)
             rows.append({"batch": b, "part": name, "ms_per_step": t / args.steps * 1e3})
             print(f"  B={b:3d}  {name:32s} {t / args.steps * 1e3:8.3f}", flush=True)
         # The kernels alone: forward + backward of the render, vmapped over the scenes.
@@ -122,12 +122,12 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
         s_static, s_data, s_carry = prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN))  # compile
+    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN)
+            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True)
             jax.block_until_ready(out)  # one fit after another
         return out
 
@@ -152,7 +152,7 @@ def run_batched(args, batches, devices, static, scenes, shared, carry, seq_rate,
     print(f"\n{'B':>4} {'ms/loop':>10} {'ms/step':>9} {'scene-steps/s':>14} {'vs sequential':>14}", flush=True)
     for b in batches:
         sc, at, ca = B.place_batch(one, take(scenes, b), shared, take(carry, b))
-        t_b = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps)), args.repeats)
+        t_b = median_time(lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps), True), args.repeats)
         rate = b * args.steps / t_b
         rows.append({"batch": b, "time_s": t_b, "ms_per_step": t_b / args.steps * 1e3,
                      "scene_steps_per_s": rate, "speedup_vs_sequential": rate / seq_rate,
@@ -173,9 +173,9 @@ def run_devices(args, dev_batches, devices, static, scenes, shared, carry, resul
             if b % len(devices):
                 continue
             s1 = B.place_batch(one, take(scenes, b), shared, take(carry, b))
-            t1 = median_time(lambda: B.run_batch_chunk(static, one, *s1, np.int32(0), np.int32(args.steps)), args.repeats)
+            t1 = median_time(lambda: B.run_batch_chunk(static, one, *s1, np.int32(0), np.int32(args.steps), True), args.repeats)
             sc, at, ca = B.place_batch(full, take(scenes, b), shared, take(carry, b))
-            tn = median_time(lambda: B.run_batch_chunk(static, full, sc, at, ca, np.int32(0), np.int32(args.steps)), args.repeats)
+            tn = median_time(lambda: B.run_batch_chunk(static, full, sc, at, ca, np.int32(0), np.int32(args.steps), True), args.repeats)
             dev_rows.append({"batch": b, "time_1_s": t1, "time_n_s": tn, "devices": len(devices),
                              "speedup": t1 / tn})
             print(f"{b:4d} {t1 * 1e3:12.1f} {tn * 1e3:14.1f} {t1 / tn:8.2f}x", flush=True)

@@ -118,10 +118,10 @@ def main(argv=None) -> None:
     static, data, carry = prepare(target, atlas, num_primitives=n, steps=args.steps, key=jax.random.key(0),
                                   config=cfg)
     cfg, h, w, chunk = static.cfg, static.height, static.width, static.chunk
-    run = lambda: run_fit_chunk(static, data, carry, jnp.int32(0), jnp.int32(args.steps))  # noqa: E731
+    run = lambda: run_fit_chunk(static, data, carry, jnp.int32(0), jnp.int32(args.steps), True)  # noqa: E731
     step_ms = median_ms(run, args.repeats) / chunk
     hlo = run_chunk.lower(step, static, data, carry, jnp.int32(0), jnp.int32(args.steps),
-                          periodic(static)).compile().as_text()
+                          periodic(static), True).compile().as_text()
     split = traced_split(run, hlo, chunk)
     print(f"scene {args.scene}: {h}x{w}, N={n}, P={atlas.num} bitmaps of {atlas.mask.shape[1]}x"
           f"{atlas.mask.shape[2]}, {jax.device_count()} device(s), {os.cpu_count()} cpu(s), "

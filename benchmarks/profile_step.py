@@ -73,16 +73,16 @@ def workloads(args):
         s_static, s_data, s_carry = prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN)
-        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN).compile().as_text()
+        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True)
+        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True).compile().as_text()
         return out
     static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,
         weights=[None] * b, backgrounds=[None] * b, inits=[None] * b)
     one = B.scene_mesh(jax.devices()[:1])
     sc, at, ca = B.place_batch(one, scenes, shared, carry)
-    out["step"] = lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps))
-    out["step"].hlo = lambda: B.run_batch_chunk.lower(static, one, sc, at, ca, np.int32(0), np.int32(args.steps)).compile().as_text()
+    out["step"] = lambda: B.run_batch_chunk(static, one, sc, at, ca, np.int32(0), np.int32(args.steps), True)
+    out["step"].hlo = lambda: B.run_batch_chunk.lower(static, one, sc, at, ca, np.int32(0), np.int32(args.steps), True).compile().as_text()
     params = jax.vmap(lambda th: to_params(th, static.unit))(ca[0])
     wc = jnp.ones((args.size, args.size, 3), jnp.float32)
 

@@ -164,8 +164,8 @@ _CHILD = textwrap.dedent("""
 
     seen = []  # sharding of every chunk's carry
     run_chunk = batch.run_batch_chunk
-    def spy(static, mesh, scenes, atlas, carry, start, steps):
-        out = run_chunk(static, mesh, scenes, atlas, carry, start, steps)
+    def spy(static, mesh, scenes, atlas, carry, start, steps, full=False):
+        out = run_chunk(static, mesh, scenes, atlas, carry, start, steps, full)
         leaf = jax.tree.leaves(out[0])[0]
         seen.append({"devices": len(leaf.sharding.device_set),
                      "shards": sorted(int(s.data.shape[0]) for s in leaf.addressable_shards),

@@ -157,16 +157,18 @@ def test_fit_steps_past_the_end_same_both_ways():
 
 
 def test_one_compiled_chunk_for_any_step_count():
-    """The run's length is traced: fits of 3, 8 and 30 steps (chunks of 5) share one
-    compiled chunk, and a fit of 0 steps compiles none."""
+    """The run's length is traced: fits of 3, 8 and 30 steps (chunks of 5) share two
+    compiled chunks, the full one and the masked one for a last, partial chunk;
+    a fit of 0 steps compiles none."""
     target = np.random.default_rng(2).uniform(size=(12, 12, 3)).astype(np.float32)
     opts = dict(num_primitives=3, key=0, progress=False, backend="reference", log_every=5, prune_every=5,
                 lr_schedule="cosine")
     before = run_chunk._cache_size()
     results = {steps: db.fit(target, shape_atlas(4), steps=steps, **opts) for steps in (3, 8, 30)}
-    assert run_chunk._cache_size() == before + 1
+    assert run_chunk._cache_size() == before + 2
     db.fit(target, shape_atlas(4), steps=0, **opts)
-    assert run_chunk._cache_size() == before + 1
+    db.fit(target, shape_atlas(4), steps=15, **opts)  # full chunks only
+    assert run_chunk._cache_size() == before + 2
     assert results[3].history["step"] == [0, 3] and results[30].history["step"][-1] == 30
 
 
@@ -183,3 +185,28 @@ def test_schedule_with_a_traced_length_matches_optax(kind):
     got = jax.jit(lambda n: jax.vmap(lr_multiplier(kind, n, 0.1))(counts))(jnp.int32(40))
     np.testing.assert_allclose(np.asarray(got), np.asarray(jax.vmap(want)(counts)), rtol=1e-6, atol=1e-7)
     assert abs(float(got[-1]) - (1.0 if kind == "constant" else 0.1)) < 1e-6
+
+
+@pytest.mark.parametrize("branch_past_end", [False, True])
+def test_full_chunk_skips_the_masks(branch_past_end):
+    """A chunk that ends by the run's end gives the same results without the past-end masks or branches."""
+    static = Toy(30, 10, 4, 99)
+    data = jnp.asarray(3, jnp.int32)
+    carry = (jnp.int32(1), jnp.int32(0))
+    full = jax.jit(lambda c, start: scan_steps(toy_step, static, data, c, start + jnp.arange(10, dtype=jnp.int32),
+                                               jnp.int32(30), TOY, past_end=False))
+    for start in (0, 10, 20):
+        want = chunk_of(toy_step, static, data, carry, jnp.int32(start), jnp.int32(30), TOY, branch_past_end)
+        got = full(carry, jnp.int32(start))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        carry = got[0]
+    # Only the periodic work's branch is left (one per group of gcd(10, 4) = 2 steps, in one loop body),
+    # and no carry is selected per step.
+    def text(past_end):
+        return jax.jit(lambda c: scan_steps(toy_step, static, data, c, jnp.arange(10, dtype=jnp.int32),
+                                            jnp.int32(30), TOY, past_end=past_end, branch_past_end=False)
+                       ).lower(carry).as_text()
+    full_text, masked_text = text(False), text(True)
+    assert _branches(full_text) == 1 and _branches(masked_text) == 2
+    assert full_text.count("stablehlo.select") < masked_text.count("stablehlo.select")

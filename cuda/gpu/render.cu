@@ -4,8 +4,9 @@
 //
 // Pipeline of one render (forward or backward), all on the XLA compute stream,
 // with no host synchronisation:
-//   1. setup_kernel      per primitive: Prim (sigmoids, cos/sin, 1/scale) and its
-//                        tile rectangle; atomically counts pairs per tile.
+//   1. setup_kernel      per primitive (a warp each): Prim (sigmoids, cos/sin,
+//                        1/scale) and its tile rectangle; the lanes count its
+//                        pairs per tile atomically, together.
 //   2. DeviceScan        exclusive sum of the tile counts -> tile starts; the
 //                        last entry is the total pair count (on the device).
 //   3. prepare_kernel    per-tile write cursors, and tile ranges clamped to the
@@ -77,10 +78,15 @@ struct TileRect {
 // Thread i handles primitive i % N of scene i / N; arrays over primitives
 // are [scenes * N], tile arrays [scenes * num_tiles] (scene-major).
 template <typename AT>
+// One warp per primitive: every lane sets the primitive up (the same values),
+// then the lanes take its tiles in turn, so its count atomics are in flight
+// together (one thread per primitive spent 10 us on 1000 primitives at 512^2
+// issuing them one after another, as much as the forward kernel).
 __global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int tiles_x,
                              int num_tiles, Prim* __restrict__ prims, TileRect* __restrict__ rects,
                              unsigned long long* __restrict__ tile_counts) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
   if (i >= total) return;
   const int N = in.base.N;
   const int64_t scene = i / N;
@@ -96,11 +102,24 @@ __global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int 
     r.x1 = b.x1 / kTile;
     r.y0 = b.y0 / kTile;
     r.y1 = b.y1 / kTile;
-    for (int ty = r.y0; ty <= r.y1; ++ty)
-      for (int tx = r.x0; tx <= r.x1; ++tx) atomicAdd(counts + ty * tiles_x + tx, 1ull);
+    const int w = r.x1 - r.x0 + 1, h = r.y1 - r.y0 + 1;
+    for (int j = lane; j < w * h; j += 32) atomicAdd(counts + (r.y0 + j / w) * tiles_x + r.x0 + j % w, 1ull);
   }
-  prims[i] = p;
-  rects[i] = r;
+  if (lane == 0) {
+    prims[i] = p;
+    rects[i] = r;
+  }
+}
+
+// Zeroes the five field gradients of `n` primitives (one launch instead of five memsets).
+__global__ void zero_fields_kernel(float* __restrict__ xy, float* __restrict__ scale,
+                                   float* __restrict__ rotation, float* __restrict__ opacity,
+                                   float* __restrict__ color, int64_t n) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  xy[2 * i] = xy[2 * i + 1] = 0.0f;
+  scale[i] = rotation[i] = opacity[i] = 0.0f;
+  color[3 * i] = color[3 * i + 1] = color[3 * i + 2] = 0.0f;
 }
 
 // Write cursors (= tile starts) and tile ranges clamped to the capacity, so
@@ -506,7 +525,7 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
   L.capacity = capacity;
   DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
   if (total > 0) {
-    setup_kernel<AT><<<grid_for(total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
+    setup_kernel<AT><<<grid_for(32 * total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
                                                                 num_tiles, prims, rects, counts);
     DB_CUDA_LAUNCHED(setup_kernel);
   }
@@ -619,11 +638,12 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
               d_mask->element_count() ? d_mask->typed_data() : nullptr,
               d_rgb->element_count() ? d_rgb->typed_data() : nullptr};
   const size_t N = (size_t)in.base.N * (size_t)scenes;  // all scenes' primitives
-  DB_CUDA_TRY(cudaMemsetAsync(out.xy, 0, sizeof(float) * 2 * N, stream));
-  DB_CUDA_TRY(cudaMemsetAsync(out.scale, 0, sizeof(float) * N, stream));
-  DB_CUDA_TRY(cudaMemsetAsync(out.rotation, 0, sizeof(float) * N, stream));
-  DB_CUDA_TRY(cudaMemsetAsync(out.opacity_logit, 0, sizeof(float) * N, stream));
-  DB_CUDA_TRY(cudaMemsetAsync(out.color_logit, 0, sizeof(float) * 3 * N, stream));
+  if (N > 0) {
+    zero_fields_kernel<<<grid_for((int64_t)N, 256), 256, 0, stream>>>(out.xy, out.scale, out.rotation,
+                                                                      out.opacity_logit, out.color_logit,
+                                                                      (int64_t)N);
+    DB_CUDA_LAUNCHED(zero_fields_kernel);
+  }
   if (d_mask->element_count())
     DB_CUDA_TRY(cudaMemsetAsync(out.mask, 0, sizeof(float) * d_mask->element_count(), stream));
   if (d_rgb->element_count())

@@ -130,10 +130,11 @@ def _local(scenes: Data, atlas: Atlas) -> Data:
     return scenes._replace(atlas=atlas, key=jax.random.wrap_key_data(scenes.key))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carry, start, steps):
+@functools.partial(jax.jit, static_argnums=(0, 1, 7))
+def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carry, start, steps, full: bool = False):
     """``static.chunk`` steps of every scene from step ``start`` of a run of ``steps``
-    (int32 scalars): ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
+    (int32 scalars; ``full``: the chunk ends by ``steps``, nothing masked):
+    ``(carry, (loss [chunk, B], respawned [chunk, B]))``."""
 
     def local(scenes, atlas, carry, start, steps):
         # The step and the respawn of fit, over the scene axis; the step index
@@ -146,7 +147,8 @@ def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carr
         if spawn is not None:
             spawn = spawn._replace(apply=over_scenes(spawn.apply))
         ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-        return scan_steps(over_scenes(step), static, _local(scenes, atlas), carry, ts, steps, spawn)
+        return scan_steps(over_scenes(step), static, _local(scenes, atlas), carry, ts, steps, spawn,
+                          past_end=not full)
 
     # check_vma=False: nothing here communicates across devices, and the FFI
     # calls inside have no rule for shard_map's replication checker.
@@ -322,8 +324,8 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
 
     steps = int(steps)  # checked by prepare
 
-    def run(scenes, carry, start):
-        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start, jnp.int32(steps))
+    def run(scenes, carry, start, full):
+        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start, jnp.int32(steps), full)
 
     # Without a progress bar or callback, the chunks are only dispatched and
     # the host reads results back once, at the end.

@@ -232,10 +232,11 @@ def evaluate(static: Static, data: Data, theta: Theta):
     return image, static.objective.score(static, data, image), to_params(theta, static.unit)
 
 
-def run_fit_chunk(static: Static, data: Data, carry, start, steps):
-    """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars;
-    :func:`diffbmp_jax.fitting.loop.run_chunk`): ``(carry, (losses [chunk], respawn counts [chunk]))``."""
-    return run_chunk(step, static, data, carry, start, steps, periodic(static))
+def run_fit_chunk(static: Static, data: Data, carry, start, steps, full: bool = False):
+    """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars; ``full``:
+    the chunk ends by ``steps``, see :func:`diffbmp_jax.fitting.loop.run_chunk`):
+    ``(carry, (losses [chunk], respawn counts [chunk]))``."""
+    return run_chunk(step, static, data, carry, start, steps, periodic(static), full)
 
 
 def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):

@@ -231,8 +231,8 @@ def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight
             callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
-    def run(data, carry, start):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+    def run(data, carry, start, full):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
 
     _, (image, p, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
                                        progress=progress, desc="fit", update=reassign, clock=clock)

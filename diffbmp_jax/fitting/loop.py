@@ -11,9 +11,10 @@ No host round-trip per step. On a GPU every ``lax.cond`` copies its
 predicate to the host and waits for it, so the device drains and then idles
 while the host launches the next kernels (a third of a single-scene step on
 the H100, ``benchmarks/RESULTS.md``). So a step is branch-free: iterations
-past the last step (only in the last chunk) are computed and then discarded
-with ``jnp.where`` -- except on the CPU, where a branch costs nothing and
-skips them -- and an operation that runs every few steps (:class:`Periodic`,
+past the last step (only in a last, partial chunk, compiled as a variant of
+its own) are computed and then discarded with ``jnp.where`` -- except on the
+CPU, where a branch costs nothing and skips them; full chunks carry no masks
+at all -- and an operation that runs every few steps (:class:`Periodic`,
 e.g. respawning invisible primitives) runs *between* groups of steps, under
 one ``lax.cond`` per group: the chunk is scanned as groups of
 ``gcd(chunk, every)`` steps.
@@ -66,7 +67,7 @@ def _past_end(shapes):
 
 
 def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodic | None = None, *,
-               branch_past_end: bool | None = None):
+               branch_past_end: bool | None = None, past_end: bool = True):
     """Runs ``step(static, data, carry, t, steps)`` for the consecutive step indices ``ts`` (``[L]``).
 
     ``steps`` is the run's length (an int32 scalar, may be traced: schedules
@@ -74,7 +75,10 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     (see the module docstring); steps with ``t >= steps`` leave the
     carry as it was and report a NaN loss and zero ``aux``: skipped by a
     ``lax.cond`` if ``branch_past_end`` (default: on the CPU backend), else
-    computed and discarded. Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
+    computed and discarded. ``past_end=False`` promises that every ``t`` is
+    below ``steps`` (a full chunk): then nothing is masked or branched around
+    (on a GPU the masks were a dozen small kernels per step).
+    Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
     """
     length = int(ts.shape[0])
     every = periodic.every(static) if periodic is not None else 0
@@ -87,6 +91,8 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
         return _like(new, c), out
 
     def one(c, t):
+        if not past_end:
+            return stepped(c, t)
         live = t < steps
         if branch_past_end:
             shapes = jax.eval_shape(lambda c: stepped(c, t)[1], c)
@@ -109,6 +115,9 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
 
     if group == length:
         return run_group(carry, ts)
+    if not past_end:  # no group to skip
+        carry, (loss, aux) = jax.lax.scan(run_group, carry, ts.reshape(length // group, group))
+        return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
     shapes = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
 
     def skip_group(c, tg):  # every step of the group is past the end
@@ -121,16 +130,19 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 6))
-def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None):
+@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7))
+def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None,
+              full: bool = False):
     """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).
 
     ``step`` and ``periodic`` must be hashable (module-level functions), as
-    must ``static`` (a NamedTuple of settings). Returns
-    ``(carry, (losses [chunk], aux [chunk]))``.
+    must ``static`` (a NamedTuple of settings). ``full``: every step of the
+    chunk is below ``steps`` (``start + chunk <= steps``), so none is masked
+    (:func:`run_chunks` says which; a fit compiles the masked variant only for
+    a last, partial chunk). Returns ``(carry, (losses [chunk], aux [chunk]))``.
     """
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic)
+    return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic, past_end=not full)
 
 
 def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
@@ -138,8 +150,9 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
                to_host: Callable = np.asarray, clock=None) -> tuple[Any, Any]:
     """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
 
-    ``run(data, carry, start)`` runs one chunk from step ``start`` and returns
-    ``(carry, (losses [chunk, ...], aux [chunk, ...]))`` (e.g. :func:`run_chunk`).
+    ``run(data, carry, start, full)`` runs one chunk from step ``start`` and returns
+    ``(carry, (losses [chunk, ...], aux [chunk, ...]))`` (e.g. :func:`run_chunk`);
+    ``full`` (a Python bool) says the chunk ends at or before ``steps``.
 
     ``log(step, carry, loss, auxes)`` records the state after ``step`` steps:
     ``loss`` is that step's (NaN at step 0, an array for a batch), ``auxes``
@@ -172,7 +185,7 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
             result, _ = log(0, carry, np.float32(np.nan), [])
         for start in range(0, steps, chunk):
             with clock.steps():
-                carry, (losses, aux) = run(data, carry, jnp.int32(start))
+                carry, (losses, aux) = run(data, carry, jnp.int32(start), start + chunk <= steps)
             if start == 0:  # compiled (the call returns once the chunk is dispatched)
                 bar.set_description(desc)
                 bar.reset(total=steps)

@@ -268,8 +268,8 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         return None, ({"psnr": f"{float(evaluate(static, data, carry[0])[1]):.2f}"} if progress else {})
 
     carry = (theta, make_optimizer(config, steps).init(theta))
-    def run(data, carry, start):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+    def run(data, carry, start, full):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
 
     carry, _ = run_chunks(run, data, carry, steps=steps, chunk=static.chunk,
                           log=log, progress=progress, desc="regions", watch=progress)

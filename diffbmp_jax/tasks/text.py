@@ -252,8 +252,8 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
             callback(step, prm, image, {"loss": loss, "clip_score": score})
         return (image, score, prm), {"clip": f"{score:.3f}"}
 
-    def run(data, carry, start):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps))
+    def run(data, carry, start, full):
+        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
 
     _, (image, score, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
                                            progress=progress, desc="text")
