@@ -16,7 +16,7 @@ declare -A FLAGS=(
   [graphs]="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
 )
 cd /tmp || exit 1
-for variant in default off graphs; do
+for variant in ${VARIANTS:-default off graphs}; do
   for b in $BATCHES; do
     line=$(XLA_FLAGS="${FLAGS[$variant]}" timeout ${VARIANT_S:-90} python3 "$REPO/benchmarks/profile_step.py" \
       --what step --batch "$b" --steps ${STEPS:-100} --size ${SIZE:-512} --n ${N:-1000} --time 2>&1 | grep -E "^wall|Error|error" | tail -2)
