@@ -75,19 +75,23 @@ struct TileRect {
   int x0, y0, x1, y1;
 };
 
-// Thread i handles primitive i % N of scene i / N; arrays over primitives
+// Primitive i is primitive i % N of scene i / N; arrays over primitives
 // are [scenes * N], tile arrays [scenes * num_tiles] (scene-major).
-// One thread per primitive sets it up; then each warp counts the tile pairs of
-// its 32 primitives together, primitive by primitive, its lanes taking the
-// primitive's tiles in turn: the atomics of a large primitive are in flight
-// together (a thread issuing them one after another spent 10 us on 1000
-// primitives at 512^2, as much as the forward kernel), and small primitives
-// cost no redundant set-up (a warp per primitive did: 200 us for 100k).
-template <typename AT>
+// Per primitive: Prim and its tile rectangle, then one count per covered tile.
+// How the count atomics are issued depends on the batch (kWarpEach, chosen at
+// launch): with few primitives (kWarpEach) each gets a warp, every lane sets
+// it up (the same values) and the lanes take its tiles in turn, so a large
+// primitive's atomics are in flight together (a thread issuing them one after
+// another spent 10 us on 1000 primitives at 512^2, as much as the forward
+// kernel); with many, a thread sets up one primitive and each warp then counts
+// its 32 primitives' tiles together, without the 32-fold set-up (a warp per
+// primitive cost 200 us at 100k primitives, a warp per 32 of them 50 us).
+template <typename AT, bool kWarpEach>
 __global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int tiles_x,
                              int num_tiles, Prim* __restrict__ prims, TileRect* __restrict__ rects,
                              unsigned long long* __restrict__ tile_counts) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t thread = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t i = kWarpEach ? thread >> 5 : thread;
   const int lane = threadIdx.x & 31;
   const int N = in.base.N;
   TileRect r{0, 0, -1, -1};
@@ -105,19 +109,26 @@ __global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int 
       r.y0 = b.y0 / kTile;
       r.y1 = b.y1 / kTile;
     }
-    prims[i] = p;
-    rects[i] = r;
+    if (!kWarpEach || lane == 0) {
+      prims[i] = p;
+      rects[i] = r;
+    }
   }
-  for (int k = 0; k < 32; ++k) {
-    const int x0 = __shfl_sync(0xffffffffu, r.x0, k), x1 = __shfl_sync(0xffffffffu, r.x1, k);
-    const int y0 = __shfl_sync(0xffffffffu, r.y0, k), y1 = __shfl_sync(0xffffffffu, r.y1, k);
-    const long long sk = __shfl_sync(0xffffffffu, (long long)scene, k);
+  for (int k = 0; k < (kWarpEach ? 1 : 32); ++k) {
+    const int x0 = kWarpEach ? r.x0 : __shfl_sync(0xffffffffu, r.x0, k);
+    const int x1 = kWarpEach ? r.x1 : __shfl_sync(0xffffffffu, r.x1, k);
+    const int y0 = kWarpEach ? r.y0 : __shfl_sync(0xffffffffu, r.y0, k);
+    const int y1 = kWarpEach ? r.y1 : __shfl_sync(0xffffffffu, r.y1, k);
+    const long long sk = kWarpEach ? (long long)scene : __shfl_sync(0xffffffffu, (long long)scene, k);
     const int w = x1 - x0 + 1, h = y1 - y0 + 1;
     if (w <= 0 || h <= 0) continue;  // the same for every lane
     unsigned long long* counts = tile_counts + sk * num_tiles;
     for (int j = lane; j < w * h; j += 32) atomicAdd(counts + (y0 + j / w) * tiles_x + x0 + j % w, 1ull);
   }
 }
+
+// Up to this many primitives (all scenes) the set-up gives each a warp.
+constexpr int64_t kWarpEachUpTo = 16384;
 
 // Zeroes the five field gradients of `n` primitives (one launch instead of five memsets).
 __global__ void zero_fields_kernel(float* __restrict__ xy, float* __restrict__ scale,
@@ -533,8 +544,12 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
   L.capacity = capacity;
   DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
   if (total > 0) {
-    setup_kernel<AT><<<grid_for(total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
-                                                                num_tiles, prims, rects, counts);
+    if (total <= kWarpEachUpTo)
+      setup_kernel<AT, true><<<grid_for(32 * total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
+                                                                          num_tiles, prims, rects, counts);
+    else
+      setup_kernel<AT, false><<<grid_for(total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
+                                                                       num_tiles, prims, rects, counts);
     DB_CUDA_LAUNCHED(setup_kernel);
   }
   size_t scan_bytes = 0;
