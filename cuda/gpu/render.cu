@@ -79,56 +79,47 @@ struct TileRect {
 // are [scenes * N], tile arrays [scenes * num_tiles] (scene-major).
 // Per primitive: Prim and its tile rectangle, then one count per covered tile.
 // How the count atomics are issued depends on the batch (kWarpEach, chosen at
-// launch): with few primitives (kWarpEach) each gets a warp, every lane sets
-// it up (the same values) and the lanes take its tiles in turn, so a large
-// primitive's atomics are in flight together (a thread issuing them one after
-// another spent 10 us on 1000 primitives at 512^2, as much as the forward
-// kernel); with many, a thread sets up one primitive and each warp then counts
-// its 32 primitives' tiles together, without the 32-fold set-up (a warp per
-// primitive cost 200 us at 100k primitives, a warp per 32 of them 50 us).
+// launch). With few primitives each gets a warp: every lane sets it up (the
+// same values) and the lanes take its tiles in turn, so a large primitive's
+// atomics are in flight together (a thread issuing them one after another
+// spent 10 us on 1000 primitives at 512^2, as much as the forward kernel;
+// a warp each, 4 us). With many, a thread per primitive issues its own: there
+// is parallelism enough, and a warp each would repeat the set-up 32 times
+// (26 us instead of 17 at 10k primitives, 200 instead of 44 at 100k).
 template <typename AT, bool kWarpEach>
 __global__ void setup_kernel(DevInputs<AT> in, int64_t total, int H, int W, int tiles_x,
                              int num_tiles, Prim* __restrict__ prims, TileRect* __restrict__ rects,
                              unsigned long long* __restrict__ tile_counts) {
   const int64_t thread = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t i = kWarpEach ? thread >> 5 : thread;
-  const int lane = threadIdx.x & 31;
+  const int lane = kWarpEach ? (int)(threadIdx.x & 31) : 0;
+  const int step = kWarpEach ? 32 : 1;
+  if (i >= total) return;
   const int N = in.base.N;
+  const int64_t scene = i / N;
+  const int n = (int)(i - scene * N);
+  const SceneInputs<AT> s = in.scene(scene);
+  unsigned long long* counts = tile_counts + scene * num_tiles;
+  Prim p;
+  Box b;
   TileRect r{0, 0, -1, -1};
-  int64_t scene = 0;
-  if (i < total) {  // no early return: the whole warp takes part in the counting below
-    scene = i / N;
-    const int n = (int)(i - scene * N);
-    const SceneInputs<AT> s = in.scene(scene);
-    Prim p;
-    Box b;
-    if (setup_prim(s.xy, s.scale, s.rotation, s.opacity_logit, s.color_logit, s.tmpl, n, s.ad, H,
-                   W, p, b)) {
-      r.x0 = b.x0 / kTile;
-      r.x1 = b.x1 / kTile;
-      r.y0 = b.y0 / kTile;
-      r.y1 = b.y1 / kTile;
-    }
-    if (!kWarpEach || lane == 0) {
-      prims[i] = p;
-      rects[i] = r;
-    }
+  if (setup_prim(s.xy, s.scale, s.rotation, s.opacity_logit, s.color_logit, s.tmpl, n, s.ad, H,
+                 W, p, b)) {
+    r.x0 = b.x0 / kTile;
+    r.x1 = b.x1 / kTile;
+    r.y0 = b.y0 / kTile;
+    r.y1 = b.y1 / kTile;
+    const int w = r.x1 - r.x0 + 1, h = r.y1 - r.y0 + 1;
+    for (int j = lane; j < w * h; j += step) atomicAdd(counts + (r.y0 + j / w) * tiles_x + r.x0 + j % w, 1ull);
   }
-  for (int k = 0; k < (kWarpEach ? 1 : 32); ++k) {
-    const int x0 = kWarpEach ? r.x0 : __shfl_sync(0xffffffffu, r.x0, k);
-    const int x1 = kWarpEach ? r.x1 : __shfl_sync(0xffffffffu, r.x1, k);
-    const int y0 = kWarpEach ? r.y0 : __shfl_sync(0xffffffffu, r.y0, k);
-    const int y1 = kWarpEach ? r.y1 : __shfl_sync(0xffffffffu, r.y1, k);
-    const long long sk = kWarpEach ? (long long)scene : __shfl_sync(0xffffffffu, (long long)scene, k);
-    const int w = x1 - x0 + 1, h = y1 - y0 + 1;
-    if (w <= 0 || h <= 0) continue;  // the same for every lane
-    unsigned long long* counts = tile_counts + sk * num_tiles;
-    for (int j = lane; j < w * h; j += 32) atomicAdd(counts + (y0 + j / w) * tiles_x + x0 + j % w, 1ull);
+  if (lane == 0) {
+    prims[i] = p;
+    rects[i] = r;
   }
 }
 
 // Up to this many primitives (all scenes) the set-up gives each a warp.
-constexpr int64_t kWarpEachUpTo = 16384;
+constexpr int64_t kWarpEachUpTo = 4096;
 
 // Zeroes the five field gradients of `n` primitives (one launch instead of five memsets).
 __global__ void zero_fields_kernel(float* __restrict__ xy, float* __restrict__ scale,
