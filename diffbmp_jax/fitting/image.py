@@ -147,7 +147,7 @@ def _warn_palette(static: Static, data: Data) -> None:
         hexa = "#" + "".join(f"{int(round(255 * c)):02x}" for c in colour)
         warnings.warn(f"color_blend=1: the stamps' own colours cannot reproduce {100 * fraction:.0f}% of the "
                       f"target (farther than {PALETTE_TOLERANCE} from any mix of them and the background, "
-                      f"e.g. {hexa}); add stamps of those colours or lower color_blend", UserWarning, stacklevel=3)
+                      f"e.g. {hexa}); add stamps of those colours or lower color_blend", UserWarning, stacklevel=4)
 
 
 def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
