@@ -229,6 +229,20 @@ def test_jit_value_and_grad_and_auto():
     assert np.all(np.isfinite(np.asarray(g.xy)))
 
 
+def test_auto_calls_the_kernels_directly_where_every_platform_has_them():
+    """backend="auto" traces no per-platform branch (nor the reference) when the kernels
+    cover every platform of the process: half the tracing of a fitting step."""
+    from diffbmp_jax.rendering import registry
+    rng = np.random.default_rng(12)
+    atlas = random_atlas(rng)
+    params = random_scene(rng, 4, 16, 16)
+    text = str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(db.render(p, atlas, height=16, width=16)[0])))(params))
+    if registry.kernels_everywhere():
+        assert "platform_index" not in text and "diffbmp_forward" in text and "diffbmp_backward" in text
+    else:
+        assert "platform_index" in text
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_vmap_equals_loop(backend):
     rng = np.random.default_rng(12)

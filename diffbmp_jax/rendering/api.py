@@ -188,7 +188,9 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
             raise RuntimeError(f"backend={backend!r} is not available here ({_why_not(backend)}); "
                                f"available backends: {', '.join(available_backends())}")
         color, trans = kernel()
-    else:
+    elif registry.kernels_everywhere():
+        color, trans = kernel()
+    else:  # a branch per platform, the reference where no kernels are built
         branches = {plat: (kernel if registry.registered(name) else reference)
                     for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
         color, trans = jax.lax.platform_dependent(**branches, default=reference)

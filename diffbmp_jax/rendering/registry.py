@@ -71,3 +71,28 @@ def cuda_available() -> bool:
     except RuntimeError:
         has_gpu = False
     return has_gpu and registered("CUDA")
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_everywhere() -> bool:
+    """True when every platform this process can compute on has compiled kernels: the CPU,
+    and the CUDA GPUs if JAX sees any (no ROCm GPU, no TPU).
+
+    Then ``render(backend="auto")`` calls the kernels directly (the FFI targets are
+    registered per platform, so XLA picks the right one) instead of tracing and
+    differentiating a branch per platform plus the reference for any other: on the
+    CPU that was half the tracing of a fitting step.
+    """
+    if not registered("cpu"):
+        return False
+    for other in ("rocm", "tpu"):
+        try:
+            if jax.devices(other):
+                return False
+        except RuntimeError:
+            pass
+    try:
+        has_cuda = bool(jax.devices("cuda"))
+    except RuntimeError:
+        has_cuda = False
+    return not has_cuda or registered("CUDA")
