@@ -215,16 +215,18 @@ def main(argv=None) -> int:
 def console() -> None:
     """The console script: :func:`main`, then exit with its status.
 
-    After an interrupt it exits at once (``os._exit``) rather than through the
-    interpreter's shutdown: XLA's compiler threads may still be running, and
-    tearing Python down under them can crash the process on its way out.
+    It exits at once (``os._exit``, after flushing stdout and stderr) rather
+    than through the interpreter's shutdown: after an interrupt XLA's compiler
+    threads may still be running, and tearing Python down under them can crash
+    the process on its way out; after a run, the teardown of JAX's runtime
+    took about 1 s of a 10 s demo on 2 cores, and nothing needs it (every
+    output is written, closed and renamed before :func:`main` returns).
     """
     status = main()
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    if status == 130:
-        os._exit(130)
-    sys.exit(status)
+    os._exit(status)
 
 
 if __name__ == "__main__":
