@@ -233,6 +233,32 @@ def test_ctrl_c_exits_130_with_one_line_and_no_output_folder(tmp_path):
     assert not out.exists()
 
 
+def test_a_swallowed_ctrl_c_still_stops_the_cli(tmp_path, monkeypatch, capsys):
+    """Python ignores a KeyboardInterrupt raised inside a gc callback (JAX has one): the CLI
+    remembers the SIGINT and stops before writing anything, with status 130."""
+    import signal
+    from diffbmp_jax.cli import main
+    from diffbmp_jax.fitting import image as fit_module
+    real_fit = fit_module.fit
+
+    def fit_with_a_swallowed_interrupt(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode
+                pass
+        except KeyboardInterrupt:
+            pass  # what Python does inside a gc callback
+        kwargs["callback"] = None  # no chunk-end check: the check before writing must catch it
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", fit_with_a_swallowed_interrupt)
+    out = tmp_path / "out"
+    rc = main(["demo", "-o", str(out), "-n", "3", "--steps", "2", "--size", "16", "--no-progress"])
+    assert rc == 130 and not out.exists()
+    assert capsys.readouterr().err.strip() == "diffbmp-jax: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
 def test_missing_emoji_font_is_one_line_naming_the_option(tmp_path, monkeypatch, capsys):
     from diffbmp_jax.cli import main
     from diffbmp_jax.stamps import emoji

@@ -34,7 +34,7 @@ import sys
 import time
 
 from diffbmp_jax.assets import ASSETS
-from diffbmp_jax.cli import batch as batch_cli, text as text_cli, video as video_cli
+from diffbmp_jax.cli import batch as batch_cli, interrupt, text as text_cli, video as video_cli
 from diffbmp_jax.cli.logs import LOGGER, configure
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, PROG, SHARED, TEMPLATE_CHOICES, HelpFormatter, add_option,
                                      add_shared, check_options, config_dict, extra_formats, fit_fields,
@@ -140,12 +140,14 @@ def run_fit(args) -> dict:
     frames: list[np.ndarray] = []
 
     def collect(step, params, image, metrics):
+        interrupt.check()
         if opts["frames"] > 0:
             frames.append(to_uint8(image))
 
     result = fit(target, atlas, num_primitives=opts["num_primitives"], steps=opts["steps"],
                  key=jax.random.key(opts["seed"]), config=config, progress=opts["progress"], callback=collect)
 
+    interrupt.check()
     with AtomicWriter(out) as writer:
         write_image_outputs(writer, result.image, result.params, result.template, h, w, config.color_blend,
                             frames, opts["frames"])
@@ -197,7 +199,8 @@ def main(argv=None) -> int:
     and no empty output folder.
     """
     try:
-        run(argv)
+        with interrupt.handling():
+            run(argv)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         # Of runtime errors only a missing emoji font is the user's to fix; its module is
         # loaded if it was raised (importing it up front would cost --help the JAX import).

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffbmp_jax.cli import interrupt
 from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, TEMPLATE_CHOICES, add_option, add_shared, check_options,
                                      config_dict, extra_formats, fit_fields, json_safe, resolve, subparser,
@@ -123,6 +124,7 @@ def run_batch(args) -> dict:
     names = _folder_names(paths)
     exports = extra_formats(opts["export"], scale)
     # One writer for every folder: nothing appears unless every file was written.
+    interrupt.check()
     with AtomicWriter(out) as writer:
         for b, name in enumerate(names):
             scene, folder = res.scene(b), writer.folder(name)

@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 
+from diffbmp_jax.cli import interrupt
 from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, json_safe, resolve, subparser, write_exports)
@@ -124,6 +125,7 @@ def run_text(args) -> dict:
                       image_weight=opts["image_weight"], num_cutouts=opts["cutouts"], config=config,
                       progress=opts["progress"], callback=collect)
     h, w = result.image.shape[:2]
+    interrupt.check()
     with AtomicWriter(out) as writer:
         write_image_outputs(writer, result.image, result.params, result.template, h, w, config.color_blend,
                             frames, opts["frames"])

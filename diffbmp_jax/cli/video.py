@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffbmp_jax.cli import interrupt
 from diffbmp_jax.cli.logs import LOGGER
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, flag, resolve, subparser, write_exports)
@@ -159,6 +160,7 @@ def run_video(args) -> dict:
     t, h, w = frames.shape[:3]
     shown = np.concatenate([frames, res.frames], axis=2) if opts["side_by_side"] else res.frames
     digits = len(str(t - 1))
+    interrupt.check()
     with AtomicWriter(out) as writer:
         for fmt in opts["export"]:
             if fmt in VIDEO_FORMATS and scale == 1:
@@ -248,6 +250,7 @@ def run_regions(args) -> dict:
                       margin=opts["margin"], progress=opts["progress"])
     scale = opts["export_scale"]
     exports = extra_formats(opts["export"], scale)
+    interrupt.check()
     with AtomicWriter(out) as writer:
         if "png" not in exports:  # else re-rendered at the export scale below
             Image.fromarray(to_uint8(res.image)).save(writer.path("result.png"), format="PNG")
