@@ -2,7 +2,7 @@
 
 The library logs through ``logging.getLogger("diffbmp_jax...")`` and never
 prints; the command line shows those records on stdout: results at INFO,
-per-stage details (timings, compile time, cache folder) at DEBUG with
+per-stage details (timings, compile time vs step time) at DEBUG with
 ``-v``, only warnings and errors with ``-q`` (which also hides the progress
 bar). Warnings about the input still come through :mod:`warnings`, on stderr.
 """

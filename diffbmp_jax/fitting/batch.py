@@ -324,8 +324,8 @@ def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
 
     steps = int(steps)  # checked by prepare
 
-    def run(scenes, carry, start, full):
-        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start, jnp.int32(steps), full)
+    def run(scenes, carry, start, steps, full):
+        return run_batch_chunk(static, mesh, scenes, shared_atlas, carry, start, steps, full)
 
     # Without a progress bar or callback, the chunks are only dispatched and
     # the host reads results back once, at the end.

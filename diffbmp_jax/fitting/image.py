@@ -12,6 +12,7 @@ and shapes. :func:`diffbmp_jax.fit_batch` prepares each of its scenes here.
 
 from __future__ import annotations
 
+import functools
 import dataclasses
 import time
 import warnings
@@ -32,6 +33,7 @@ from diffbmp_jax.fitting.timing import FitClock
 from diffbmp_jax.fitting.losses import check_weight_mask
 from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_params, to_theta
+from diffbmp_jax.io.images import as_target_image
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, check_count, split_alpha
@@ -94,8 +96,7 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
     """
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
-    from diffbmp_jax.io.images import as_target_image  # a path or PIL image -> its pixels
-    rgb, alpha = split_alpha(as_target_image(target, "target"))
+    rgb, alpha = split_alpha(as_target_image(target, "target"))  # a path or PIL image -> its pixels
     config = resolve_background(config, transparent=alpha is not None)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
     n = check_count("num_primitives", num_primitives, 1)
@@ -231,10 +232,7 @@ def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight
             callback(step, prm, image, {"loss": loss, "psnr": p})
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
-    def run(data, carry, start, full):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
-
-    _, (image, p, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
+    _, (image, p, params) = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk, log=log,
                                        progress=progress, desc="fit", update=reassign, clock=clock)
     template = current["data"].template
     s = float(score_ssim(image, target))

@@ -150,9 +150,11 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
                to_host: Callable = np.asarray, clock=None) -> tuple[Any, Any]:
     """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
 
-    ``run(data, carry, start, full)`` runs one chunk from step ``start`` and returns
-    ``(carry, (losses [chunk, ...], aux [chunk, ...]))`` (e.g. :func:`run_chunk`);
-    ``full`` (a Python bool) says the chunk ends at or before ``steps``.
+    ``run(data, carry, start, steps, full)`` runs one chunk from step ``start``
+    of a run of ``steps`` (int32 scalars) and returns ``(carry, (losses [chunk, ...],
+    aux [chunk, ...]))`` (e.g. :func:`~diffbmp_jax.fitting.engine.run_fit_chunk`
+    with its static settings bound); ``full`` (a Python bool) says the chunk ends
+    at or before ``steps``.
 
     ``log(step, carry, loss, auxes)`` records the state after ``step`` steps:
     ``loss`` is that step's (NaN at step 0, an array for a batch), ``auxes``
@@ -185,7 +187,7 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
             result, _ = log(0, carry, np.float32(np.nan), [])
         for start in range(0, steps, chunk):
             with clock.steps():
-                carry, (losses, aux) = run(data, carry, jnp.int32(start), start + chunk <= steps)
+                carry, (losses, aux) = run(data, carry, jnp.int32(start), jnp.int32(steps), start + chunk <= steps)
             if start == 0:  # compiled (the call returns once the chunk is dispatched)
                 bar.set_description(desc)
                 bar.reset(total=steps)

@@ -92,8 +92,12 @@ def load_target(path, max_size: int | None = None) -> np.ndarray:
     if max_size is not None and max(rgba.size) > max_size:
         s = max_size / max(rgba.size)
         rgba = rgba.resize((max(1, round(rgba.width * s)), max(1, round(rgba.height * s))), Image.LANCZOS)
-    a = np.asarray(rgba, np.float32) / 255.0
-    return a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
+    return over_white(np.asarray(rgba, np.float32) / 255.0)
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """``[H, W, 4]`` straight RGBA in [0, 1] composed over white: ``[H, W, 3]``."""
+    return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
 
 
 def as_target_image(target, argname: str = "target"):

@@ -10,7 +10,7 @@ import numpy as np
 
 from diffbmp_jax.files import AtomicWriter, read_npz
 from diffbmp_jax.scene.primitives import FIELDS, Primitives
-from diffbmp_jax.io.images import read_rgba, to_uint8
+from diffbmp_jax.io.images import over_white, read_rgba, to_uint8
 from diffbmp_jax.io.video import subsample, write_frames
 
 __all__ = ["primitive_arrays", "save_params", "write_image_outputs", "SavedResult", "load_result"]
@@ -148,6 +148,6 @@ def load_result(folder) -> SavedResult:
             rgba, _ = read_rgba(png)
         except ValueError as e:
             raise ValueError(f"folder: {e}") from e
-        image = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+        image = over_white(rgba)
     return SavedResult(params=params, template=template, height=height, width=width, color_blend=color_blend,
                        image=image)

@@ -28,6 +28,7 @@ padded to a square and resized to the largest side; template ids are offset.
 
 from __future__ import annotations
 
+import functools
 import dataclasses
 import math
 import time
@@ -268,10 +269,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         return None, ({"psnr": f"{float(evaluate(static, data, carry[0])[1]):.2f}"} if progress else {})
 
     carry = (theta, make_optimizer(config, steps).init(theta))
-    def run(data, carry, start, full):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
-
-    carry, _ = run_chunks(run, data, carry, steps=steps, chunk=static.chunk,
+    carry, _ = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk,
                           log=log, progress=progress, desc="regions", watch=progress)
     # The final projection is the one the guarantee rests on (steps end with
     # one too; this also covers steps=0).

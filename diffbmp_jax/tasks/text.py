@@ -20,6 +20,7 @@ needs a per-pixel error, which a prompt does not give).
 
 from __future__ import annotations
 
+import functools
 import dataclasses
 import time
 from typing import Any, Callable, NamedTuple
@@ -252,10 +253,7 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
             callback(step, prm, image, {"loss": loss, "clip_score": score})
         return (image, score, prm), {"clip": f"{score:.3f}"}
 
-    def run(data, carry, start, full):
-        return run_fit_chunk(static, data, carry, start, jnp.int32(steps), full)
-
-    _, (image, score, params) = run_chunks(run, data, carry, steps=steps, chunk=static.chunk, log=log,
+    _, (image, score, params) = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk, log=log,
                                            progress=progress, desc="text")
     return TextFitResult(params=params, template=template, image=image, history=history, clip_score=score,
                          wall_time=time.perf_counter() - t0, config=config)
