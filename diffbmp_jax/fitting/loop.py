@@ -115,18 +115,12 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
 
     if group == length:
         return run_group(carry, ts)
-    if not past_end:  # no group to skip
-        carry, (loss, aux) = jax.lax.scan(run_group, carry, ts.reshape(length // group, group))
-        return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
-    shapes = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], carry, ts[:group])
+    def guarded_group(c, tg):  # a group wholly past the end is skipped
+        shapes = jax.eval_shape(lambda c, tg: run_group(c, tg)[1], c, tg)
+        return jax.lax.cond(tg[0] < steps, run_group, lambda c, tg: (c, _past_end(shapes)), c, tg)
 
-    def skip_group(c, tg):  # every step of the group is past the end
-        return c, _past_end(shapes)
-
-    def each_group(c, tg):
-        return jax.lax.cond(tg[0] < steps, run_group, skip_group, c, tg)
-
-    carry, (loss, aux) = jax.lax.scan(each_group, carry, ts.reshape(length // group, group))
+    body = guarded_group if past_end else run_group
+    carry, (loss, aux) = jax.lax.scan(body, carry, ts.reshape(length // group, group))
     return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
 
 
