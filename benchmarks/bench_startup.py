@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", nargs="?", choices=["demo", "fit"], default=None)
     ap.add_argument("--help-time", action="store_true", help="time `diffbmp-jax --help` (3 runs)")
-    ap.add_argument("--compiles", action="store_true", help="per-function compile table of the cold run")
+    ap.add_argument("--compiles", action="store_true", help="per-function compile table of the cold run (fit: every run)")
     ap.add_argument("--bench", default=os.environ.get("DIFFBMP_BENCH", "../shared/bench"))
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("-n", type=int, default=1000)
@@ -137,7 +137,7 @@ def main() -> None:
                 print(f"fit {label}: process {wall:.2f} s, fit {r['fit_s']:.2f} s (compiling {r['compile_s']:.2f} s, "
                       f"steps {r['step_s']:.2f} s), imports+loading {r['import_and_load_s']:.2f} s, "
                       f"PSNR {r['psnr']:.2f} dB, {r['backend']}")
-            if run == 0 and args.compiles:
+            if args.compiles and (run == 0 or args.what == "fit"):
                 print(span_table(spans))
 
 

@@ -6,7 +6,8 @@
 #
 # Variants: XLA's defaults; command buffers off; command buffers around while
 # loops and conditionals too (the whole chunk as one graph when every command in
-# it can be captured). Each line: profile_step.py --time (median of 20 chunks).
+# it can be captured); autotune: XLA's default gemm autotuning, which the
+# library turns off for its own programs (diffbmp_jax/rendering/compiling.py). Each line: profile_step.py --time (median of 20 chunks).
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 LABEL=${1:-build}
 BATCHES=${2:-"0 16"}
@@ -14,6 +15,7 @@ declare -A FLAGS=(
   [default]=""
   [off]="--xla_gpu_enable_command_buffer="
   [graphs]="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+  [autotune]="--xla_gpu_autotune_level=4"
 )
 cd /tmp || exit 1
 for variant in ${VARIANTS:-default off graphs}; do

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
@@ -130,7 +131,7 @@ def _local(scenes: Data, atlas: Atlas) -> Data:
     return scenes._replace(atlas=atlas, key=jax.random.wrap_key_data(scenes.key))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 7))
+@functools.partial(jit, static_argnums=(0, 1, 7))
 def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carry, start, steps, full: bool = False):
     """``static.chunk`` steps of every scene from step ``start`` of a run of ``steps``
     (int32 scalars; ``full``: the chunk ends by ``steps``, nothing masked):
@@ -157,7 +158,7 @@ def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carr
         scenes, atlas, carry, start, jnp.asarray(steps, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jit, static_argnums=(0, 1))
 def _evaluate_all(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, theta):
     """Final-style renders ``[B, H, W, 3]``, PSNR ``[B]`` and params of every scene."""
 

@@ -34,6 +34,7 @@ from diffbmp_jax.fitting.losses import check_weight_mask
 from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.fitting.optim import make_optimizer, to_params, to_theta
 from diffbmp_jax.io.images import as_target_image
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, check_count, split_alpha
@@ -87,6 +88,30 @@ def _initial_templates(choice: str, params: Primitives, template, atlas: Atlas, 
     return jnp.asarray(template, jnp.int32)
 
 
+# One compiled program for the whole start (a dozen small ones when run op by
+# op: each a compilation in a fresh process, and a cache lookup when warm).
+@functools.partial(jit, static_argnums=(0, 1, 2))
+def _start(config: FitConfig, n: int, unit: float, target, atlas: Atlas, key, steps, given):
+    """The fit's start: ``(maps, template [N], loop key, theta, optimiser state)``.
+
+    ``maps``: :func:`~diffbmp_jax.fitting.init.structure_maps` (respawn's
+    guides, and the structure-aware initialiser's); ``given``: checked
+    ``(params, template)`` of ``init_params``, or None for ``config.init``'s
+    initialiser; ``steps``: the run's length (int32 scalar, traced).
+    """
+    k_init, k_loop = jax.random.split(key)
+    maps = _init.structure_maps(target, n, coverage=config.coverage)
+    if given is None:
+        reuse = {"maps": maps} if config.init == "structure_aware" else {}
+        params, template = _init.INITIALIZERS[config.init](
+            target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity, **reuse)
+    else:
+        params, template = given
+    template = _initial_templates(config.templates, params, template, atlas, target, key)
+    theta = to_theta(params, unit)
+    return maps, template, k_loop, theta, make_optimizer(config, steps).init(theta)
+
+
 def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConfig, weight_mask=None,
             background_image=None, init_params=None) -> tuple[Static, Data, tuple]:
     """Checks the arguments of one fit and builds its start: ``(static, data, carry)``.
@@ -112,21 +137,14 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
     if config.color_blend > 0 and atlas.rgb is None:
         raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
 
-    k_init, k_loop = jax.random.split(key)
-    maps = _init.structure_maps(target, n, coverage=config.coverage)  # respawn guides, and the init's
-    if init_params is None:
-        reuse = {"maps": maps} if config.init == "structure_aware" else {}
-        params, template = _init.INITIALIZERS[config.init](
-            target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity, **reuse)
-    else:
-        params, template = _init.check_init_params(init_params, n, atlas)
-    template = _initial_templates(config.templates, params, template, atlas, target, key)
-    data = Data(target, alpha, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, weight,
-                bg_image, maps["scale"], maps["angle"], k_loop)
+    given = None if init_params is None else _init.check_init_params(init_params, n, atlas)
+    bitmaps = Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb)  # no names: they are not data
     unit = float(_init.base_scale(h, w, n, config.coverage))
-    theta = to_theta(params, unit)
+    maps, template, k_loop, theta, opt_state = _start(config, n, unit, target, bitmaps, key, jnp.int32(steps),
+                                                      given)
+    data = Data(target, alpha, bitmaps, template, weight, bg_image, maps["scale"], maps["angle"], k_loop)
     static = Static(config, h, w, config.log_every, unit)  # any length runs the same compiled chunk
-    carry = (theta, make_optimizer(config, steps).init(theta))
+    carry = (theta, opt_state)
     return static, data, carry
 
 

@@ -19,8 +19,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
-from diffbmp_jax.rendering.blur import gaussian_filter, kernel_radius
+from diffbmp_jax.rendering.blur import filter_matrix, kernel_radius
 from diffbmp_jax.rendering.api import check_params, check_template
 from diffbmp_jax.scene.primitives import Primitives, logit
 
@@ -112,7 +113,6 @@ def grid(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
     return params, _templates(key, num, atlas)
 
 
-@functools.partial(jax.jit, static_argnames=("num", "coverage", "floor", "scale_range"))
 def structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.15,
                    scale_range=(0.25, 2.0)) -> dict:
     """Per-pixel guides derived from the target's local detail.
@@ -136,7 +136,7 @@ def structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.
 
 # Compiled once per shape and settings: op by op, the maps cost ~0.2 s per
 # target on a GPU, which dominated the set-up of batched fits.
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+@functools.partial(jit, static_argnums=(1, 2, 3, 4))
 def _structure_maps(target, num: int, coverage: float, floor: float, scale_range: tuple) -> dict:
     h, w = target.shape[:2]
     lum = target @ _LUMA
@@ -149,13 +149,14 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
     sig = float(min(max(1.0, 0.5 * s0), 0.1 * max(h, w)))
     r = min(kernel_radius(sig), max(h, w) // 2 + 1)
 
-    def smooth(a):
-        return gaussian_filter(a, sig, r, axes=(0, 1), mode="reflect")
-
-    jxx, jxy, jyy = smooth(gx * gx), smooth(gx * gy), smooth(gy * gy)
+    # The five maps smoothed at once, as two products with filter matrices.
+    rows, cols = jnp.asarray(filter_matrix(h, sig, r, "reflect")), jnp.asarray(filter_matrix(w, sig, r, "reflect"))
+    highest = jax.lax.Precision.HIGHEST
+    stack = jnp.stack([gx * gx, gx * gy, gy * gy, lum, lum * lum])
+    stack = jnp.einsum("ij,cjk->cik", rows, stack, precision=highest)
+    jxx, jxy, jyy, mean, mean_sq = jnp.einsum("cik,lk->cil", stack, cols, precision=highest)
     grad = jnp.sqrt(jxx + jyy)
-    mean = smooth(lum)
-    std = jnp.sqrt(jnp.maximum(smooth(lum * lum) - mean * mean, 0.0))
+    std = jnp.sqrt(jnp.maximum(mean_sq - mean * mean, 0.0))
     detail = grad / (jnp.mean(grad) + 1e-8) + std / (jnp.mean(std) + 1e-8)
     detail = jnp.clip(detail / (jnp.percentile(detail, 99.0) + 1e-8), 0.0, 1.0)
     lo, hi = scale_range
@@ -163,9 +164,13 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
     # Dominant gradient orientation in image axes (y down) is
     # 0.5 * atan2(2 Jxy, Jxx - Jyy); on screen (counter-clockwise) it is the
     # negative of that, and the edge runs perpendicular to the gradient.
-    phi = 0.5 * jnp.arctan2(2.0 * jxy, jxx - jyy)
+    # Where the tensor is (nearly) isotropic -- flat areas, the diagonal of a
+    # corner -- there is no orientation, only rounding: those get phi = 0.
+    aniso = jnp.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy) > 1e-3 * (jxx + jyy) + 1e-12
+    phi = jnp.where(aniso, 0.5 * jnp.arctan2(2.0 * jxy, jxx - jyy), 0.0)
     angle = -phi + 0.5 * math.pi
     return {"prob": (floor + detail).reshape(-1), "scale": scale, "angle": angle, "detail": detail}
+
 
 
 def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
@@ -205,7 +210,7 @@ def _check_maps(maps, h: int, w: int) -> None:
                              f"got {tuple(jnp.shape(maps[k]))}")
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6))
+@functools.partial(jit, static_argnums=(5, 6))
 def _params_from_maps(target, kxy, prob, scale, angle, num: int, opacity: float) -> Primitives:
     h, w = target.shape[:2]
     xy = sample_pixels(prob, kxy, num, h, w)

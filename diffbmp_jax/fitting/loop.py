@@ -31,6 +31,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.timing import FitClock
 
 __all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record"]
@@ -124,7 +125,7 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7))
+@functools.partial(jit, static_argnums=(0, 1, 6, 7))
 def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None,
               full: bool = False):
     """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffbmp_jax import validation as V
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.rendering.reference import layers as _layers
@@ -157,7 +158,7 @@ def _template_losses_impl(params, template, mask, rgb, target, bg, color_blend, 
     return jax.lax.map(for_bitmap, jnp.arange(mask.shape[0])).T
 
 
-_template_losses = jax.jit(_template_losses_impl)
+_template_losses = jit(_template_losses_impl)
 
 
 def reassign_templates(params: Primitives, template, atlas: Atlas, target, *, color_blend: float = 0.0,

@@ -8,14 +8,16 @@ Everything here is plain JAX and works on traced ``sigma`` (inside ``jit``).
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.scene.atlas import Atlas
 
-__all__ = ["gaussian_kernel1d", "gaussian_filter", "blur_atlas", "blur_sigma", "kernel_radius"]
+__all__ = ["gaussian_kernel1d", "gaussian_filter", "filter_matrix", "blur_atlas", "blur_sigma", "kernel_radius"]
 
 
 def kernel_radius(sigma_max: float) -> int:
@@ -76,6 +78,37 @@ def gaussian_filter(x: jax.Array, sigma, radius: int, *, axes=(-2, -1), mode: st
     for ax in axes:
         x = _filter_axis(x, k, ax % x.ndim, mode)
     return x
+
+
+@functools.lru_cache(maxsize=32)
+def filter_matrix(n: int, sigma: float, radius: int, mode: str = "same") -> np.ndarray:
+    """``[n, n]`` float32 matrix ``F``: ``F @ x`` is :func:`gaussian_filter` of ``x`` along its first axis.
+
+    For a static ``sigma`` (pixels) and ``mode`` ``"same"`` (zero padding) or
+    ``"reflect"`` (``"edge"`` where ``n <= radius``, as :func:`gaussian_filter`).
+    Two products compile in a fraction of the time of ``2 * radius + 1``
+    shifted slices per axis (the structure maps filter five maps with radii of
+    20 texels and more), and cost ``O(n)`` per sample instead of ``O(radius)``.
+    """
+    if mode not in ("same", "reflect"):
+        raise ValueError(f"mode must be 'same' or 'reflect', got {mode!r}")
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-(taps * taps) / (2.0 * float(sigma) ** 2 + 1e-12))
+    k /= k.sum()
+    rows = np.repeat(np.arange(n), 2 * radius + 1)
+    src = (np.arange(n)[:, None] + taps[None, :].astype(np.int64)).reshape(-1)
+    weights = np.tile(k, n)
+    if mode == "same":
+        inside = (src >= 0) & (src < n)
+        rows, src, weights = rows[inside], src[inside], weights[inside]
+    elif n > radius:  # reflect about the end samples, which are not repeated
+        src = np.abs(src)
+        src = np.where(src > n - 1, 2 * (n - 1) - src, src)
+    else:
+        src = np.clip(src, 0, n - 1)
+    out = np.zeros((n, n), np.float64)
+    np.add.at(out, (rows, src), weights)
+    return out.astype(np.float32)
 
 
 def blur_atlas(atlas: Atlas, sigma, radius: int) -> Atlas:

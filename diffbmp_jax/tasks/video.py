@@ -34,6 +34,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting import init as _init
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.fitting.cache import enable_compilation_cache
@@ -203,7 +204,7 @@ def _dead(static: Static, theta: Theta) -> np.ndarray:
     return invisible(theta, static.cfg, static.height, static.width, static.unit, xp=np)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jit, static_argnums=0)
 def _respawn_now(static, data, theta, image, key):
     """Respawns the invisible primitives of ``theta`` against ``image`` before a frame's run."""
     opt_state = make_optimizer(static.cfg, static.chunk).init(theta)  # init reads no schedule

@@ -1,0 +1,60 @@
+"""How the library compiles its own programs: :func:`jit` with the XLA options they need.
+
+Every program the package compiles itself (a fit's chunk of steps, the
+closing render, the set-up, the exporters' renders) goes through :func:`jit`.
+Functions users compose into their own ``jax.jit`` are untouched.
+
+The option set, :data:`COMPILER_OPTIONS`:
+
+* ``xla_gpu_autotune_level=0``: XLA's GPU compiler otherwise times dozens of
+  candidate configurations for every matrix product of a new shape. Ours are
+  small (the mip pyramid's level filters, the structure maps' Gaussian
+  products); on the H200 their autotuning was about 6.5 s of a 22 s cold
+  start, for a step time that did not move (``benchmarks/RESULTS.md``).
+  Ignored by the CPU compiler.
+
+A user's own ``XLA_FLAGS`` win: an option named there is left out here, so
+``XLA_FLAGS=--xla_gpu_autotune_level=4`` restores XLA's default tuning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+
+__all__ = ["COMPILER_OPTIONS", "jit"]
+
+
+def _options() -> dict:
+    flags = os.environ.get("XLA_FLAGS", "")
+    wanted = {"xla_gpu_autotune_level": 0}
+    return {k: v for k, v in wanted.items() if f"--{k}" not in flags}
+
+
+COMPILER_OPTIONS: dict = _options()
+"""XLA options of every program compiled by :func:`jit` (read once, at import)."""
+
+
+def jit(fun=None, **kwargs):
+    """``jax.jit`` with :data:`COMPILER_OPTIONS`; usable as a decorator, bare or with arguments.
+
+    XLA options belong to a whole program, so ``jax.jit`` accepts them on the
+    outermost function only: called with traced arguments (inside a caller's
+    ``jit``, ``vmap`` or ``grad``) the function runs as a plain ``jax.jit`` and
+    becomes part of the caller's program. ``.lower`` (and ``._cache_size``) are
+    the top-level form's.
+    """
+    if fun is None:
+        return functools.partial(jit, **kwargs)
+    top = jax.jit(fun, compiler_options=COMPILER_OPTIONS or None, **kwargs)
+    nested = jax.jit(fun, **kwargs)
+
+    @functools.wraps(fun)
+    def call(*args, **kw):
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kw)))
+        return (nested if traced else top)(*args, **kw)
+
+    call.lower, call._cache_size = top.lower, top._cache_size  # the top-level form's
+    return call
