@@ -130,12 +130,25 @@ def check_count(name: str, v, minimum: int) -> int:
     return int(v)
 
 
+def _seed_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` built on the host: the same key, without compiling a seeding program.
+
+    The default (threefry) key of ``seed`` is the words ``[seed >> 32, seed & 0xffffffff]``, with
+    64-bit seeds, or ``[0, seed & 0xffffffff]`` when JAX runs without x64. Other PRNG
+    implementations go through ``jax.random.key``.
+    """
+    if jax.config.jax_default_prng_impl != "threefry2x32":
+        return jax.random.key(seed)
+    high = (seed >> 32) & 0xFFFFFFFF if jax.config.jax_enable_x64 else 0
+    return jax.random.wrap_key_data(jax.device_put(np.array([high, seed & 0xFFFFFFFF], np.uint32)))
+
+
 def as_key(key) -> jax.Array:
     """A typed ``jax.random.key`` from a key, raw ``uint32`` key data, or an int seed."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if not -2**63 <= int(key) < 2**63:
             raise ValueError(f"key: an int seed must fit in 64 bits (-2**63 <= seed < 2**63), got {int(key)}")
-        return jax.random.key(int(key))
+        return _seed_key(int(key))
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax.random.key (or an int seed), got {type(key).__name__}")
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -184,6 +197,7 @@ def split_alpha(target) -> tuple[jax.Array, jax.Array | None]:
     alpha = None
     if a.shape[-1] == 4:
         if np.any(a[..., 3] < 1.0):
-            alpha = jnp.asarray(a[..., 3])
+            alpha = jax.device_put(np.ascontiguousarray(a[..., 3]))
         a = a[..., :3]
-    return jnp.asarray(a), alpha
+    # device_put, not jnp.asarray: that compiles a copy program for every new shape.
+    return jax.device_put(np.ascontiguousarray(a, np.float32)), alpha

@@ -88,3 +88,13 @@ def test_bad_numbers_and_config(tmp_path, target_png):
     _bad(tmp_path, base + ["--config", str(cfg)], ValueError, "config")
     _bad(tmp_path, base + ["--config", str(tmp_path / "missing.toml")], FileNotFoundError, "config")
     _bad(tmp_path, base + ["--export", "png,nosuchformat"], ValueError, "export")
+
+
+def test_the_cli_asks_for_gpu_memory_on_demand_unless_told(tmp_path, monkeypatch):
+    """The CLI owns its process: XLA_PYTHON_CLIENT_PREALLOCATE defaults to false, a user's value stays."""
+    monkeypatch.delenv(cli.PREALLOCATE_ENV, raising=False)
+    assert cli.main(["fit", str(tmp_path / "nope.png"), "--stamps", STAMPS, "-o", str(tmp_path / "o")]) == 2
+    assert cli.os.environ[cli.PREALLOCATE_ENV] == "false"
+    monkeypatch.setenv(cli.PREALLOCATE_ENV, "true")
+    cli.own_process_defaults()
+    assert cli.os.environ[cli.PREALLOCATE_ENV] == "true"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 import pytest
 
 import diffbmp_jax as db
@@ -87,3 +88,26 @@ def test_history_has_no_nan_and_is_valid_json():
     r = db.fit(target, atlas, num_primitives=6, steps=4, key=jax.random.key(0), progress=False, log_every=2)
     assert r.history["loss"][0] is None and all(np.isfinite(r.history["loss"][1:]))
     json.loads(json.dumps(r.history, allow_nan=False))
+
+
+def test_the_host_start_equals_the_compiled_one():
+    """prepare's start is built on the host: host_theta is to_theta, initial_state is optimizer.init."""
+    from diffbmp_jax.fitting.config import resolve_config
+    from diffbmp_jax.fitting.optim import host_theta, initial_state, make_optimizer, to_theta
+    rng = np.random.default_rng(5)
+    params = db.Primitives(xy=rng.uniform(0, 30, (7, 2)).astype(np.float32),
+                           scale=rng.uniform(1, 5, 7).astype(np.float32),
+                           rotation=rng.uniform(-3, 3, 7).astype(np.float32),
+                           opacity_logit=rng.normal(size=7).astype(np.float32),
+                           color_logit=rng.normal(size=(7, 3)).astype(np.float32))
+    theta = host_theta(params, 4.5)
+    for got, want in zip(theta, to_theta(params, 4.5)):
+        assert got.dtype == want.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    for cfg in (resolve_config(None, {}), resolve_config(None, {"lr_schedule": "constant", "warmup_steps": 3})):
+        opt = make_optimizer(cfg, 40)
+        got, want = initial_state(opt, theta), opt.init(theta)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

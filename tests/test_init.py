@@ -72,16 +72,27 @@ def test_bad_arguments():
 
 def test_structure_aware_with_precomputed_maps_is_the_same():
     target, atlas, key = _target(), _atlas(), jax.random.key(4)
-    maps = init.structure_maps(target, 50, coverage=2.0)
+    maps = init.host_structure_maps(target, 50, coverage=2.0)
     a, ta = init.structure_aware(target, atlas, 50, key, coverage=2.0)
     b, tb = init.structure_aware(target, atlas, 50, key, coverage=2.0, maps=maps)
     np.testing.assert_array_equal(np.asarray(ta), np.asarray(tb))
     for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit"):
         np.testing.assert_allclose(np.asarray(getattr(a, f)), np.asarray(getattr(b, f)), atol=1e-6)
     # Other maps give other positions: the argument is used.
-    other = init.structure_maps(target[:, ::-1], 50, coverage=2.0)
+    other = init.host_structure_maps(target[:, ::-1], 50, coverage=2.0)
     c, _ = init.structure_aware(target, atlas, 50, key, coverage=2.0, maps=other)
     assert not np.allclose(np.asarray(a.xy), np.asarray(c.xy))
+
+
+def test_host_structure_maps_are_the_jax_ones():
+    """The fit's set-up computes the maps in NumPy; structure_maps (traceable) gives the same."""
+    target = np.random.default_rng(3).uniform(size=(40, 52, 3)).astype(np.float32)
+    target[:, :20] = 0.5  # a flat part, where only rounding would pick an orientation
+    host, dev = init.host_structure_maps(target, 60), init.structure_maps(target, 60)
+    for k in ("prob", "scale", "angle", "detail"):
+        assert host[k].dtype == np.float32 and host[k].shape == dev[k].shape
+        np.testing.assert_allclose(host[k], np.asarray(dev[k]), atol=2e-4 * max(1.0, float(np.abs(host[k]).max())))
+    np.testing.assert_array_equal(host["angle"][:, :9], np.float32(0.5 * np.pi))  # no orientation where flat
 
 
 def test_structure_aware_rejects_maps_of_another_target():

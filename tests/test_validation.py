@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
+from diffbmp_jax import validation as V
 
 
 @pytest.fixture
@@ -145,3 +146,26 @@ def test_bad_values_inside_jit_are_harmless():
     np.testing.assert_allclose(np.asarray(a), np.asarray(a2), atol=1e-6)
     g = jax.grad(lambda p: jnp.sum(f(p, template)[0]))(params)
     assert np.all(np.isfinite(np.asarray(g.xy)))
+
+
+_COMPILED = []  # names of the functions XLA compiled since the listener was registered
+
+
+@pytest.fixture(scope="module")
+def compile_log():
+    jax.monitoring.register_event_time_span_listener(
+        lambda event, *_, **kw: _COMPILED.append(kw.get("fun_name")) if event.endswith("backend_compile_duration")
+        else None)
+    return _COMPILED
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**31, 2**32 + 7, -1, -2**40, 2**63 - 1, -2**63])
+def test_int_seed_gives_jax_random_key_without_compiling(seed, compile_log):
+    """as_key(int) is jax.random.key(int), built on the host (no seeding program compiled)."""
+    jax.clear_caches()  # so that a seeding program would compile again here
+    compile_log.clear()
+    key = V.as_key(seed)
+    assert not compile_log, compile_log
+    want = jax.random.key(seed)
+    assert key.dtype == want.dtype
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(key)), np.asarray(jax.random.key_data(want)))

@@ -145,7 +145,7 @@ def run_fit(args) -> dict:
             frames.append(to_uint8(image))
 
     result = fit(target, atlas, num_primitives=opts["num_primitives"], steps=opts["steps"],
-                 key=jax.random.key(opts["seed"]), config=config, progress=opts["progress"], callback=collect)
+                 key=opts["seed"], config=config, progress=opts["progress"], callback=collect)
 
     interrupt.check()
     with AtomicWriter(out) as writer:
@@ -173,6 +173,20 @@ def _per_step(seconds: float, steps: int) -> str:
     return f", {1e3 * seconds / steps:.1f} ms/step" if steps else ""
 
 
+PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
+
+
+def own_process_defaults() -> None:
+    """Settings for a process the CLI owns, each left alone where the user set it.
+
+    GPU memory on demand (``XLA_PYTHON_CLIENT_PREALLOCATE=false``): JAX grabs
+    75 % of a GPU's memory when it starts, which took 2.4 s of a 7 s run on an
+    H200 (139 GiB; ``benchmarks/RESULTS.md``); one fit needs far less. JAX
+    reads the variable when its GPU client starts, so this must run first.
+    """
+    os.environ.setdefault(PREALLOCATE_ENV, "false")
+
+
 def run(argv=None) -> dict:
     """Runs the command line; raises ValueError/TypeError/FileNotFoundError on bad input.
 
@@ -182,6 +196,7 @@ def run(argv=None) -> dict:
     configure(quiet=args.quiet, verbose=args.verbose)
     if args.quiet:
         args.progress = False
+    own_process_defaults()
     # Before anything compiles (JAX settles whether to use the cache at its first compilation).
     from diffbmp_jax.fitting.cache import CACHE_ENV, enable_compilation_cache
     if getattr(args, "cache", True) is False:

@@ -117,7 +117,7 @@ def run_batch(args) -> dict:
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
                                font=opts["font"], emoji_font=opts["emoji_font"])
     n, steps, scale = opts["num_primitives"], opts["steps"], opts["export_scale"]
-    res = fit_batch(targets, atlas, num_primitives=n, steps=steps, key=jax.random.key(opts["seed"]),
+    res = fit_batch(targets, atlas, num_primitives=n, steps=steps, key=opts["seed"],
                     config=config, devices=devices, progress=opts["progress"])
 
     h, w = targets.shape[1:3]

@@ -92,7 +92,6 @@ def run_text(args) -> dict:
     _check_text_options(opts)
     out = check_options(opts)
 
-    import jax
     from diffbmp_jax import stamps
     from diffbmp_jax.clip import load_clip
     from diffbmp_jax.fitting.config import FitConfig
@@ -120,7 +119,7 @@ def run_text(args) -> dict:
 
     n, steps = opts["num_primitives"], opts["steps"]
     result = fit_text(args.prompt, atlas, model=model, num_primitives=n, steps=steps,
-                      key=jax.random.key(opts["seed"]), height=height, width=width,
+                      key=opts["seed"], height=height, width=width,
                       negative_prompts=opts["negative"] or None, target=target, text_weight=opts["text_weight"],
                       image_weight=opts["image_weight"], num_cutouts=opts["cutouts"], config=config,
                       progress=opts["progress"], callback=collect)

@@ -139,7 +139,6 @@ def run_video(args) -> dict:
         raise ValueError("--export-scale: a side-by-side video is written at the input's size; "
                          "drop --side-by-side or --export-scale")
 
-    import jax
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.config import FitConfig
     from diffbmp_jax.files import AtomicWriter
@@ -154,7 +153,7 @@ def run_video(args) -> dict:
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
                                font=opts["font"], emoji_font=opts["emoji_font"])
     res = fit_video(frames, atlas, num_primitives=opts["num_primitives"], steps=opts["steps"],
-                    steps_next=opts["steps_next"], key=jax.random.key(opts["seed"]), config=config,
+                    steps_next=opts["steps_next"], key=opts["seed"], config=config,
                     freeze=opts["freeze"], temporal_weight=opts["temporal_weight"], batch=opts["batch"],
                     progress=opts["progress"])
     t, h, w = frames.shape[:3]
@@ -230,7 +229,6 @@ def run_regions(args) -> dict:
     out = check_options(opts, optional_size=True)
     specs = [parse_region(s) for s in opts["region"]]
 
-    import jax
     from PIL import Image
     from diffbmp_jax import stamps
     from diffbmp_jax.fitting.config import FitConfig
@@ -246,7 +244,7 @@ def run_regions(args) -> dict:
     groups = [(m, stamps.load_stamps([spec], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
                                      font=opts["font"], emoji_font=opts["emoji_font"]), n)
               for m, (_, spec, n) in zip(masks, specs)]
-    res = fit_regions(target, groups, steps=opts["steps"], key=jax.random.key(opts["seed"]), config=config,
+    res = fit_regions(target, groups, steps=opts["steps"], key=opts["seed"], config=config,
                       margin=opts["margin"], progress=opts["progress"])
     scale = opts["export_scale"]
     exports = extra_formats(opts["export"], scale)

@@ -32,9 +32,8 @@ from diffbmp_jax.fitting.loop import record, run_chunks
 from diffbmp_jax.fitting.timing import FitClock
 from diffbmp_jax.fitting.losses import check_weight_mask
 from diffbmp_jax.fitting.metrics import score_ssim
-from diffbmp_jax.fitting.optim import make_optimizer, to_params, to_theta
+from diffbmp_jax.fitting.optim import host_theta, initial_state, make_optimizer, to_params
 from diffbmp_jax.io.images import as_target_image
-from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, check_count, split_alpha
@@ -88,30 +87,6 @@ def _initial_templates(choice: str, params: Primitives, template, atlas: Atlas, 
     return jnp.asarray(template, jnp.int32)
 
 
-# One compiled program for the whole start (a dozen small ones when run op by
-# op: each a compilation in a fresh process, and a cache lookup when warm).
-@functools.partial(jit, static_argnums=(0, 1, 2))
-def _start(config: FitConfig, n: int, unit: float, target, atlas: Atlas, key, steps, given):
-    """The fit's start: ``(maps, template [N], loop key, theta, optimiser state)``.
-
-    ``maps``: :func:`~diffbmp_jax.fitting.init.structure_maps` (respawn's
-    guides, and the structure-aware initialiser's); ``given``: checked
-    ``(params, template)`` of ``init_params``, or None for ``config.init``'s
-    initialiser; ``steps``: the run's length (int32 scalar, traced).
-    """
-    k_init, k_loop = jax.random.split(key)
-    maps = _init.structure_maps(target, n, coverage=config.coverage)
-    if given is None:
-        reuse = {"maps": maps} if config.init == "structure_aware" else {}
-        params, template = _init.INITIALIZERS[config.init](
-            target, atlas, n, k_init, coverage=config.coverage, opacity=config.init_opacity, **reuse)
-    else:
-        params, template = given
-    template = _initial_templates(config.templates, params, template, atlas, target, key)
-    theta = to_theta(params, unit)
-    return maps, template, k_loop, theta, make_optimizer(config, steps).init(theta)
-
-
 def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConfig, weight_mask=None,
             background_image=None, init_params=None) -> tuple[Static, Data, tuple]:
     """Checks the arguments of one fit and builds its start: ``(static, data, carry)``.
@@ -137,14 +112,25 @@ def prepare(target, atlas: Atlas, *, num_primitives, steps, key, config: FitConf
     if config.color_blend > 0 and atlas.rgb is None:
         raise ValueError("config.color_blend > 0 needs an atlas with rgb colours (Atlas.rgb is None)")
 
-    given = None if init_params is None else _init.check_init_params(init_params, n, atlas)
+    # The start is made on the host (NumPy): nothing in it is compiled, the
+    # first program a fit compiles is its chunk of steps.
+    maps = _init.host_structure_maps(target, n, coverage=config.coverage)  # respawn guides, and the init's
+    if init_params is not None:
+        params, template = _init.check_init_params(init_params, n, atlas)
+    elif config.init == "structure_aware":
+        params, template = _init.structure_aware(target, atlas, n, key, coverage=config.coverage,
+                                                 opacity=config.init_opacity, maps=maps)
+    else:  # the other initialisers draw with jax.random
+        params, template = _init.INITIALIZERS[config.init](
+            target, atlas, n, _init.host_subkey(key, 2), coverage=config.coverage, opacity=config.init_opacity)
+    template = _initial_templates(config.templates, params, template, atlas, target, key)
     bitmaps = Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb)  # no names: they are not data
     unit = float(_init.base_scale(h, w, n, config.coverage))
-    maps, template, k_loop, theta, opt_state = _start(config, n, unit, target, bitmaps, key, jnp.int32(steps),
-                                                      given)
-    data = Data(target, alpha, bitmaps, template, weight, bg_image, maps["scale"], maps["angle"], k_loop)
+    theta = host_theta(params, unit)
+    data = Data(target, alpha, bitmaps, template, weight, bg_image, jax.device_put(maps["scale"]),
+                jax.device_put(maps["angle"]), _init.host_subkey(key, 1))
     static = Static(config, h, w, config.log_every, unit)  # any length runs the same compiled chunk
-    carry = (theta, opt_state)
+    carry = (theta, initial_state(make_optimizer(config, steps), theta))
     return static, data, carry
 
 
@@ -243,7 +229,7 @@ def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight
     def log(step, carry, loss, counts):  # counts: respawn counts per step, one array per chunk
         image, p, prm = evaluate(static, current["data"], carry[0])
         p = float(p)
-        loss = record(history, step, loss, t0, psnr=p, respawned=int(sum(np.sum(c) for c in counts)),
+        loss = record(history, step, loss, t0, psnr=p, respawned=int(sum(np.sum(np.asarray(c)) for c in counts)),
                       reassigned=current["reassigned"])
         current["reassigned"] = 0
         if callback is not None:

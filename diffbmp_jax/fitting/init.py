@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
@@ -26,9 +27,9 @@ from diffbmp_jax.rendering.api import check_params, check_template
 from diffbmp_jax.scene.primitives import Primitives, logit
 
 __all__ = ["logit", "check_init_params", "random", "grid", "structure_aware", "INITIALIZERS", "base_scale", "structure_maps",
-           "sample_pixels", "sample_colors", "logit"]
+           "host_structure_maps", "host_rng", "host_subkey", "sample_pixels", "sample_colors"]
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # host constant: a jnp one is a device op at import
 
 
 def base_scale(height: int, width: int, num: int, coverage: float = 3.0) -> float:
@@ -64,12 +65,12 @@ def _templates(key, num: int, atlas: Atlas) -> jax.Array:
     return jax.random.randint(key, (num,), 0, atlas.num, dtype=jnp.int32)
 
 
-def _check(target, atlas, num):
+def _check(target, atlas, num, xp=jnp):
     if not isinstance(atlas, Atlas):
         raise TypeError(f"atlas must be a diffbmp_jax.Atlas, got {type(atlas).__name__}")
     if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
         raise ValueError(f"num_primitives must be a positive int, got {num!r}")
-    target = jnp.asarray(target, jnp.float32)
+    target = xp.asarray(target, xp.float32)
     if target.ndim != 3 or target.shape[-1] != 3:
         raise ValueError(f"target must have shape (H, W, 3), got {tuple(target.shape)}")
     return target
@@ -129,19 +130,30 @@ def structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.
       ``angle [H, W]``: radians (counter-clockwise on screen) of the local
         edge direction, from the smoothed structure tensor,
       ``detail [H, W]`` in [0, 1].
+    Traceable (``jit``, ``vmap``); :func:`host_structure_maps` is the same in NumPy.
     """
     return _structure_maps(jnp.asarray(target, jnp.float32), int(num), float(coverage), float(floor),
                            tuple(float(v) for v in scale_range))
 
 
-# Compiled once per shape and settings: op by op, the maps cost ~0.2 s per
-# target on a GPU, which dominated the set-up of batched fits.
-@functools.partial(jit, static_argnums=(1, 2, 3, 4))
-def _structure_maps(target, num: int, coverage: float, floor: float, scale_range: tuple) -> dict:
+def host_structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.15,
+                        scale_range=(0.25, 2.0)) -> dict:
+    """:func:`structure_maps` computed on the host in NumPy (float32 arrays).
+
+    A fit's set-up uses this one: at 512 px it takes tens of milliseconds, where
+    compiling the JAX version took 2.4 s on a GPU (and a cache lookup warm).
+    """
+    target = np.asarray(target, np.float32)
+    maps = _maps(target, int(num), float(coverage), float(floor), tuple(float(v) for v in scale_range), np)
+    return {k: np.asarray(v, np.float32) for k, v in maps.items()}
+
+
+def _maps(target, num: int, coverage: float, floor: float, scale_range: tuple, xp) -> dict:
+    """The maps of :func:`structure_maps` with array module ``xp`` (``jax.numpy`` or ``numpy``)."""
     h, w = target.shape[:2]
     lum = target @ _LUMA
     # Forward differences: unlike central ones they also see 2-pixel stripes.
-    p = jnp.pad(lum, ((0, 1), (0, 1)), mode="edge")
+    p = xp.pad(lum, ((0, 1), (0, 1)), mode="edge")
     gx = p[:-1, 1:] - p[:-1, :-1]
     gy = p[1:, :-1] - p[:-1, :-1]
     s0 = base_scale(h, w, num, coverage)
@@ -149,16 +161,18 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
     sig = float(min(max(1.0, 0.5 * s0), 0.1 * max(h, w)))
     r = min(kernel_radius(sig), max(h, w) // 2 + 1)
 
-    # The five maps smoothed at once, as two products with filter matrices.
-    rows, cols = jnp.asarray(filter_matrix(h, sig, r, "reflect")), jnp.asarray(filter_matrix(w, sig, r, "reflect"))
-    highest = jax.lax.Precision.HIGHEST
-    stack = jnp.stack([gx * gx, gx * gy, gy * gy, lum, lum * lum])
-    stack = jnp.einsum("ij,cjk->cik", rows, stack, precision=highest)
-    jxx, jxy, jyy, mean, mean_sq = jnp.einsum("cik,lk->cil", stack, cols, precision=highest)
-    grad = jnp.sqrt(jxx + jyy)
-    std = jnp.sqrt(jnp.maximum(mean_sq - mean * mean, 0.0))
-    detail = grad / (jnp.mean(grad) + 1e-8) + std / (jnp.mean(std) + 1e-8)
-    detail = jnp.clip(detail / (jnp.percentile(detail, 99.0) + 1e-8), 0.0, 1.0)
+    # The five maps smoothed at once, as two products with filter matrices
+    # (in full float32 on GPUs too, where JAX's default would be TF32).
+    matmul = np.matmul if xp is np else functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    rows, cols = filter_matrix(h, sig, r, "reflect"), filter_matrix(w, sig, r, "reflect")
+    stack = matmul(matmul(rows, xp.stack([gx * gx, gx * gy, gy * gy, lum, lum * lum])), cols.T)
+    jxx, jxy, jyy, mean, mean_sq = stack
+    grad = xp.sqrt(jxx + jyy)
+    # Variance as E[x^2] - E[x]^2 cancels: below a few float32 roundings of E[x^2]
+    # (a 0.1/255 std) it is rounding, not texture, and counts as none.
+    std = xp.sqrt(xp.maximum(mean_sq - mean * mean - 5e-7 * mean_sq, 0.0))
+    detail = grad / (xp.mean(grad) + 1e-8) + std / (xp.mean(std) + 1e-8)
+    detail = xp.clip(detail / (xp.percentile(detail, 99.0) + 1e-8), 0.0, 1.0)
     lo, hi = scale_range
     scale = s0 * (hi - (hi - lo) * detail)
     # Dominant gradient orientation in image axes (y down) is
@@ -166,11 +180,17 @@ def _structure_maps(target, num: int, coverage: float, floor: float, scale_range
     # negative of that, and the edge runs perpendicular to the gradient.
     # Where the tensor is (nearly) isotropic -- flat areas, the diagonal of a
     # corner -- there is no orientation, only rounding: those get phi = 0.
-    aniso = jnp.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy) > 1e-3 * (jxx + jyy) + 1e-12
-    phi = jnp.where(aniso, 0.5 * jnp.arctan2(2.0 * jxy, jxx - jyy), 0.0)
+    aniso = xp.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy) > 1e-3 * (jxx + jyy) + 1e-12
+    phi = xp.where(aniso, 0.5 * xp.arctan2(2.0 * jxy, jxx - jyy), 0.0)
     angle = -phi + 0.5 * math.pi
     return {"prob": (floor + detail).reshape(-1), "scale": scale, "angle": angle, "detail": detail}
 
+
+# Compiled once per shape and settings: op by op, the maps cost ~0.2 s per
+# target on a GPU, which dominated the set-up of batched fits.
+@functools.partial(jit, static_argnums=(1, 2, 3, 4))
+def _structure_maps(target, num: int, coverage: float, floor: float, scale_range: tuple) -> dict:
+    return _maps(target, num, coverage, floor, scale_range, jnp)
 
 
 def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.0,
@@ -184,19 +204,63 @@ def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.
     opacity starts low (``opacity``) so that the optimiser builds up coverage.
     Primitives are ordered largest first, so small detail stamps paint on top.
 
-    ``maps``: this target's :func:`structure_maps` for the same ``num``,
-    ``coverage``, ``floor`` and ``scale_range``, when the caller has them
-    already (the fit keeps them as respawn guides); computed otherwise.
+    ``maps``: this target's :func:`structure_maps` (or
+    :func:`host_structure_maps`) for the same ``num``, ``coverage``, ``floor``
+    and ``scale_range``, when the caller has them already (the fit keeps them
+    as respawn guides); computed otherwise.
+
+    Runs on the host in NumPy (nothing to compile: it is every fit's start),
+    with draws seeded by ``key``'s data; concrete arguments only.
     """
-    target = _check(target, atlas, num)
+    target = _check(target, atlas, num, np)
+    h, w = target.shape[:2]
     if maps is None:
-        maps = structure_maps(target, num, coverage=coverage, floor=floor, scale_range=scale_range)
+        maps = host_structure_maps(target, num, coverage=coverage, floor=floor, scale_range=scale_range)
     else:
-        _check_maps(maps, *target.shape[:2])
-    kxy, kt = jax.random.split(key)
-    params = _params_from_maps(target, kxy, maps["prob"], maps["scale"], maps["angle"], int(num),
-                               float(opacity))
-    return params, _templates(kt, num, atlas)
+        _check_maps(maps, h, w)
+    rng = host_rng(key)
+    prob, scale, angle = (np.asarray(maps[k], np.float64) for k in ("prob", "scale", "angle"))
+    # Inverse-CDF draws (as sample_pixels) and nearest-pixel lookups (as sample_colors).
+    cdf = np.cumsum(prob)
+    idx = np.clip(np.searchsorted(cdf, rng.uniform(size=num) * cdf[-1], side="right"), 0, h * w - 1)
+    xy = np.stack([idx % w, idx // w], -1) + rng.uniform(-0.5, 0.5, size=(num, 2))
+    ix = np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)
+    iy = np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1)
+    s, rot, col = scale[iy, ix], angle[iy, ix], target[iy, ix]
+    order = np.argsort(-s, kind="stable")  # big (flat-region) stamps at the bottom
+    eps = 0.02
+    col = np.clip(col[order], eps, 1.0 - eps)
+    params = Primitives(xy=jax.device_put(xy[order].astype(np.float32)),
+                        scale=jax.device_put(s[order].astype(np.float32)),
+                        rotation=jax.device_put(rot[order].astype(np.float32)),
+                        opacity_logit=jax.device_put(np.full((num,), host_logit(opacity, eps), np.float32)),
+                        color_logit=jax.device_put(host_logit(col, eps)))
+    template = jax.device_put(rng.integers(0, atlas.num, size=num).astype(np.int32))
+    return params, template
+
+
+def _seed_sequence(key, stream: int) -> np.random.SeedSequence:
+    words = np.asarray(jax.random.key_data(key), np.uint32).reshape(-1)
+    return np.random.SeedSequence([int(v) for v in words] + [0x6469_6662, int(stream)])
+
+
+def host_rng(key, stream: int = 0) -> np.random.Generator:
+    """A NumPy generator seeded by a ``jax.random`` key's data and a ``stream`` number
+    (host draws, deterministic in both)."""
+    return np.random.default_rng(_seed_sequence(key, stream))
+
+
+def host_subkey(key, stream: int) -> jax.Array:
+    """A ``jax.random`` key derived from ``key`` on the host, one per ``stream`` number (like
+    ``fold_in``, but without compiling a program); independent of :func:`host_rng`'s draws."""
+    words = _seed_sequence(key, stream).generate_state(2, np.uint32)
+    return jax.random.wrap_key_data(jax.device_put(words), impl=jax.random.key_impl(key))
+
+
+def host_logit(p, eps: float) -> np.ndarray:
+    """:func:`~diffbmp_jax.scene.primitives.logit` in NumPy (float32)."""
+    p = np.clip(np.asarray(p, np.float32), eps, 1.0 - eps)
+    return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
 
 def _check_maps(maps, h: int, w: int) -> None:
@@ -208,18 +272,6 @@ def _check_maps(maps, h: int, w: int) -> None:
         if tuple(jnp.shape(maps[k])) != shape:
             raise ValueError(f"maps['{k}'] must have shape {shape} for this {h}x{w} target, "
                              f"got {tuple(jnp.shape(maps[k]))}")
-
-
-@functools.partial(jit, static_argnums=(5, 6))
-def _params_from_maps(target, kxy, prob, scale, angle, num: int, opacity: float) -> Primitives:
-    h, w = target.shape[:2]
-    xy = sample_pixels(prob, kxy, num, h, w)
-    s = sample_colors(scale[..., None], xy)[:, 0]
-    rot = sample_colors(angle[..., None], xy)[:, 0]
-    col = sample_colors(target, xy)
-    order = jnp.argsort(-s)  # big (flat-region) stamps at the bottom
-    return Primitives(xy=xy[order], scale=s[order], rotation=rot[order],
-                      opacity_logit=jnp.full((num,), logit(opacity, 0.02)), color_logit=logit(col[order], 0.02))
 
 
 INITIALIZERS = {"random": random, "grid": grid, "structure_aware": structure_aware}

@@ -182,7 +182,7 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
             result, _ = log(0, carry, np.float32(np.nan), [])
         for start in range(0, steps, chunk):
             with clock.steps():
-                carry, (losses, aux) = run(data, carry, jnp.int32(start), jnp.int32(steps), start + chunk <= steps)
+                carry, (losses, aux) = run(data, carry, np.int32(start), np.int32(steps), start + chunk <= steps)
             if start == 0:  # compiled (the call returns once the chunk is dispatched)
                 bar.set_description(desc)
                 bar.reset(total=steps)

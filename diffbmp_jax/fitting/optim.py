@@ -14,6 +14,7 @@ import functools
 import math
 from typing import NamedTuple
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,7 +23,7 @@ from diffbmp_jax.fitting.config import FitConfig
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.fitting.schedules import lr_multiplier
 
-__all__ = ["Theta", "to_theta", "to_params", "make_optimizer", "finite_grads", "clamp_theta"]
+__all__ = ["Theta", "to_theta", "host_theta", "initial_state", "to_params", "make_optimizer", "finite_grads", "clamp_theta"]
 
 
 class Theta(NamedTuple):
@@ -42,6 +43,22 @@ def to_theta(p: Primitives, unit: float) -> Theta:
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return Theta(f32(p.xy) / f32(unit), jnp.log(f32(p.scale)), f32(p.rotation), f32(p.opacity_logit),
                  f32(p.color_logit))
+
+
+def host_theta(p: Primitives, unit: float) -> Theta:
+    """:func:`to_theta` computed on the host (NumPy), then put on the device: no program to compile."""
+    f32 = functools.partial(np.asarray, dtype=np.float32)
+    fields = (f32(p.xy) / np.float32(unit), np.log(f32(p.scale)), f32(p.rotation), f32(p.opacity_logit),
+              f32(p.color_logit))
+    return Theta(*(jax.device_put(f.astype(np.float32)) for f in fields))
+
+
+def initial_state(optimizer: optax.GradientTransformation, theta: Theta):
+    """``optimizer.init(theta)`` without compiling: the state's shapes from ``jax.eval_shape``, its
+    values zeros (Adam's moments and every count start at 0; ``tests/test_fit.py`` compares
+    the result with ``optimizer.init``)."""
+    shapes = jax.eval_shape(optimizer.init, theta)
+    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), shapes)
 
 
 def to_params(t: Theta, unit: float) -> Primitives:

@@ -24,16 +24,17 @@ import os
 
 import jax
 
-__all__ = ["COMPILER_OPTIONS", "jit"]
+__all__ = ["COMPILER_OPTIONS", "options_from_env", "jit"]
 
 
-def _options() -> dict:
+def options_from_env() -> dict:
+    """The options of :data:`COMPILER_OPTIONS`, less those the environment's ``XLA_FLAGS`` names."""
     flags = os.environ.get("XLA_FLAGS", "")
     wanted = {"xla_gpu_autotune_level": 0}
     return {k: v for k, v in wanted.items() if f"--{k}" not in flags}
 
 
-COMPILER_OPTIONS: dict = _options()
+COMPILER_OPTIONS: dict = options_from_env()
 """XLA options of every program compiled by :func:`jit` (read once, at import)."""
 
 

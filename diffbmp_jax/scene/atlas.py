@@ -111,8 +111,9 @@ class Atlas:
             rgb = np.asarray(rgb, np.float32)
             if rgb.ndim == 3:
                 rgb = rgb[None]
-            rgb = jnp.asarray(rgb)
-        return cls(mask=jnp.asarray(mask), rgb=rgb, names=names).check_values()
+            rgb = jax.device_put(rgb)
+        # device_put, not jnp.asarray: that compiles a copy program per new shape.
+        return cls(mask=jax.device_put(mask), rgb=rgb, names=names).check_values()
 
     @property
     def num(self) -> int:

@@ -322,7 +322,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
 
     # One scan of a frame's whole run (run_steps): its length is the chunk.
     static = Static(config, h, w, max(steps_next, 1), unit, temporal_weight=float(temporal_weight))
-    run_length = jnp.int32(steps_next)
+    run_length = np.int32(steps_next)
     eval_static = static
 
     def data_for(k, free, key_k):
