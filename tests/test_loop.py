@@ -210,3 +210,23 @@ def test_full_chunk_skips_the_masks(branch_past_end):
     full_text, masked_text = text(False), text(True)
     assert _branches(full_text) == 1 and _branches(masked_text) == 2
     assert full_text.count("stablehlo.select") < masked_text.count("stablehlo.select")
+
+
+def test_compile_beside_leaves_the_program_compiled_and_swallows_errors():
+    """compile_beside compiles on its thread; the later call compiles nothing; a failure there is dropped."""
+    from diffbmp_jax.fitting.loop import compile_beside
+    compiled = []
+    jax.monitoring.register_event_time_span_listener(
+        lambda event, *_, **kw: compiled.append(kw.get("fun_name")) if event.endswith("backend_compile_duration")
+        else None)
+
+    @jax.jit
+    def triple_sum(x):
+        return jnp.sum(3.0 * x)
+
+    x = jnp.arange(7.0)
+    compile_beside(triple_sum, x).join()
+    assert "jit(triple_sum)" in compiled
+    compiled.clear()
+    assert float(triple_sum(x)) == 63.0 and "jit(triple_sum)" not in compiled
+    compile_beside(triple_sum, "not an array").join()  # raises on its thread, silently

@@ -28,7 +28,7 @@ from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import background, check_background_image, resolve_background, target_over
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
-from diffbmp_jax.fitting.loop import record, run_chunks
+from diffbmp_jax.fitting.loop import compile_beside, record, run_chunks
 from diffbmp_jax.fitting.timing import FitClock
 from diffbmp_jax.fitting.losses import check_weight_mask
 from diffbmp_jax.fitting.metrics import score_ssim
@@ -206,6 +206,8 @@ def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight
                                   config=config, weight_mask=weight_mask, background_image=background_image,
                                   init_params=init_params)
     config = static.cfg  # background "auto" resolved for this target
+    if steps:  # the logging render compiles while the chunk does
+        compile_beside(evaluate, static, data, carry[0])
     _warn_palette(static, data)
     target, h, w, unit = data.target, static.height, static.width, static.unit
     steps = int(steps)  # checked by prepare

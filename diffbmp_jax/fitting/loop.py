@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -123,6 +124,25 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     body = guarded_group if past_end else run_group
     carry, (loss, aux) = jax.lax.scan(body, carry, ts.reshape(length // group, group))
     return carry, (loss.reshape((length,) + loss.shape[2:]), aux.reshape((length,) + aux.shape[2:]))
+
+
+def compile_beside(fn: Callable, *args) -> threading.Thread:
+    """Calls ``fn(*args)`` once on a daemon thread, for its compilation, and returns the thread.
+
+    XLA compiles with the interpreter's lock released, so a program the fit
+    needs later (the logging render) compiles on another core while the main
+    thread compiles the chunk of steps; the later call finds it compiled. Its
+    result is dropped, and so is any error: the real call raises it again.
+    """
+    def warm():
+        try:
+            jax.block_until_ready(fn(*args))
+        except Exception:  # noqa: BLE001 -- the main thread's own call reports it
+            pass
+
+    thread = threading.Thread(target=warm, name=f"compile {getattr(fn, '__name__', 'fn')}", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.partial(jit, static_argnums=(0, 1, 6, 7))
