@@ -72,3 +72,12 @@ def test_jit_keeps_static_arguments_and_lowering():
     assert float(bare(1.0)) == 2.0 and float(scaled(2.0, 3)) == 6.0
     assert "multiply" in scaled.lower(2.0, 3).as_text()
     assert float(jax.jit(lambda x: scaled(x, 4))(1.5)) == 6.0
+
+
+@pytest.mark.parametrize("mode", ["same", "reflect"])
+def test_banded_product_is_the_full_product(mode):
+    """The host maps multiply only each filter matrix's band; blocks of 8 rows, edges included."""
+    n, radius = 61, 5
+    f = blur.filter_matrix(n, 2.0, radius, mode)
+    x = np.random.default_rng(7).uniform(size=(3, n, 4)).astype(np.float32)
+    np.testing.assert_allclose(init.banded_product(f, x, radius, block=8), f @ x, atol=1e-6)
