@@ -81,3 +81,10 @@ def test_banded_product_is_the_full_product(mode):
     f = blur.filter_matrix(n, 2.0, radius, mode)
     x = np.random.default_rng(7).uniform(size=(3, n, 4)).astype(np.float32)
     np.testing.assert_allclose(init.banded_product(f, x, radius, block=8), f @ x, atol=1e-6)
+
+
+def test_smooth_last_two_is_the_separable_filter():
+    """Respawn's and the maps' smoothing (two products) equals gaussian_filter over the last two axes."""
+    x = np.random.default_rng(9).uniform(size=(3, 21, 34)).astype(np.float32)
+    want = blur.gaussian_filter(jnp.asarray(x), 3.0, 9, axes=(1, 2), mode="reflect")
+    np.testing.assert_allclose(np.asarray(blur.smooth_last_two(jnp.asarray(x), 3.0, 9)), np.asarray(want), atol=1e-6)

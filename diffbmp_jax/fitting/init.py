@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.scene.atlas import Atlas
-from diffbmp_jax.rendering.blur import filter_matrix, kernel_radius
+from diffbmp_jax.rendering.blur import filter_matrix, kernel_radius, smooth_last_two
 from diffbmp_jax.rendering.api import check_params, check_template
 from diffbmp_jax.scene.primitives import Primitives, logit
 
@@ -161,15 +161,13 @@ def _maps(target, num: int, coverage: float, floor: float, scale_range: tuple, x
     sig = float(min(max(1.0, 0.5 * s0), 0.1 * max(h, w)))
     r = min(kernel_radius(sig), max(h, w) // 2 + 1)
 
-    # The five maps smoothed at once, as two products with filter matrices
-    # (in full float32 on GPUs too, where JAX's default would be TF32).
-    rows, cols = filter_matrix(h, sig, r, "reflect"), filter_matrix(w, sig, r, "reflect")
+    # The five maps smoothed at once, as two products with filter matrices.
     stack = xp.stack([gx * gx, gx * gy, gy * gy, lum, lum * lum])
     if xp is np:  # on the host, only the band of each matrix: O(n * r) per sample, not O(n^2)
+        rows, cols = filter_matrix(h, sig, r, "reflect"), filter_matrix(w, sig, r, "reflect")
         stack = banded_product(cols, banded_product(rows, stack, r).swapaxes(-1, -2), r).swapaxes(-1, -2)
     else:
-        matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
-        stack = matmul(matmul(rows, stack), cols.T)
+        stack = smooth_last_two(stack, sig, r)
     jxx, jxy, jyy, mean, mean_sq = stack
     grad = xp.sqrt(jxx + jyy)
     # Variance as E[x^2] - E[x]^2 cancels: below a few float32 roundings of E[x^2]

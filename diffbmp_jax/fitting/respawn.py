@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.fitting import init as _init
-from diffbmp_jax.rendering.blur import gaussian_filter, kernel_radius
+from diffbmp_jax.rendering.blur import kernel_radius, smooth_last_two
 from diffbmp_jax.fitting.config import FitConfig
 from diffbmp_jax.fitting.loop import Periodic
 from diffbmp_jax.fitting.optim import Theta
@@ -75,10 +75,10 @@ def respawn(theta: Theta, opt_state, image, key, *, cfg: FitConfig, height: int,
     radius = min(kernel_radius(sig), max(h, w) // 2 + 1)
     k1, k2 = jax.random.split(key)
     if region is None:
-        err = gaussian_filter(err, sig, radius, axes=(0, 1), mode="reflect")
+        err = smooth_last_two(err, sig, radius)
         xy = _init.sample_pixels(err.reshape(-1) + 1e-12, k1, n, h, w)
     else:
-        err = gaussian_filter(err[None] * region.mask, sig, radius, axes=(1, 2), mode="reflect")  # [G, H, W]
+        err = smooth_last_two(err[None] * region.mask, sig, radius)  # [G, H, W]
         prob = (err + 1e-12) * region.allowed
         xy = jnp.zeros((n, 2), jnp.float32)
         for g in range(prob.shape[0]):

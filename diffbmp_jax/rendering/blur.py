@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from diffbmp_jax.scene.atlas import Atlas
 
-__all__ = ["gaussian_kernel1d", "gaussian_filter", "filter_matrix", "blur_atlas", "blur_sigma", "kernel_radius"]
+__all__ = ["gaussian_kernel1d", "gaussian_filter", "filter_matrix", "smooth_last_two", "blur_atlas", "blur_sigma", "kernel_radius"]
 
 
 def kernel_radius(sigma_max: float) -> int:
@@ -109,6 +109,20 @@ def filter_matrix(n: int, sigma: float, radius: int, mode: str = "same") -> np.n
     out = np.zeros((n, n), np.float64)
     np.add.at(out, (rows, src), weights)
     return out.astype(np.float32)
+
+
+def smooth_last_two(x: jax.Array, sigma: float, radius: int, mode: str = "reflect") -> jax.Array:
+    """:func:`gaussian_filter` of ``x [..., H, W]`` over its last two axes, for a static ``sigma``,
+    as two matrix products with :func:`filter_matrix` (full float32: no TF32 on GPUs).
+
+    Same values as the shifted slices to float rounding; a product compiles in a
+    fraction of the time of ``2 * (2 * radius + 1)`` slices (seconds on a GPU at
+    radii of 20 pixels and more) and suits the few fixed-size maps the fit smooths.
+    """
+    h, w = x.shape[-2:]
+    highest = jax.lax.Precision.HIGHEST
+    rows, cols = filter_matrix(h, sigma, radius, mode), filter_matrix(w, sigma, radius, mode)
+    return jnp.matmul(jnp.matmul(rows, x, precision=highest), cols.T, precision=highest)
 
 
 def blur_atlas(atlas: Atlas, sigma, radius: int) -> Atlas:
