@@ -55,9 +55,9 @@ def test_library_programs_run_inside_a_callers_trace():
 
 def test_compiler_options_leave_a_users_xla_flags_alone(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=4 --xla_dump_to=/tmp/x")
-    assert "xla_gpu_autotune_level" not in compiling.options_from_env()
+    assert compiling.options_from_env() == {"xla_gpu_enable_triton_gemm": False}
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert compiling.options_from_env() == {"xla_gpu_autotune_level": 0}
+    assert compiling.options_from_env() == {"xla_gpu_autotune_level": 0, "xla_gpu_enable_triton_gemm": False}
 
 
 def test_jit_keeps_static_arguments_and_lowering():
