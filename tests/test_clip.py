@@ -181,6 +181,7 @@ def test_fit_text_increases_similarity(model):
     assert r.image.shape == (32, 32, 3) and r.params.num == 12
     assert s[-1] > s[0] + 0.02, s
     assert np.all(np.isfinite(r.history["loss"][1:]))
+    assert r.compile_time > 0 and r.step_time > 0 and r.compile_time + r.step_time <= r.wall_time
 
 
 def test_fit_text_errors(model):

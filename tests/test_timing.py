@@ -39,6 +39,20 @@ def test_fit_splits_compile_and_step_time(capsys):
     assert again.compile_time < r.compile_time
 
 
+def test_batch_and_region_fits_split_compile_and_step_time():
+    """fit_batch and fit_regions report compile and step time as fit does (one FitClock per call)."""
+    from diffbmp_jax.tasks.regions import fit_regions
+    rng = np.random.default_rng(3)
+    targets = rng.uniform(size=(2, 14, 14, 3)).astype(np.float32)
+    batch = db.fit_batch(targets, shape_atlas(3), num_primitives=4, steps=4, key=0, log_every=2, backend="cpu")
+    mask = np.zeros((14, 14), bool)
+    mask[2:12, 2:12] = True
+    regions = fit_regions(targets[0], [(mask, shape_atlas(3), 4)], steps=4, key=0, log_every=2, backend="cpu")
+    for r in (batch, regions):
+        assert r.compile_time > 0 and r.step_time > 0, type(r).__name__
+        assert r.compile_time + r.step_time <= r.wall_time, type(r).__name__
+
+
 def test_cli_quiet_and_verbose(tmp_path, capsys):
     target = tmp_path / "t.png"
     from PIL import Image

@@ -48,6 +48,7 @@ from diffbmp_jax.fitting.loop import run_chunks, scan_steps
 from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, split_alpha
+from diffbmp_jax.fitting.timing import clocked
 
 __all__ = ["fit_batch", "BatchFitResult", "scene_mesh", "SCENE_AXIS"]
 
@@ -73,6 +74,9 @@ class BatchFitResult:
       wall_time: seconds for the whole batch, compilation included.
       devices: number of devices the scenes were sharded over.
       config: the :class:`FitConfig` used.
+      compile_time: seconds spent tracing, lowering and compiling (or loading
+        compiled programs from the persistent cache).
+      step_time: seconds spent running the steps (compilation excluded).
     """
 
     params: Primitives
@@ -84,6 +88,8 @@ class BatchFitResult:
     wall_time: float
     devices: int
     config: FitConfig
+    compile_time: float = 0.0
+    step_time: float = 0.0
 
     def __len__(self) -> int:
         return int(self.template.shape[0])
@@ -255,6 +261,7 @@ def place_batch(mesh: Mesh, scenes, atlas: Atlas, carry):
     return _place(scenes, split), _place(atlas, NamedSharding(mesh, P())), _place(carry, split)
 
 
+@clocked
 def fit_batch(targets, atlas: Atlas, *, num_primitives: int, steps: int, key,
               config: FitConfig | dict | None = None, weight_masks=None, background_images=None,
               init_params: Sequence[tuple] | None = None, devices: Sequence[jax.Device] | None = None,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.rendering.compiling import jit
-from diffbmp_jax.fitting.timing import FitClock
+from diffbmp_jax.fitting.timing import FitClock, current_clock
 
 __all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record"]
 
@@ -187,13 +187,14 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
 
     The bar reads "compiling" until the first chunk is compiled and starts its
     clock after that, so its it/s and ETA are the steps' own. ``clock`` (a
-    :class:`~diffbmp_jax.fitting.timing.FitClock`) adds the time spent
-    running and waiting for chunks to its ``step_time``.
+    :class:`~diffbmp_jax.fitting.timing.FitClock`; by default the one open on
+    this thread, if any) adds the time spent running and waiting for chunks to
+    its ``step_time``.
 
     Returns ``(carry, result of the last log)``.
     """
     from tqdm.auto import tqdm  # imported when a fit runs: a light `import diffbmp_jax`
-    clock = FitClock() if clock is None else clock
+    clock = clock or current_clock() or FitClock()
     bar = tqdm(total=steps, disable=not progress, unit="it", desc=f"{desc} (compiling)" if steps else desc,
                leave=True)
     auxes, losses, result, done = [], None, None, 0

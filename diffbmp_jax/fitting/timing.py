@@ -11,12 +11,14 @@ compilation inside those calls is subtracted.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import threading
 import time
 
 import jax
 
-__all__ = ["FitClock", "COMPILE_EVENTS"]
+__all__ = ["FitClock", "COMPILE_EVENTS", "current_clock", "clocked"]
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -97,3 +99,22 @@ class _StepTimer:
 
     def __exit__(self, *exc):
         self.clock.step_time += max(0.0, time.time() - self.start - self.clock.compiled_since(self.start))
+
+
+def current_clock() -> FitClock | None:
+    """The innermost :class:`FitClock` open on this thread, or None."""
+    clocks = getattr(_open, "clocks", ())
+    return clocks[-1] if clocks else None
+
+
+def clocked(fit_fn):
+    """Decorator: runs a fit function under a :class:`FitClock` and fills the ``compile_time`` and
+    ``step_time`` fields of the dataclass it returns (the loop finds the clock through
+    :func:`current_clock`)."""
+    @functools.wraps(fit_fn)
+    def wrapper(*args, **kwargs):
+        with FitClock() as clock:
+            result = fit_fn(*args, **kwargs)
+        return dataclasses.replace(result, compile_time=clock.compile_time, step_time=clock.step_time)
+
+    return wrapper

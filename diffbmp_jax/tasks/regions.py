@@ -49,6 +49,7 @@ from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_n
 from diffbmp_jax.fitting.engine import Data, Region, Static, evaluate, project, run_fit_chunk
 from diffbmp_jax.fitting.loop import run_chunks
 from diffbmp_jax.tasks.video import footprint_radius
+from diffbmp_jax.fitting.timing import clocked
 
 __all__ = ["fit_regions", "RegionFitResult", "combine_atlases", "region_tables", "dilate_mask"]
 
@@ -67,6 +68,9 @@ class RegionFitResult:
       masks: ``[G, H, W]`` bool dilated masks each group is confined to.
       wall_time: seconds.
       config: the :class:`FitConfig` used.
+      compile_time: seconds spent tracing, lowering and compiling (or loading
+        compiled programs from the persistent cache).
+      step_time: seconds spent running the steps (compilation excluded).
     """
 
     params: Primitives
@@ -79,6 +83,8 @@ class RegionFitResult:
     masks: np.ndarray
     wall_time: float
     config: FitConfig
+    compile_time: float = 0.0
+    step_time: float = 0.0
 
 
 def combine_atlases(atlases) -> tuple[Atlas, list[int]]:
@@ -171,6 +177,7 @@ def _as_mask(mask, h: int, w: int, name: str) -> np.ndarray:
     return m > 0.5
 
 
+@clocked
 def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict | None = None,
                 margin: float = 1.0, min_scale: float = 0.5, progress: bool = False,
                 **options) -> RegionFitResult:

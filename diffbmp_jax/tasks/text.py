@@ -42,6 +42,7 @@ from diffbmp_jax.fitting.optim import make_optimizer, to_theta
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
+from diffbmp_jax.fitting.timing import clocked
 
 __all__ = ["fit_text", "TextFitResult", "TEXT_FIT_DEFAULTS", "ClipObjective", "ClipInputs"]
 
@@ -65,6 +66,9 @@ class TextFitResult:
       clip_score: final cosine similarity to the prompt (mean over prompts).
       wall_time: seconds, compilation included.
       config: the :class:`FitConfig` used.
+      compile_time: seconds spent tracing, lowering and compiling (or loading
+        compiled programs from the persistent cache).
+      step_time: seconds spent running the steps (compilation excluded).
     """
 
     params: Primitives
@@ -74,6 +78,8 @@ class TextFitResult:
     clip_score: float
     wall_time: float
     config: FitConfig
+    compile_time: float = 0.0
+    step_time: float = 0.0
 
 
 class ClipObjective(NamedTuple):
@@ -148,6 +154,7 @@ def _embed_prompts(model: ClipModel, prompts, name: str):
     return _unit(model.encode_text(ids))
 
 
+@clocked
 def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, steps: int, key,
              height: int = 224, width: int = 224, negative_prompts=None, target=None,
              text_weight: float = 1.0, image_weight: float = 1.0, negative_weight: float = 0.3,
