@@ -100,9 +100,10 @@ def test_mosaic_uses_every_stamp_that_suits_a_region():
 
 def test_mosaic_warns_when_the_palette_cannot_cover_the_target():
     atlas = _solid_atlas([(0.9, 0.1, 0.1), (0.1, 0.8, 0.2)])  # no blue, no yellow
-    with pytest.warns(UserWarning, match=r"cannot reproduce \d+% of the target"):
+    with pytest.warns(UserWarning, match=r"cannot reproduce \d+% of the target") as caught:
         db.fit(_quadrants(), atlas, num_primitives=16, steps=0, key=0, progress=False, templates="color",
                color_blend=1.0)
+    assert caught[0].filename == __file__  # the warning points at the caller of fit
     fraction, colour = db.templates.palette_gap(atlas, _quadrants())
     assert fraction == pytest.approx(0.5, abs=0.02)  # the blue and the yellow quadrant
     np.testing.assert_allclose(colour, (0.1, 0.2, 0.9), atol=1e-6)  # blue is the farthest

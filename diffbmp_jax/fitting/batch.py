@@ -46,9 +46,9 @@ from diffbmp_jax.fitting.engine import Data, Static, evaluate, periodic, step
 from diffbmp_jax.fitting.image import FitResult, prepare
 from diffbmp_jax.fitting.loop import run_chunks, scan_steps
 from diffbmp_jax.fitting.metrics import score_ssim
+from diffbmp_jax.fitting.timing import clocked
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, split_alpha
-from diffbmp_jax.fitting.timing import clocked
 
 __all__ = ["fit_batch", "BatchFitResult", "scene_mesh", "SCENE_AXIS"]
 

@@ -29,7 +29,7 @@ from diffbmp_jax.fitting.canvas import background, check_background_image, resol
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
 from diffbmp_jax.fitting.loop import compile_beside, record, run_chunks
-from diffbmp_jax.fitting.timing import FitClock
+from diffbmp_jax.fitting.timing import clocked
 from diffbmp_jax.fitting.losses import check_weight_mask
 from diffbmp_jax.fitting.metrics import score_ssim
 from diffbmp_jax.fitting.optim import host_theta, initial_state, make_optimizer, to_params
@@ -152,7 +152,7 @@ def _warn_palette(static: Static, data: Data) -> None:
         hexa = "#" + "".join(f"{int(round(255 * c)):02x}" for c in colour)
         warnings.warn(f"color_blend=1: the stamps' own colours cannot reproduce {100 * fraction:.0f}% of the "
                       f"target (farther than {PALETTE_TOLERANCE} from any mix of them and the background, "
-                      f"e.g. {hexa}); add stamps of those colours or lower color_blend", UserWarning, stacklevel=4)
+                      f"e.g. {hexa}); add stamps of those colours or lower color_blend", UserWarning, stacklevel=5)
 
 
 def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: FitConfig | dict | None = None,
@@ -193,13 +193,13 @@ def fit(target, atlas: Atlas, *, num_primitives: int, steps: int, key, config: F
     """
     t0 = time.perf_counter()
     enable_compilation_cache()
-    with FitClock() as clock:
-        return _fit(t0, clock, target, atlas, num_primitives=num_primitives, steps=steps, key=key, config=config,
-                    weight_mask=weight_mask, background_image=background_image, init_params=init_params,
-                    progress=progress, callback=callback, options=options)
+    return _fit(t0, target, atlas, num_primitives=num_primitives, steps=steps, key=key, config=config,
+                weight_mask=weight_mask, background_image=background_image, init_params=init_params,
+                progress=progress, callback=callback, options=options)
 
 
-def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight_mask, background_image,
+@clocked
+def _fit(t0, target, atlas, *, num_primitives, steps, key, config, weight_mask, background_image,
          init_params, progress, callback, options) -> FitResult:
     config = resolve_config(config, options)
     static, data, carry = prepare(target, atlas, num_primitives=num_primitives, steps=steps, key=key,
@@ -239,9 +239,8 @@ def _fit(t0, clock, target, atlas, *, num_primitives, steps, key, config, weight
         return (image, p, prm), {"psnr": f"{p:.2f}"}
 
     _, (image, p, params) = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk, log=log,
-                                       progress=progress, desc="fit", update=reassign, clock=clock)
+                                       progress=progress, desc="fit", update=reassign)
     template = current["data"].template
     s = float(score_ssim(image, target))
     return FitResult(params=params, template=template, image=image, history=history, psnr=p, ssim=s,
-                     wall_time=time.perf_counter() - t0, config=config, compile_time=clock.compile_time,
-                     step_time=clock.step_time)
+                     wall_time=time.perf_counter() - t0, config=config)

@@ -43,13 +43,13 @@ from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
 from diffbmp_jax.fitting.metrics import score_ssim
-from diffbmp_jax.fitting.optim import make_optimizer, to_theta
+from diffbmp_jax.fitting.optim import initial_state, make_optimizer, to_theta
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
 from diffbmp_jax.fitting.engine import Data, Region, Static, evaluate, project, run_fit_chunk
 from diffbmp_jax.fitting.loop import run_chunks
-from diffbmp_jax.tasks.video import footprint_radius
 from diffbmp_jax.fitting.timing import clocked
+from diffbmp_jax.tasks.video import footprint_radius
 
 __all__ = ["fit_regions", "RegionFitResult", "combine_atlases", "region_tables", "dilate_mask"]
 
@@ -275,7 +275,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
     def log(step, carry, loss, counts):
         return None, ({"psnr": f"{float(evaluate(static, data, carry[0])[1]):.2f}"} if progress else {})
 
-    carry = (theta, make_optimizer(config, steps).init(theta))
+    carry = (theta, initial_state(make_optimizer(config, steps), theta))
     carry, _ = run_chunks(functools.partial(run_fit_chunk, static), data, carry, steps=steps, chunk=static.chunk,
                           log=log, progress=progress, desc="regions", watch=progress)
     # The final projection is the one the guarantee rests on (steps end with

@@ -38,11 +38,11 @@ from diffbmp_jax.fitting.canvas import check_background_image, resolve_backgroun
 from diffbmp_jax.fitting.config import GENTLE_STEPS, FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_fit_chunk
 from diffbmp_jax.fitting.loop import record, run_chunks
-from diffbmp_jax.fitting.optim import make_optimizer, to_theta
+from diffbmp_jax.fitting.optim import host_theta, initial_state, make_optimizer
+from diffbmp_jax.fitting.timing import clocked
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
-from diffbmp_jax.fitting.timing import clocked
 
 __all__ = ["fit_text", "TextFitResult", "TEXT_FIT_DEFAULTS", "ClipObjective", "ClipInputs"]
 
@@ -248,8 +248,8 @@ def fit_text(prompt, atlas: Atlas, *, model: ClipModel, num_primitives: int, ste
     static = Static(config, height, width, config.log_every, size, objective=objective)
     data = Data(target, None, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None,
                 bg_image, None, None, k_loop, extra=ClipInputs(model.params, positive, negative))
-    theta = to_theta(params, size)
-    carry = (theta, make_optimizer(config, steps).init(theta))
+    theta = host_theta(params, size)
+    carry = (theta, initial_state(make_optimizer(config, steps), theta))
     history = {"step": [], "loss": [], "clip_score": [], "time": []}
 
     def log(step, carry, loss, aux):
