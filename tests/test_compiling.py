@@ -88,3 +88,32 @@ def test_smooth_last_two_is_the_separable_filter():
     x = np.random.default_rng(9).uniform(size=(3, 21, 34)).astype(np.float32)
     want = blur.gaussian_filter(jnp.asarray(x), 3.0, 9, axes=(1, 2), mode="reflect")
     np.testing.assert_allclose(np.asarray(blur.smooth_last_two(jnp.asarray(x), 3.0, 9)), np.asarray(want), atol=1e-6)
+
+
+def test_the_host_helpers_name_their_bad_arguments():
+    from diffbmp_jax.fitting.loop import compile_beside
+    from diffbmp_jax.fitting.optim import host_theta
+    with pytest.raises(ValueError, match="radius"):
+        blur.filter_matrix(8, 1.0, -1)
+    with pytest.raises(ValueError, match="^n "):
+        blur.filter_matrix(0, 1.0, 2)
+    with pytest.raises(ValueError, match="sigma"):
+        blur.filter_matrix(8, float("nan"), 2)
+    with pytest.raises(ValueError, match="x must have"):
+        blur.smooth_last_two(jnp.ones(5), 1.0, 2)
+    with pytest.raises(ValueError, match="target must have shape"):
+        init.host_structure_maps(np.zeros((6, 6)), 4)
+    with pytest.raises(ValueError, match="target must have shape"):
+        init.structure_maps(np.zeros((6, 6, 4)), 4)
+    with pytest.raises(ValueError, match="num must be a positive int"):
+        init.host_structure_maps(np.zeros((6, 6, 3)), 0)
+    with pytest.raises(ValueError, match="matrix must be"):
+        init.banded_product(np.eye(4, dtype=np.float32), np.ones((5, 2), np.float32), 1)
+    with pytest.raises(TypeError, match="key"):
+        init.host_rng("seed")
+    with pytest.raises(ValueError, match="stream"):
+        init.host_subkey(0, -1)
+    with pytest.raises(TypeError, match="p must be"):
+        host_theta({"xy": 0}, 1.0)
+    with pytest.raises(TypeError, match="fn must be callable"):
+        compile_beside(3)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.rendering.compiling import jit
+from diffbmp_jax import validation as V
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.rendering.blur import filter_matrix, kernel_radius, smooth_last_two
 from diffbmp_jax.rendering.api import check_params, check_template
@@ -132,8 +133,9 @@ def structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.
       ``detail [H, W]`` in [0, 1].
     Traceable (``jit``, ``vmap``); :func:`host_structure_maps` is the same in NumPy.
     """
-    return _structure_maps(jnp.asarray(target, jnp.float32), int(num), float(coverage), float(floor),
-                           tuple(float(v) for v in scale_range))
+    V.check_shape("target", target, (None, None, 3))
+    return _structure_maps(jnp.asarray(target, jnp.float32), V.check_count("num", num, 1), float(coverage),
+                           float(floor), tuple(float(v) for v in scale_range))
 
 
 def host_structure_maps(target, num: int, *, coverage: float = 3.0, floor: float = 0.15,
@@ -144,7 +146,9 @@ def host_structure_maps(target, num: int, *, coverage: float = 3.0, floor: float
     compiling the JAX version took 2.4 s on a GPU (and a cache lookup warm).
     """
     target = np.asarray(target, np.float32)
-    maps = _maps(target, int(num), float(coverage), float(floor), tuple(float(v) for v in scale_range), np)
+    V.check_shape("target", target, (None, None, 3))
+    num = V.check_count("num", num, 1)
+    maps = _maps(target, num, float(coverage), float(floor), tuple(float(v) for v in scale_range), np)
     return {k: np.asarray(v, np.float32) for k, v in maps.items()}
 
 
@@ -193,6 +197,9 @@ def banded_product(matrix: np.ndarray, x: np.ndarray, radius: int, block: int = 
     (:func:`~diffbmp_jax.rendering.blur.filter_matrix`; reflection folds into that band), ``x``
     ``[..., n, m]``: block rows of ``block`` times only the columns they reach."""
     n = matrix.shape[0]
+    if np.shape(matrix) != (n, n) or np.ndim(x) < 2 or np.shape(x)[-2] != n:
+        raise ValueError(f"matrix must be [n, n] and x [..., n, m], got {np.shape(matrix)} and {np.shape(x)}")
+    radius = V.check_count("radius", radius, 0)
     if n <= 2 * block:
         return matrix @ x
     out = np.empty(x.shape[:-2] + (n, x.shape[-1]), np.result_type(matrix, x))
@@ -257,7 +264,8 @@ def structure_aware(target, atlas: Atlas, num: int, key, *, coverage: float = 3.
 
 
 def _seed_sequence(key, stream: int) -> np.random.SeedSequence:
-    words = np.asarray(jax.random.key_data(key), np.uint32).reshape(-1)
+    words = np.asarray(jax.random.key_data(V.as_key(key)), np.uint32).reshape(-1)  # TypeError names key
+    stream = V.check_count("stream", stream, 0)
     return np.random.SeedSequence([int(v) for v in words] + [0x6469_6662, int(stream)])
 
 

@@ -134,6 +134,9 @@ def compile_beside(fn: Callable, *args) -> threading.Thread:
     thread compiles the chunk of steps; the later call finds it compiled. Its
     result is dropped, and so is any error: the real call raises it again.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+
     def warm():
         try:
             jax.block_until_ready(fn(*args))

@@ -47,6 +47,8 @@ def to_theta(p: Primitives, unit: float) -> Theta:
 
 def host_theta(p: Primitives, unit: float) -> Theta:
     """:func:`to_theta` computed on the host (NumPy), then put on the device: no program to compile."""
+    if not isinstance(p, Primitives):
+        raise TypeError(f"p must be a diffbmp_jax.Primitives, got {type(p).__name__}")
     f32 = functools.partial(np.asarray, dtype=np.float32)
     fields = (f32(p.xy) / np.float32(unit), np.log(f32(p.scale)), f32(p.rotation), f32(p.opacity_logit),
               f32(p.color_logit))

@@ -15,6 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from diffbmp_jax import validation as V
 from diffbmp_jax.scene.atlas import Atlas
 
 __all__ = ["gaussian_kernel1d", "gaussian_filter", "filter_matrix", "smooth_last_two", "blur_atlas", "blur_sigma", "kernel_radius"]
@@ -92,6 +93,9 @@ def filter_matrix(n: int, sigma: float, radius: int, mode: str = "same") -> np.n
     """
     if mode not in ("same", "reflect"):
         raise ValueError(f"mode must be 'same' or 'reflect', got {mode!r}")
+    n, radius = V.check_count("n", n, 1), V.check_count("radius", radius, 0)
+    if not (isinstance(sigma, (int, float, np.floating, np.integer)) and 0.0 <= float(sigma) < math.inf):
+        raise ValueError(f"sigma must be a finite number >= 0 (pixels), got {sigma!r}")
     taps = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-(taps * taps) / (2.0 * float(sigma) ** 2 + 1e-12))
     k /= k.sum()
@@ -119,6 +123,8 @@ def smooth_last_two(x: jax.Array, sigma: float, radius: int, mode: str = "reflec
     fraction of the time of ``2 * (2 * radius + 1)`` slices (seconds on a GPU at
     radii of 20 pixels and more) and suits the few fixed-size maps the fit smooths.
     """
+    if np.ndim(x) < 2:
+        raise ValueError(f"x must have at least two axes [..., H, W], got shape {tuple(np.shape(x))}")
     h, w = x.shape[-2:]
     highest = jax.lax.Precision.HIGHEST
     rows, cols = filter_matrix(h, sigma, radius, mode), filter_matrix(w, sigma, radius, mode)
