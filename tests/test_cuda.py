@@ -96,6 +96,36 @@ def test_larger_than_canvas():
     compare(params, atlas, 30, 37, 102, color_blend=0.5, atlas_grad=True)
 
 
+def test_backward_warp_skipping_keeps_every_sample():
+    """The backward lets a warp skip a candidate when its 8 x 4 pixels provably all
+    sample outside the bitmap (warps_to_visit): small rotated primitives with edges
+    on the warps' borders keep every primitive's own gradient, not just the field's."""
+    rng = np.random.default_rng(103)
+    atlas = random_atlas(rng, num=2, h=7, w=12)
+    n, height, width = 120, 32, 48
+    # Centres near the warps' borders (x multiples of 8, y multiples of 4), sizes of
+    # a fraction of a pixel to a few pixels, every rotation.
+    xy = np.stack([8.0 * rng.integers(0, 7, n) + rng.normal(0, 1.5, n),
+                   4.0 * rng.integers(0, 9, n) + rng.normal(0, 1.0, n)], -1)
+    params = db.Primitives.create(xy, rng.uniform(0.4, 4.0, n), rng.uniform(-np.pi, np.pi, n),
+                                  rng.uniform(0.05, 0.5, n), rng.uniform(0.05, 0.95, (n, 3)))
+    params = off_texel_edges(params, atlas, height, width)
+    wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
+    wa = jnp.asarray(rng.normal(size=(height, width)), jnp.float32)
+    gpu, cpu = jax.devices("gpu")[0], jax.devices("cpu")[0]
+    kw = dict(color_blend=0.5, atlas_grad=True)
+    _, _, g_cu, _ = _run("cuda", gpu, params, atlas, height, width, wc, wa, **kw)
+    _, _, g_cpu, _ = _run("cpu", cpu, params, atlas, height, width, wc, wa, **kw)
+    for f in FIELDS:
+        a = np.asarray(getattr(g_cu, f), np.float64).reshape(n, -1)
+        b = np.asarray(getattr(g_cpu, f), np.float64).reshape(n, -1)
+        scale = np.max(np.abs(b), axis=1, keepdims=True)
+        assert np.all(np.abs(a - b) <= 1e-3 * scale + 1e-6 * np.max(np.abs(b))), f
+        seen = scale[:, 0] > 0
+        assert np.all(np.max(np.abs(a), axis=1)[seen] > 0), f"{f}: a primitive lost its gradient"
+    assert np.count_nonzero(np.max(np.abs(np.asarray(g_cpu.xy)), axis=1)) > n // 2
+
+
 @pytest.mark.parametrize("budget", ["0", "40"])
 def test_all_primitives_fallback(monkeypatch, budget):
     """Over the pair capacity the kernels walk every primitive per tile: same result.

@@ -18,7 +18,9 @@
 //                        (= depth, back to front) without a host round-trip
 //                        (segment_sort.cuh); its cost follows the pairs
 //                        actually present, not the capacity.
-//   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene).
+//   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
+//                        the backward's warps skip candidates that none of
+//                        their pixels can see (warps_to_visit).
 // Temporaries come from the FFI scratch allocator.
 //
 // Batches (jax.vmap, see batch_layout.h): one launch per step for all scenes.
@@ -209,12 +211,55 @@ __device__ bool tile_range(const TileLists& L, int tile, int& begin, int& end) {
   return false;
 }
 
-// Loads candidates [lo, hi) of the tile's list into shared memory, compacted
-// and in ascending primitive order; returns how many were kept. Every thread
-// of the block must call it (it holds barriers).
+// A batch of a tile's candidates in shared memory: slot i holds primitive
+// id[i] (ascending), and visit[w] is the bitmap of the slots warp w has to
+// evaluate (bit b of word j: slot 32 j + b), see warps_to_visit.
+struct Batch {
+  Prim prim[kBlock];
+  int id[kBlock];
+  unsigned visit[kWarps][kBlock / 32];
+  int warp_count[kWarps];
+};
+
+// Which warps of a tile block can see primitive p: bit w is clear only when
+// every pixel centre of warp w (8 x 4 pixels, tile_pixel) maps outside the
+// open box (-1, w) x (-1, h) of bitmap coordinates where p's samples are
+// non-zero. Bitmap coordinates are affine in the pixel, so over a warp's
+// rectangle they stay within its centre's value plus or minus the
+// half-extents (rx, ry); the margin covers to_bitmap's rounding, so skipping
+// never changes a result (the per-pixel test still decides). This tests the
+// bitmap's axes only: adding the screen axes (the warp's rectangle against
+// the primitive's pixel box) measured no faster (RESULTS.md, issue 17).
+__device__ unsigned warps_to_visit(const Prim& p, const AtlasDims& ad, int tile_x, int tile_y) {
+  static_assert(kTile == 16 && kWarps == 8, "warps of 8 x 4 pixels, as tile_pixel");
+  const float k = ad.half * p.inv_scale;
+  const float ac = fabsf(p.cos_r) * k, as = fabsf(p.sin_r) * k;
+  const float rx = 3.5f * ac + 1.5f * as, ry = 3.5f * as + 1.5f * ac;
+  // Warp 0's centre, then steps of 8 pixels in x and 4 in y (per pixel,
+  // d(fx, fy)/dpx = (cos, sin) k and d(fx, fy)/dpy = (-sin, cos) k).
+  float u, v, fx0, fy0;
+  to_bitmap(p, ad, (float)(tile_x * kTile) + 3.5f, (float)(tile_y * kTile) + 1.5f, u, v, fx0, fy0);
+  const float c = p.cos_r * k, s = p.sin_r * k;
+  unsigned bits = 0;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    const float ox = (float)((w & 1) * 8), oy = (float)((w >> 1) * 4);
+    const float fx = fx0 + ox * c - oy * s, fy = fy0 + ox * s + oy * c;
+    const float m = 1e-3f + 1e-5f * (fabsf(fx) + fabsf(fy) + rx + ry);
+    const bool seen = fx - rx - m < (float)ad.w && fx + rx + m > -1.0f &&
+                      fy - ry - m < (float)ad.h && fy + ry + m > -1.0f;
+    bits |= (unsigned)seen << w;
+  }
+  return p.tmpl >= 0 ? bits : 0u;
+}
+
+// Loads candidates [lo, hi) of the tile's list into `s`, compacted and in
+// ascending primitive order, with each warp's visit bitmap when kVisit;
+// returns how many were kept. Every thread of the block must call it (it holds
+// barriers).
+template <bool kVisit>
 __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restrict__ prims,
-                          int tile_x, int tile_y, int lo, int hi, Prim* s_prim, int* s_id,
-                          int* s_warp) {
+                          const AtlasDims& ad, int tile_x, int tile_y, int lo, int hi, Batch& s) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int j = lo + tid;
   int n = -1;
@@ -230,19 +275,28 @@ __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restric
     }
   }
   const unsigned ballot = __ballot_sync(0xffffffffu, keep);
-  if (lane == 0) s_warp[warp] = __popc(ballot);
+  if (lane == 0) s.warp_count[warp] = __popc(ballot);
   __syncthreads();
   int before = 0, total = 0;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) {
-    const int c = s_warp[w];
+    const int c = s.warp_count[w];
     before += w < warp ? c : 0;
     total += c;
   }
   if (keep) {
     const int slot = before + __popc(ballot & ((1u << lane) - 1u));
-    s_prim[slot] = prims[n];
-    s_id[slot] = n;
+    s.prim[slot] = prims[n];
+    s.id[slot] = n;
+  }
+  __syncthreads();
+  if (!kVisit) return total;
+  // Thread tid decides for slot tid; warp j's ballots are word j of every bitmap.
+  const unsigned seen = tid < total ? warps_to_visit(s.prim[tid], ad, tile_x, tile_y) : 0u;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    const unsigned word = __ballot_sync(0xffffffffu, (seen >> w) & 1u);
+    if (lane == 0) s.visit[w][warp] = word;
   }
   __syncthreads();
   return total;
@@ -254,9 +308,7 @@ __global__ void __launch_bounds__(kBlock)
                    int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
                    float* __restrict__ color, float* __restrict__ trans,
                    int32_t* __restrict__ stop) {
-  __shared__ Prim s_prim[kBlock];
-  __shared__ int s_id[kBlock];
-  __shared__ int s_warp[kWarps];
+  __shared__ Batch s;
   // Block (tile, scene): everything below is that scene's.
   const int64_t scene = blockIdx.y;
   const int num_tiles = gridDim.x;
@@ -279,17 +331,19 @@ __global__ void __launch_bounds__(kBlock)
     // Also the barrier that lets the previous batch's shared data be overwritten.
     if (__syncthreads_count(done) == kBlock) break;
     const int lo = max(begin, hi - kBlock);
-    const int m = load_batch(L, binned, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
+    // No visit bitmaps here: pixels stop early, and deciding for the whole batch
+    // up front made the forward slower (RESULTS.md, issue 17).
+    const int m = load_batch<false>(L, binned, prims, in.ad, tile_x, tile_y, lo, hi, s);
     if (done) continue;
     for (int i = m - 1; i >= 0; --i) {  // front (top) to back
-      const Prim& p = s_prim[i];
+      const Prim& p = s.prim[i];
       float u, v, fx, fy;
       to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
       if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb != 0, C, T)) continue;
       if (T < kMinTransmittance) {
-        stopped = s_id[i];
+        stopped = s.id[i];
         done = true;
         break;
       }
@@ -370,9 +424,7 @@ __global__ void __launch_bounds__(kBlock, 4)
     backward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
                     int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
                     int atlas_grad, PixelInputs pixels, GradOut all_out) {
-  __shared__ Prim s_prim[kBlock];
-  __shared__ int s_id[kBlock];
-  __shared__ int s_warp[kWarps];
+  __shared__ Batch s;
   __shared__ int s_start;
   // Block (tile, scene): everything below is that scene's.
   const int64_t scene = blockIdx.y;
@@ -391,7 +443,7 @@ __global__ void __launch_bounds__(kBlock, 4)
   int px, py;
   tile_pixel(tile_x, tile_y, px, py);
   const bool valid = px < W && py < H;
-  const int lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* const my_field = out.field_base(grad_field_of_lane(lane));
   const int my_stride = GradOut::field_stride(grad_field_of_lane(lane));
   int begin, end;
@@ -437,37 +489,42 @@ __global__ void __launch_bounds__(kBlock, 4)
   for (int lo = start; lo < end; lo += kBlock) {
     __syncthreads();  // the previous batch is no longer read
     const int hi = min(end, lo + kBlock);
-    const int m = load_batch(L, binned, prims, tile_x, tile_y, lo, hi, s_prim, s_id, s_warp);
-    for (int i = 0; i < m; ++i) {  // back (bottom) to front
-      const int n = s_id[i];
-      float g[kGradFields];
+    load_batch<true>(L, binned, prims, in.ad, tile_x, tile_y, lo, hi, s);
+    // Back (bottom) to front over the slots this warp has to visit (uniform
+    // over the warp: the shuffles below see every lane).
+    for (int j = 0; j < kBlock / 32; ++j) {
+      for (unsigned bits = s.visit[warp][j]; bits != 0u; bits &= bits - 1u) {
+        const int i = 32 * j + __ffs(bits) - 1;
+        const int n = s.id[i];
+        float g[kGradFields];
 #pragma unroll
-      for (int f = 0; f < kGradFields; ++f) g[f] = 0.0f;
-      bool hit = false;
-      if (active && n >= stop_n) {
-        const Prim& p = s_prim[i];
-        float u, v, fx, fy;
-        to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
-        if (inside(in.ad, fx, fy)) {
-          const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-          AtlasSampleGrad ag;
-          hit = backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb != 0,
-                                atlas_grad != 0, dC, dT, T_final, T_after, B, g, ag);
-          if (hit && atlas_grad) {
-            for (int q = 0; q < 4; ++q) {
-              atomicAdd(out.mask + tap_index(t, q), ag.mask * tap_weight(t, q));
-              if (use_rgb)
-                for (int c = 0; c < 3; ++c)
-                  atomicAdd(out.rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+        for (int f = 0; f < kGradFields; ++f) g[f] = 0.0f;
+        bool hit = false;
+        if (active && n >= stop_n) {
+          const Prim& p = s.prim[i];
+          float u, v, fx, fy;
+          to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
+          if (inside(in.ad, fx, fy)) {
+            const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+            AtlasSampleGrad ag;
+            hit = backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb != 0,
+                                  atlas_grad != 0, dC, dT, T_final, T_after, B, g, ag);
+            if (hit && atlas_grad) {
+              for (int q = 0; q < 4; ++q) {
+                atomicAdd(out.mask + tap_index(t, q), ag.mask * tap_weight(t, q));
+                if (use_rgb)
+                  for (int c = 0; c < 3; ++c)
+                    atomicAdd(out.rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+              }
             }
           }
         }
-      }
-      // Warp-level sum of the 32 pixels' contributions; 8 lanes then add one
-      // field each to global memory.
-      if (__any_sync(0xffffffffu, hit)) {
-        const float sum = warp_field_sum(g, lane);
-        if ((lane & 3) == 0) atomicAdd(my_field + my_stride * n, sum);
+        // Warp-level sum of the 32 pixels' contributions; 8 lanes then add one
+        // field each to global memory.
+        if (__any_sync(0xffffffffu, hit)) {
+          const float sum = warp_field_sum(g, lane);
+          if ((lane & 3) == 0) atomicAdd(my_field + my_stride * n, sum);
+        }
       }
     }
   }
