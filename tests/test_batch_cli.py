@@ -57,7 +57,9 @@ def test_batch_end_to_end(tmp_path, targets, capsys):
         img = np.asarray(Image.open(out / name / "result.png"), np.float32) / 255
         mse = float(np.mean((img - tg[k]) ** 2))
         assert summary["targets"][k]["psnr"] == pytest.approx(-10 * np.log10(mse), abs=0.2)
-    assert "3 targets" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 targets" in printed and "compiling" in printed and "ms/step" in printed
+    assert summary["compile_time"] > 0 and summary["step_time"] > 0
 
 
 def test_centre_crop_keeps_the_middle():

@@ -53,6 +53,23 @@ def test_batch_and_region_fits_split_compile_and_step_time():
         assert r.compile_time + r.step_time <= r.wall_time, type(r).__name__
 
 
+def test_video_fit_splits_compile_and_step_time():
+    """fit_video counts frame 0's fit and the later frames' runs in one clock."""
+    video = np.random.default_rng(4).uniform(size=(3, 12, 12, 3)).astype(np.float32)
+    r = db.fit_video(video, shape_atlas(3), num_primitives=4, steps=4, steps_next=2, key=0, log_every=2,
+                     backend="cpu")
+    assert r.compile_time > 0 and r.step_time > 0
+    assert r.compile_time + r.step_time <= r.wall_time
+    assert r.step_time < np.sum(r.frame_time)  # frames' times include compiling and evaluation
+
+
+def test_timing_line():
+    from diffbmp_jax.cli.logs import timing
+    assert timing(9.14, 1.23, 4.4, 300) == "wall time 9.1 s (compiling 1.2 s, 300 steps 4.4 s, 14.7 ms/step)"
+    assert timing(2.0, 0.5, 0.0, 0) == "wall time 2.0 s (compiling 0.5 s, 0 steps 0.0 s)"
+    assert timing(2.0, 0.5, 1.0) == "wall time 2.0 s (compiling 0.5 s, steps 1.0 s)"
+
+
 def test_cli_quiet_and_verbose(tmp_path, capsys):
     target = tmp_path / "t.png"
     from PIL import Image

@@ -209,7 +209,9 @@ def test_cli_video_end_to_end(tmp_path, capsys):
     assert z["xy"].shape == (3, 10, 2) and z["template"].shape == (10,) and int(z["height"]) == 20
     h = json.loads((out / "history.json").read_text())
     assert len(h["psnr"]) == 3 and "flicker" in h
-    assert "flicker" in capsys.readouterr().out
+    assert h["compile_time"] > 0 and h["step_time"] > 0
+    printed = capsys.readouterr().out
+    assert "flicker" in printed and "compiling" in printed
     # written at the input's frame rate (5 fps = 200 ms a frame)
     assert h["fps"] == pytest.approx(5.0) and video_fps(out / "video.gif") == pytest.approx(5.0, abs=1e-6)
     # unreadable input: exit code 2, one-line error naming the argument, nothing written
@@ -220,7 +222,7 @@ def test_cli_video_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "o2").exists()
 
 
-def test_cli_regions(tmp_path):
+def test_cli_regions(tmp_path, capsys):
     target = synthetic_video(1, H, W, seed=4)[0]
     Image.fromarray((target * 255).astype(np.uint8)).save(tmp_path / "t.png")
     left, right = _masks()
@@ -233,6 +235,9 @@ def test_cli_regions(tmp_path):
     assert np.isfinite(s["psnr"])
     z = np.load(out / "params.npz")
     assert z["xy"].shape == (14, 2) and list(np.bincount(z["group"])) == [8, 6]
+    h = json.loads((out / "history.json").read_text())
+    assert h["compile_time"] > 0 and h["step_time"] > 0
+    assert "10 steps" in capsys.readouterr().out
     with pytest.raises(ValueError, match="region: expected MASK:STAMPS:N"):
         cli.run(["regions", str(tmp_path / "t.png"), "--region", "nocolons", "-o", str(out)])
     small = tmp_path / "s.png"

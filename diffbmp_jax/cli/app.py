@@ -35,7 +35,7 @@ import time
 
 from diffbmp_jax.assets import ASSETS
 from diffbmp_jax.cli import batch as batch_cli, interrupt, text as text_cli, video as video_cli
-from diffbmp_jax.cli.logs import LOGGER, configure
+from diffbmp_jax.cli.logs import LOGGER, configure, timing
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, PROG, SHARED, TEMPLATE_CHOICES, HelpFormatter, add_option,
                                      add_shared, check_options, config_dict, extra_formats, fit_fields,
                                      json_safe, resolve, subparser, version, write_exports)
@@ -163,14 +163,10 @@ def run_fit(args) -> dict:
     LOG.debug(f"fit {result.wall_time:.2f} s: compiling {result.compile_time:.2f} s, steps {result.step_time:.2f} s, "
               f"the rest (set-up, logging, progress frames) {result.wall_time - result.compile_time - result.step_time:.2f} s; "
               f"outputs written in {time.perf_counter() - t0 - result.wall_time:.2f} s (with loading)")
-    LOG.info(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  wall time {result.wall_time:.1f} s "
-             f"(compiling {result.compile_time:.1f} s, {opts['steps']} steps {result.step_time:.1f} s"
-             f"{_per_step(result.step_time, opts['steps'])})  ({opts['num_primitives']} primitives, {w}x{h})  -> {out}/")
+    LOG.info(f"PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  "
+             f"{timing(result.wall_time, result.compile_time, result.step_time, opts['steps'])}  "
+             f"({opts['num_primitives']} primitives, {w}x{h})  -> {out}/")
     return {"psnr": result.psnr, "ssim": result.ssim, "wall_time": result.wall_time, "outputs": outputs}
-
-
-def _per_step(seconds: float, steps: int) -> str:
-    return f", {1e3 * seconds / steps:.1f} ms/step" if steps else ""
 
 
 PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from diffbmp_jax.cli import interrupt
-from diffbmp_jax.cli.logs import LOGGER
+from diffbmp_jax.cli.logs import LOGGER, timing
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, TEMPLATE_CHOICES, add_option, add_shared, check_options,
                                      config_dict, extra_formats, fit_fields, json_safe, resolve, subparser,
                                      write_exports)
@@ -133,12 +133,13 @@ def run_batch(args) -> dict:
         summary = {"targets": [{"file": str(p), "folder": nm, "psnr": float(res.psnr[b]), "ssim": float(res.ssim[b])}
                                for b, (p, nm) in enumerate(zip(paths, names))],
                    "mean_psnr": float(np.mean(res.psnr)), "devices": res.devices, "wall_time": res.wall_time,
+                   "compile_time": res.compile_time, "step_time": res.step_time,
                    "size": [int(h), int(w)], "num_primitives": n, "steps": steps,
                    "history": json_safe(res.history), "config": config_dict(config)}
         with open(writer.path("summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
     outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
     LOG.info(f"{len(paths)} targets, mean PSNR {np.mean(res.psnr):.2f} dB, {res.devices} device(s), "
-          f"wall time {res.wall_time:.1f} s ({n} primitives, {steps} steps, {w}x{h}) -> {out}/")
+             f"{timing(res.wall_time, res.compile_time, res.step_time, steps)}  ({n} primitives, {w}x{h})  -> {out}/")
     return {"psnr": [float(v) for v in res.psnr], "ssim": [float(v) for v in res.ssim],
             "wall_time": res.wall_time, "devices": res.devices, "outputs": outputs}

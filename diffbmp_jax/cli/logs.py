@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["LOGGER", "configure", "add_verbosity"]
+__all__ = ["LOGGER", "configure", "add_verbosity", "timing"]
 
 LOGGER = "diffbmp_jax"
 _handler: logging.Handler | None = None
@@ -39,3 +39,12 @@ def configure(quiet: bool = False, verbose: bool = False) -> logging.Logger:
     logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False  # shown once, here, whatever the root logger does
     return logger
+
+
+def timing(wall_time: float, compile_time: float, step_time: float, steps: int | None = None) -> str:
+    """The last line's account of a run's time, e.g. ``wall time 9.1 s (compiling 1.2 s,
+    300 steps 4.4 s, 14.7 ms/step)``: seconds in all, of which compiling (or loading compiled
+    programs) and running the steps; ``steps`` adds the time per step."""
+    ran = f"{steps} steps {step_time:.1f} s" if steps is not None else f"steps {step_time:.1f} s"
+    per = f", {1e3 * step_time / steps:.1f} ms/step" if steps else ""
+    return f"wall time {wall_time:.1f} s (compiling {compile_time:.1f} s, {ran}{per})"

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from diffbmp_jax.cli import interrupt
-from diffbmp_jax.cli.logs import LOGGER
+from diffbmp_jax.cli.logs import LOGGER, timing
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, json_safe, resolve, subparser, write_exports)
 
@@ -131,10 +131,11 @@ def run_text(args) -> dict:
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"prompt": args.prompt, "negative": opts["negative"], "clip_model": str(model.path),
                        "clip_score": result.clip_score, "wall_time": result.wall_time,
+                       "compile_time": result.compile_time, "step_time": result.step_time,
                        "history": json_safe(result.history), "config": config_dict(config)}, fh, indent=1)
         write_exports(writer.path, extra_formats(opts["export"], opts["export_scale"]), result.params, atlas,
                       result.template, h, w, config, scale=opts["export_scale"])
     outputs = list(dict.fromkeys(writer.outputs))  # result.png may be written twice (--export-scale)
-    LOG.info(f"CLIP score {result.clip_score:.4f}  wall time {result.wall_time:.1f} s  "
-          f"({n} primitives, {steps} steps, {w}x{h})  -> {out}/")
+    LOG.info(f"CLIP score {result.clip_score:.4f}  {timing(result.wall_time, result.compile_time, result.step_time, steps)}  "
+             f"({n} primitives, {w}x{h})  -> {out}/")
     return {"clip_score": result.clip_score, "wall_time": result.wall_time, "outputs": outputs}

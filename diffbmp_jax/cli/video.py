@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from diffbmp_jax.cli import interrupt
-from diffbmp_jax.cli.logs import LOGGER
+from diffbmp_jax.cli.logs import LOGGER, timing
 from diffbmp_jax.cli.options import (COMMON_DEFAULTS, add_option, add_shared, check_options, config_dict,
                                      extra_formats, fit_fields, flag, resolve, subparser, write_exports)
 
@@ -177,11 +177,12 @@ def run_video(args) -> dict:
             json.dump({"psnr": res.psnr.tolist(), "mean_psnr": float(res.psnr.mean()), "flicker": res.flicker,
                        "frozen": res.frozen.tolist(), "respawned": res.respawned.tolist(),
                        "frame_time": res.frame_time.tolist(), "wall_time": res.wall_time,
+                       "compile_time": res.compile_time, "step_time": res.step_time,
                        "input": str(args.input), "frames": int(t), "fps": fps,
                        "config": config_dict(res.config)}, fh, indent=1)
     outputs = writer.outputs
     LOG.info(f"{t} frames  mean PSNR {res.psnr.mean():.2f} dB  flicker {res.flicker:+.4f}  "
-          f"wall time {res.wall_time:.1f} s  -> {out}/")
+             f"{timing(res.wall_time, res.compile_time, res.step_time)}  -> {out}/")
     return {"psnr": res.psnr.tolist(), "flicker": res.flicker, "wall_time": res.wall_time, "fps": fps,
             "outputs": outputs}
 
@@ -257,9 +258,11 @@ def run_regions(args) -> dict:
                         template=np.asarray(res.template, np.int32), group=res.group)
         with open(writer.path("history.json"), "w") as fh:
             json.dump({"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time,
+                       "compile_time": res.compile_time, "step_time": res.step_time,
                        "regions": opts["region"], "size": [int(h), int(w)],
                        "config": config_dict(res.config)}, fh, indent=1)
         write_exports(writer.path, exports, res.params, res.atlas, res.template, h, w, res.config, scale=scale)
     outputs = writer.outputs
-    LOG.info(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  wall time {res.wall_time:.1f} s  -> {out}/")
+    LOG.info(f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  "
+             f"{timing(res.wall_time, res.compile_time, res.step_time, opts['steps'])}  -> {out}/")
     return {"psnr": res.psnr, "ssim": res.ssim, "wall_time": res.wall_time, "outputs": outputs}

@@ -46,6 +46,7 @@ from diffbmp_jax.fitting.metrics import psnr as _psnr
 from diffbmp_jax.fitting.optim import Theta, make_optimizer, to_params, to_theta
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.fitting.respawn import invisible, respawn
+from diffbmp_jax.fitting.timing import clocked, current_clock
 from diffbmp_jax.validation import as_key, as_target, check_count, nonnegative_number
 
 __all__ = ["fit_video", "VIDEO_FIT_DEFAULTS", "VideoFitResult", "flicker", "frame_psnr", "footprint_radius",
@@ -232,6 +233,9 @@ class VideoFitResult:
         batched window, the window's time split evenly).
       wall_time: seconds in all.
       config: the :class:`FitConfig` used.
+      compile_time: seconds spent tracing, lowering and compiling (or loading
+        compiled programs from the cache), frame 0's fit included.
+      step_time: seconds spent running the frames' steps (compilation excluded).
     """
 
     params: list
@@ -244,6 +248,8 @@ class VideoFitResult:
     frame_time: np.ndarray
     wall_time: float
     config: FitConfig
+    compile_time: float = 0.0
+    step_time: float = 0.0
 
     def stacked_params(self) -> dict:
         """Per-frame parameters stacked along a leading ``T`` axis (numpy), plus ``template``."""
@@ -258,6 +264,7 @@ VIDEO_FIT_DEFAULTS = {**GENTLE_STEPS, "init_opacity": 0.3}
 move warm-started primitives further each frame, and the video flickers more."""
 
 
+@clocked
 def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_next: int | None = None,
               key=0, config: FitConfig | dict | None = None, freeze: bool = True, prune: bool = True,
               temporal_weight: float = 0.0, change_threshold: float = 0.05, change_dilate: int = 2,
@@ -313,7 +320,9 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
 
     k_first, k_rest = jax.random.split(key)
     fit_kw = dict(num_primitives=n, config=config, progress=False, background_image=background_image)
+    clock = current_clock()  # this fit's (clocked); a frame's own fit() keeps its step time apart
     first = fit(video[0], atlas, steps=steps, key=k_first, **fit_kw)
+    clock.step_time += first.step_time
     template = first.template
     unit = float(_init.base_scale(h, w, n, config.coverage))
     theta0 = to_theta(first.params, unit)
@@ -353,6 +362,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
         for k in range(1, t_count):
             tk = time.perf_counter()
             r = fit(video[k], atlas, steps=steps, key=k_first, **fit_kw)
+            clock.step_time += r.step_time
             img, p, prm = finish(k, to_theta(r.params, unit))
             images.append(img), psnrs.append(p), params_out.append(prm)
             frozen.append(0), respawned.append(0), times.append(time.perf_counter() - tk)
@@ -383,13 +393,14 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
                     count = int(count)
                 starts.append(th), datas.append(data)
                 n_frozen.append(int(n - free.sum())), n_resp.append(count)
-            if len(window) == 1:
-                results = [run_steps(static, datas[0], starts[0], starts[0], run_length)[0]]
-            else:
-                stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-                out = run_steps_batched(static, stack_data(datas), stack(starts), stack(starts), run_length)[0]
-                results = [jax.tree_util.tree_map(lambda a: a[i], out) for i in range(len(window))]
-            jax.block_until_ready(results)  # dispatch is asynchronous: time the work itself
+            with clock.steps():  # compilation in it is subtracted
+                if len(window) == 1:
+                    results = [run_steps(static, datas[0], starts[0], starts[0], run_length)[0]]
+                else:
+                    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+                    out = run_steps_batched(static, stack_data(datas), stack(starts), stack(starts), run_length)[0]
+                    results = [jax.tree_util.tree_map(lambda a: a[i], out) for i in range(len(window))]
+                jax.block_until_ready(results)  # dispatch is asynchronous: time the work itself
             dt = (time.perf_counter() - tk) / len(window)
             for j, th, data, nf, nr in zip(window, results, datas, n_frozen, n_resp):
                 img, p, prm = evaluate(eval_static, data, th)
