@@ -241,7 +241,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
         nearest.append(near), rooms.append(room), dilated.append(dil)
 
     # Per-group initialisation: structure-aware sampling restricted to the group's centres.
-    maps = _init.structure_maps(target, n, coverage=config.coverage)
+    maps = _init.host_structure_maps(target, n, coverage=config.coverage)  # NumPy: nothing to compile
     keys = jax.random.split(key, len(groups) + 1)
     parts, templates, group_ids = [], [], []
     for g, (m, a, ng) in enumerate(zip(masks, atlases, counts)):
@@ -269,7 +269,7 @@ def fit_regions(target, groups, *, steps: int, key=0, config: FitConfig | dict |
                     mask=jnp.asarray(np.stack(masks), jnp.float32), allowed=jnp.asarray(np.stack(allowed), jnp.float32))
     static = Static(config, h, w, config.log_every, unit, constrained=True)
     data = Data(target, None, Atlas(mask=jnp.asarray(atlas.mask, jnp.float32), rgb=atlas.rgb), template, None, None,
-                maps["scale"], maps["angle"], keys[-1], region=region)
+                jax.device_put(maps["scale"]), jax.device_put(maps["angle"]), keys[-1], region=region)
     theta = project(static, region, to_theta(params, unit))
 
     def log(step, carry, loss, counts):
