@@ -8,12 +8,16 @@ folder again for the warm runs::
     python benchmarks/bench_startup.py demo                     # the CLI demo, cold then warm x2
     python benchmarks/bench_startup.py fit --bench ../shared/bench --size 512 -n 1000 --steps 300
     python benchmarks/bench_startup.py demo --compiles          # what compiles, per function
+    python benchmarks/bench_startup.py --maps 512,1024          # host vs compiled structure maps
 
 ``fit`` runs ``diffbmp_jax.fit`` on vangogh1 with the fingerprint stamp (the
 quality protocol's scene) and prints the wall time of the whole process, of
 the fit, and the fit's compile and step time (``FitResult.compile_time``,
 ``step_time``). ``--compiles`` lists, for the cold run, the seconds JAX spent
 tracing, lowering and compiling each function (``jax.monitoring`` spans).
+``--maps`` times, in a fresh process per size (cache off, N=1000, a random
+target), the structure maps a fit's start makes on the host against the
+traceable version's first call (compilation included) and second call.
 Run from outside the checkout with the package installed.
 """
 
@@ -99,6 +103,20 @@ def span_table(spans) -> str:
     return "\n".join(lines)
 
 
+CHILD_MAPS = r"""
+import sys, time
+import numpy as np
+import jax
+from diffbmp_jax.fitting import init
+size = int(sys.argv[1])
+target = np.random.default_rng(0).uniform(size=(size, size, 3)).astype(np.float32)
+t0 = time.perf_counter(); init.host_structure_maps(target, 1000); t1 = time.perf_counter()
+jax.block_until_ready(init.structure_maps(target, 1000)); t2 = time.perf_counter()
+jax.block_until_ready(init.structure_maps(target, 1000)); t3 = time.perf_counter()
+print(f"maps {size} px: host {t1 - t0:.2f} s | traceable: first call {t2 - t1:.2f} s (compiling), again {t3 - t2:.2f} s")
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", nargs="?", choices=["demo", "fit"], default=None)
@@ -109,6 +127,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
+    ap.add_argument("--maps", default="", help="comma list of sizes: host vs traceable structure maps")
     args = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,6 +135,10 @@ def main() -> None:
         for i in range(3):
             wall, _ = timed(["diffbmp-jax", "--help"], dict(os.environ))
             print(f"diffbmp-jax --help: {wall:.2f} s")
+    for size in filter(None, args.maps.split(",")):
+        env = {**os.environ, "DIFFBMP_JAX_CACHE": "0"}
+        out = subprocess.run([sys.executable, "-c", CHILD_MAPS, size], env=env, capture_output=True, text=True)
+        print(out.stdout.strip() or out.stderr.strip().splitlines()[-1])
     if args.what is None:
         return
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
