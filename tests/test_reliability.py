@@ -253,10 +253,11 @@ def test_a_swallowed_ctrl_c_still_stops_the_cli(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(fit_module, "fit", fit_with_a_swallowed_interrupt)
     out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a background job
     rc = main(["demo", "-o", str(out), "-n", "3", "--steps", "2", "--size", "16", "--no-progress"])
     assert rc == 130 and not out.exists()
     assert capsys.readouterr().err.strip() == "diffbmp-jax: interrupted"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
 
 
 def test_missing_emoji_font_is_one_line_naming_the_option(tmp_path, monkeypatch, capsys):
