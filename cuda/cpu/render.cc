@@ -25,28 +25,23 @@ int num_threads(int work_items) {
   return std::min(n, std::max(1, work_items));
 }
 
-// Runs f(item, thread_id) for item in [0, count) on a few threads. Dynamic
-// scheduling hands out items on demand (tiles differ wildly in cost); static
-// scheduling gives thread t the items t, t + threads, ... so that per-thread
-// sums, and hence gradients, are the same from run to run.
+// Runs f(item) for item in [0, count) on a few threads, handing out
+// items on demand (tiles differ wildly in cost). Nothing computed may depend on
+// which thread ran an item: results are the same for any thread count.
 template <typename F>
-void parallel_for(int count, int threads, F&& f, bool dynamic = true) {
+void parallel_for(int count, int threads, F&& f) {
   if (threads <= 1) {
-    for (int i = 0; i < count; ++i) f(i, 0);
+    for (int i = 0; i < count; ++i) f(i);
     return;
   }
   std::atomic<int> next{0};
-  auto worker = [&](int tid) {
-    if (dynamic) {
-      for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i, tid);
-    } else {
-      for (int i = tid; i < count; i += threads) f(i, tid);
-    }
+  auto worker = [&] {
+    for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i);
   };
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
-  worker(0);
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
   for (auto& th : pool) th.join();
 }
 
@@ -147,14 +142,13 @@ inline void row_spans(const Binning& b, const AtlasDims& ad, const int32_t* begi
     spans[it - begin] = row_span(b.prims[*it], ad, py, x0, x1);
 }
 
-// Runs f(py, x0, x1, begin, end, spans, tid) for every row of every tile: the
-// row's pixels x0..x1, its tile's candidates [begin, end) and their spans on
-// that row; tiles are scheduled as parallel_for's `dynamic` says.
+// Runs f(py, x0, x1, begin, end, spans) for every row of every tile: the row's
+// pixels x0..x1, its tile's candidates [begin, end) and their spans on that
+// row; a tile's rows run in order on one thread.
 template <typename F>
-void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f,
-                  bool dynamic = true) {
+void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f) {
   const int num_tiles = b.tiles_x * b.tiles_y;
-  parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile, int tid) {
+  parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile) {
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
     const int x1 = std::min(x0 + kTile, W) - 1;
     const int32_t* begin = b.ids.data() + b.offsets[tile];
@@ -162,9 +156,9 @@ void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_t
     std::vector<Span> spans;
     for (int py = y0; py < std::min(y0 + kTile, H); ++py) {
       row_spans(b, ad, begin, end, py, x0, x1, spans);
-      f(py, x0, x1, begin, end, spans.data(), tid);
+      f(py, x0, x1, begin, end, spans.data());
     }
-  }, dynamic);
+  });
 }
 
 // Rows are walked candidate by candidate, each over the pixels of its span,
@@ -179,7 +173,7 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
              int max_threads, float* color, float* trans, int32_t* stop) {
   const Binning b = bin(in, H, W);
   for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
-                                                const int32_t* end, const Span* spans, int) {
+                                                const int32_t* end, const Span* spans) {
     float T[kTile], C[kTile][3];
     int32_t stopped[kTile];
     const int nx = x1 - x0 + 1;
@@ -222,14 +216,14 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
               const float* d_color, const float* d_trans, float* grads /* [N, 8] */,
               float* d_mask, float* d_rgb) {
   const Binning b = bin(in, H, W);
-  const int num_tiles = b.tiles_x * b.tiles_y;
-  const int threads = std::min(max_threads, num_threads(num_tiles));
-  // Per-thread accumulators for the primitive fields: no atomics in the hot loop.
-  std::vector<float> local((size_t)threads * in.N * kGradFields, 0.0f);
-  // Static scheduling: each thread's sums, and so the gradients, repeat from run to run.
-  for_each_row(b, in.ad, H, W, threads, [&](int py, int x0, int x1, const int32_t* begin,
-                                            const int32_t* end, const Span* spans, int tid) {
-    float* g_all = local.data() + (size_t)tid * in.N * kGradFields;
+  // One accumulator per (tile, candidate) pair, beside the tile lists: tiles go to
+  // whichever thread is free (dynamic scheduling: their costs differ wildly), no
+  // atomics in the hot loop, and the pairs are added below in list order, so the
+  // gradients are the same bits for any thread count and schedule.
+  std::vector<float> pair_grads(b.ids.size() * kGradFields, 0.0f);
+  for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
+                                                const int32_t* end, const Span* spans) {
+    float* g_tile = pair_grads.data() + (size_t)(begin - b.ids.data()) * kGradFields;
     const int nx = x1 - x0 + 1;
     float dC[kTile][3], dT[kTile], T_final[kTile], T_after[kTile], B[kTile][3];
     int32_t first[kTile];  // the pixel's deepest composited index; INT32_MAX: nothing to do
@@ -251,7 +245,7 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
       if (sp.lo > sp.hi) continue;
       const int n = *it;
       const Prim& p = b.prims[n];
-      float* g = g_all + (size_t)n * kGradFields;
+      float* g = g_tile + (size_t)(it - begin) * kGradFields;
       for (int px = sp.lo; px <= sp.hi; ++px) {
         const int i = px - x0;
         if (n < first[i]) continue;
@@ -272,11 +266,12 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
         }
       }
     }
-  }, /*dynamic=*/false);
+  });
   std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
-  for (int th = 0; th < threads; ++th) {
-    const float* src = local.data() + (size_t)th * in.N * kGradFields;
-    for (size_t i = 0; i < (size_t)in.N * kGradFields; ++i) grads[i] += src[i];
+  for (size_t j = 0; j < b.ids.size(); ++j) {
+    const float* src = pair_grads.data() + j * kGradFields;
+    float* dst = grads + (size_t)b.ids[j] * kGradFields;
+    for (int f = 0; f < kGradFields; ++f) dst[f] += src[f];
   }
 }
 
@@ -289,7 +284,7 @@ template <typename F>
 void for_each_scene(int64_t scenes, F&& f) {
   const int pool = num_threads(INT32_MAX);
   if (scenes >= pool && pool > 1)
-    parallel_for((int)scenes, pool, [&](int b, int) { f(b, 1); });
+    parallel_for((int)scenes, pool, [&](int b) { f(b, 1); });
   else
     for (int64_t b = 0; b < scenes; ++b) f(b, pool);
 }
