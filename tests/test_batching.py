@@ -340,7 +340,8 @@ def test_invalid_primitives_in_a_batch_draw_nothing_and_leave_other_scenes_alone
 
 def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch):
     """The cpu backward sums each primitive's fields per (tile, candidate) and adds them in list
-    order: the same bits for any thread count, and a batch's scenes equal the loop's."""
+    order: the same bits for any thread count and any grouping of the tiles (its memory bound),
+    and a batch's scenes equal the loop's."""
     rng = np.random.default_rng(32)
     atlas = random_atlas(rng, num=3)
     scenes, templates = _batch(rng, 3, 60, 3)
@@ -349,8 +350,12 @@ def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch):
     one = jax.jit(jax.grad(_loss))
     many = jax.jit(jax.vmap(jax.grad(_loss), in_axes=(0, None, 0, 0, 0)))
     runs = []
-    for threads in ("1", "2", "5"):
+    for threads, group in (("1", None), ("2", None), ("5", None), ("2", "1"), ("3", "40")):
         monkeypatch.setenv("DIFFBMP_NUM_THREADS", threads)
+        if group is None:
+            monkeypatch.delenv("DIFFBMP_CPU_PAIRS_PER_GROUP", raising=False)
+        else:  # at most `group` pairs at once (one tile per group when a tile has more)
+            monkeypatch.setenv("DIFFBMP_CPU_PAIRS_PER_GROUP", group)
         looped = [one(scenes[b], atlas, templates[b], wc[b], wa[b]) for b in range(3)]
         runs.append((looped, many(params, atlas, template, wc, wa)))
     for looped, batched in runs:

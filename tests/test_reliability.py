@@ -110,8 +110,9 @@ def test_primitives_create_names_the_argument(kw, match):
         db.Primitives.create(**kw)
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "2.5", "0"])
-def test_bad_thread_count_is_refused(value):
+@pytest.mark.parametrize("name, value", [("DIFFBMP_NUM_THREADS", v) for v in ("abc", "-1", "2.5", "0")]
+                         + [("DIFFBMP_CPU_PAIRS_PER_GROUP", "x")])
+def test_bad_cpu_kernel_settings_are_refused(name, value):
     script = textwrap.dedent("""
         import numpy as np, diffbmp_jax as db
         atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))
@@ -121,9 +122,10 @@ def test_bad_thread_count_is_refused(value):
         except ValueError as e:
             print("ValueError:", e)
     """)
-    env = dict(os.environ, DIFFBMP_NUM_THREADS=value, JAX_PLATFORMS="cpu")
+    from diffbmp_jax.rendering.registry import CPU_ENV
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **{name: value})
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert f"ValueError: DIFFBMP_NUM_THREADS must be a positive integer (threads of the cpu kernels), got '{value}'" \
+    assert f"ValueError: {name} must be a positive integer ({CPU_ENV[name]}), got '{value}'" \
         in out.stdout, out.stdout + out.stderr[-2000:]
 
 

@@ -142,13 +142,16 @@ inline void row_spans(const Binning& b, const AtlasDims& ad, const int32_t* begi
     spans[it - begin] = row_span(b.prims[*it], ad, py, x0, x1);
 }
 
-// Runs f(py, x0, x1, begin, end, spans) for every row of every tile: the row's
-// pixels x0..x1, its tile's candidates [begin, end) and their spans on that
-// row; a tile's rows run in order on one thread.
+// Runs f(py, x0, x1, begin, end, spans) for every row of tiles [first, last)
+// (default: all): the row's pixels x0..x1, its tile's candidates [begin, end)
+// and their spans on that row; a tile's rows run in order on one thread.
 template <typename F>
-void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f) {
-  const int num_tiles = b.tiles_x * b.tiles_y;
-  parallel_for(num_tiles, std::min(max_threads, num_threads(num_tiles)), [&](int tile) {
+void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_threads, F&& f,
+                  int first = 0, int last = -1) {
+  if (last < 0) last = b.tiles_x * b.tiles_y;
+  const int count = last - first;
+  parallel_for(count, std::min(max_threads, num_threads(count)), [&](int item) {
+    const int tile = first + item;
     const int x0 = (tile % b.tiles_x) * kTile, y0 = (tile / b.tiles_x) * kTile;
     const int x1 = std::min(x0 + kTile, W) - 1;
     const int32_t* begin = b.ids.data() + b.offsets[tile];
@@ -211,6 +214,16 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
   });
 }
 
+// (tile, candidate) pairs whose field accumulators the backward holds at once: 2^22
+// (128 MB), or DIFFBMP_CPU_PAIRS_PER_GROUP (a positive integer; tests set it small).
+int64_t pairs_per_group() {
+  if (const char* env = std::getenv("DIFFBMP_CPU_PAIRS_PER_GROUP")) {
+    const long long v = std::atoll(env);
+    if (v > 0) return v;
+  }
+  return (int64_t)1 << 22;
+}
+
 void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atlas_grad, int H,
               int W, int max_threads, const float* trans, const int32_t* stop,
               const float* d_color, const float* d_trans, float* grads /* [N, 8] */,
@@ -219,59 +232,71 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
   // One accumulator per (tile, candidate) pair, beside the tile lists: tiles go to
   // whichever thread is free (dynamic scheduling: their costs differ wildly), no
   // atomics in the hot loop, and the pairs are added below in list order, so the
-  // gradients are the same bits for any thread count and schedule.
-  std::vector<float> pair_grads(b.ids.size() * kGradFields, 0.0f);
-  for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
-                                                const int32_t* end, const Span* spans) {
-    float* g_tile = pair_grads.data() + (size_t)(begin - b.ids.data()) * kGradFields;
-    const int nx = x1 - x0 + 1;
-    float dC[kTile][3], dT[kTile], T_final[kTile], T_after[kTile], B[kTile][3];
-    int32_t first[kTile];  // the pixel's deepest composited index; INT32_MAX: nothing to do
-    bool any = false;
-    for (int i = 0; i < nx; ++i) {
-      const int64_t pix = (int64_t)py * W + x0 + i;
-      for (int c = 0; c < 3; ++c) dC[i][c] = d_color[3 * pix + c];
-      dT[i] = d_trans[pix];
-      T_final[i] = T_after[i] = trans[pix];
-      B[i][0] = B[i][1] = B[i][2] = 0.0f;
-      const bool zero = dC[i][0] == 0.0f && dC[i][1] == 0.0f && dC[i][2] == 0.0f && dT[i] == 0.0f;
-      first[i] = zero ? INT32_MAX : stop[pix];
-      any = any || !zero;
-    }
-    if (!any) return;
-    // Back to front over what the forward composited (index >= stop).
-    for (const int32_t* it = begin; it != end; ++it) {
-      const Span& sp = spans[it - begin];
-      if (sp.lo > sp.hi) continue;
-      const int n = *it;
-      const Prim& p = b.prims[n];
-      float* g = g_tile + (size_t)(it - begin) * kGradFields;
-      for (int px = sp.lo; px <= sp.hi; ++px) {
-        const int i = px - x0;
-        if (n < first[i]) continue;
-        float u, v, fx, fy;
-        to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
-        if (!inside(in.ad, fx, fy)) continue;
-        const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-        AtlasSampleGrad ag;
-        if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC[i],
-                             dT[i], T_final[i], T_after[i], B[i], g, ag))
-          continue;
-        if (atlas_grad) {
-          for (int q = 0; q < 4; ++q) {
-            atomic_add(d_mask + tap_index(t, q), ag.mask * tap_weight(t, q));
-            if (use_rgb)
-              for (int c = 0; c < 3; ++c) atomic_add(d_rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+  // gradients are the same bits for any thread count and schedule. Tiles go in
+  // groups of at most pairs_per_group() pairs (at least one tile), which bounds
+  // the accumulators' memory (32 bytes a pair) whatever the pair count; the sums'
+  // order, and so the result, does not depend on the grouping either.
+  const int64_t cap = pairs_per_group();
+  const int num_tiles = b.tiles_x * b.tiles_y;
+  std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
+  std::vector<float> pair_grads;
+  for (int t0 = 0; t0 < num_tiles;) {
+    int t1 = t0 + 1;
+    while (t1 < num_tiles && b.offsets[t1 + 1] - b.offsets[t0] <= cap) ++t1;
+    const int64_t pair0 = b.offsets[t0], pairs = b.offsets[t1] - pair0;
+    pair_grads.assign((size_t)pairs * kGradFields, 0.0f);
+    for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
+                                                  const int32_t* end, const Span* spans) {
+      float* g_tile = pair_grads.data() + (size_t)(begin - b.ids.data() - pair0) * kGradFields;
+      const int nx = x1 - x0 + 1;
+      float dC[kTile][3], dT[kTile], T_final[kTile], T_after[kTile], B[kTile][3];
+      int32_t first[kTile];  // the pixel's deepest composited index; INT32_MAX: nothing to do
+      bool any = false;
+      for (int i = 0; i < nx; ++i) {
+        const int64_t pix = (int64_t)py * W + x0 + i;
+        for (int c = 0; c < 3; ++c) dC[i][c] = d_color[3 * pix + c];
+        dT[i] = d_trans[pix];
+        T_final[i] = T_after[i] = trans[pix];
+        B[i][0] = B[i][1] = B[i][2] = 0.0f;
+        const bool zero = dC[i][0] == 0.0f && dC[i][1] == 0.0f && dC[i][2] == 0.0f && dT[i] == 0.0f;
+        first[i] = zero ? INT32_MAX : stop[pix];
+        any = any || !zero;
+      }
+      if (!any) return;
+      // Back to front over what the forward composited (index >= stop).
+      for (const int32_t* it = begin; it != end; ++it) {
+        const Span& sp = spans[it - begin];
+        if (sp.lo > sp.hi) continue;
+        const int n = *it;
+        const Prim& p = b.prims[n];
+        float* g = g_tile + (size_t)(it - begin) * kGradFields;
+        for (int px = sp.lo; px <= sp.hi; ++px) {
+          const int i = px - x0;
+          if (n < first[i]) continue;
+          float u, v, fx, fy;
+          to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+          if (!inside(in.ad, fx, fy)) continue;
+          const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+          AtlasSampleGrad ag;
+          if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC[i],
+                               dT[i], T_final[i], T_after[i], B[i], g, ag))
+            continue;
+          if (atlas_grad) {
+            for (int q = 0; q < 4; ++q) {
+              atomic_add(d_mask + tap_index(t, q), ag.mask * tap_weight(t, q));
+              if (use_rgb)
+                for (int c = 0; c < 3; ++c) atomic_add(d_rgb + 3 * tap_index(t, q) + c, ag.rgb[c] * tap_weight(t, q));
+            }
           }
         }
       }
+    }, t0, t1);
+    for (int64_t j = 0; j < pairs; ++j) {
+      const float* src = pair_grads.data() + (size_t)j * kGradFields;
+      float* dst = grads + (size_t)b.ids[pair0 + j] * kGradFields;
+      for (int f = 0; f < kGradFields; ++f) dst[f] += src[f];
     }
-  });
-  std::fill(grads, grads + (size_t)in.N * kGradFields, 0.0f);
-  for (size_t j = 0; j < b.ids.size(); ++j) {
-    const float* src = pair_grads.data() + j * kGradFields;
-    float* dst = grads + (size_t)b.ids[j] * kGradFields;
-    for (int f = 0; f < kGradFields; ++f) dst[f] += src[f];
+    t0 = t1;
   }
 }
 

@@ -37,7 +37,7 @@ def registered(platform: str) -> bool:
     Raises RuntimeError when the installed kernels implement another contract version.
     """
     if platform == "cpu":
-        check_thread_count()
+        check_cpu_env()
     try:
         module = importlib.import_module(_MODULES[platform])
     except ImportError:
@@ -52,16 +52,21 @@ def registered(platform: str) -> bool:
     return True
 
 
-def check_thread_count() -> None:
-    """ValueError unless ``DIFFBMP_NUM_THREADS`` (threads of the cpu kernels) is unset or a positive integer.
+CPU_ENV = {"DIFFBMP_NUM_THREADS": "threads of the cpu kernels",
+           "DIFFBMP_CPU_PAIRS_PER_GROUP": "(tile, primitive) pairs whose gradients the cpu backward holds at once"}
+"""Environment variables the cpu kernels read, each unset or a positive integer."""
 
-    The kernels read it with C's ``atoi``, which would turn ``"abc"`` or ``"-1"``
-    into one thread and ``"2.5"`` into two, silently.
+
+def check_cpu_env() -> None:
+    """ValueError unless every variable of :data:`CPU_ENV` is unset or a positive integer.
+
+    The kernels read them with C's ``atoi``, which would turn ``"abc"`` or ``"-1"``
+    into a default and ``"2.5"`` into two, silently.
     """
-    value = os.environ.get("DIFFBMP_NUM_THREADS")
-    if value is not None and not (value.strip().isdigit() and int(value) > 0):
-        raise ValueError(f"DIFFBMP_NUM_THREADS must be a positive integer (threads of the cpu kernels), "
-                         f"got {value!r}")
+    for name, what in CPU_ENV.items():
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            raise ValueError(f"{name} must be a positive integer ({what}), got {value!r}")
 
 
 def cuda_available() -> bool:
