@@ -165,7 +165,7 @@ def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Perio
 
 def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
                watch: bool = True, update: Callable | None = None,
-               to_host: Callable = np.asarray, clock=None) -> tuple[Any, Any]:
+               to_host: Callable = np.asarray) -> tuple[Any, Any]:
     """Runs ``steps`` steps as chunks of ``chunk``, logging between them.
 
     ``run(data, carry, start, steps, full)`` runs one chunk from step ``start``
@@ -189,15 +189,15 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
     ``to_host`` reads the losses back (across processes, for a multi-host batch).
 
     The bar reads "compiling" until the first chunk is compiled and starts its
-    clock after that, so its it/s and ETA are the steps' own. ``clock`` (a
-    :class:`~diffbmp_jax.fitting.timing.FitClock`; by default the one open on
-    this thread, if any) adds the time spent running and waiting for chunks to
-    its ``step_time``.
+    clock after that, so its it/s and ETA are the steps' own. The
+    :class:`~diffbmp_jax.fitting.timing.FitClock` open on this thread (the
+    fit's, see ``timing.clocked``), if any, gets the time spent running and
+    waiting for chunks added to its ``step_time``.
 
     Returns ``(carry, result of the last log)``.
     """
     from tqdm.auto import tqdm  # imported when a fit runs: a light `import diffbmp_jax`
-    clock = clock or current_clock() or FitClock()
+    clock = current_clock() or FitClock()
     bar = tqdm(total=steps, disable=not progress, unit="it", desc=f"{desc} (compiling)" if steps else desc,
                leave=True)
     auxes, losses, result, done = [], None, None, 0
