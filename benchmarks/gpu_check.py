@@ -188,7 +188,7 @@ def set_pair_budget(value):
 
 def bf16_accuracy(seed=0):
     """fp32 vs bf16-atlas CUDA targets on a 64x64-bitmap scene (informational + loose check)."""
-    from diffbmp_jax.rendering import kernels
+    from diffbmp_jax.rendering import kernels, lowering
     rng = np.random.default_rng(seed)
     H, W, n = 256, 256, 2000
     P = 4
@@ -215,9 +215,9 @@ def bf16_accuracy(seed=0):
                   [(n, 2), (n,), (n,), (n,), (n, 3), mask.shape, rgb.shape])
     res = {}
     for tag, inputs, suffix in (("fp32", inputs32, ""), ("bf16", inputs16, "_bf16")):
-        fwd = jax.ffi.ffi_call("diffbmp_forward" + suffix, out_f)(*inputs, **attrs)
-        bwd = jax.ffi.ffi_call("diffbmp_backward" + suffix, out_b)(
-            *inputs, fwd[1], fwd[2], d_color, d_trans, atlas_grad=np.int32(1), **attrs)
+        fwd = lowering.call("diffbmp_forward" + suffix, out_f, *inputs, **attrs)
+        bwd = lowering.call("diffbmp_backward" + suffix, out_b, *inputs, fwd[1], fwd[2], d_color,
+                            d_trans, atlas_grad=np.int32(1), **attrs)
         res[tag] = [np.asarray(x) for x in fwd[:2]] + [np.asarray(x) for x in bwd]
     names = ["color", "trans", "d_xy", "d_scale", "d_rotation", "d_opacity_logit",
              "d_color_logit", "d_mask", "d_rgb"]

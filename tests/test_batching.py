@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.rendering import kernels
 from scenes import random_atlas, random_scene, rel_err
 
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
@@ -279,13 +278,8 @@ def test_vmapped_render_is_one_custom_call():
     text2 = jax.jit(jax.vmap(jax.vmap(f))).lower(*nested).as_text()
     _check_one_launch(text2, "2x3", 10)
 
-    # The checks can fail: the sequential fallback (one kernel call per scene in a loop) is rejected.
-    old = kernels.VMAP_METHOD
-    kernels.VMAP_METHOD = "sequential"
-    try:
-        seq = jax.jit(jax.vmap(f)).lower(*args).as_text()
-    finally:
-        kernels.VMAP_METHOD = old
+    # The checks can fail: one kernel call per scene in a loop is rejected.
+    seq = jax.jit(lambda *a: jax.lax.map(lambda s: f(*s), a)).lower(*args).as_text()
     with pytest.raises(AssertionError):
         _check_one_launch(seq, "3", 10)
     assert re.search(r"\bwhile\b", seq)

@@ -26,6 +26,10 @@
 //          unless atlas_grad, and padded like the atlas (the border's entries are
 //          meaningless: the caller drops them)
 //
+// The CUDA handlers take one more attribute and return one more buffer, after
+// the above: pair_capacity (s64) and workspace [bytes] uint8, the memory of
+// their binning (cuda/gpu/workspace.h); the cpu handlers allocate their own.
+//
 // Backward note: a sample with alpha 0 changes nothing and is skipped, except
 // when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
 //
@@ -53,7 +57,7 @@ namespace diffbmp {
 // Version of the buffer contract above: the compiled modules export it and the
 // Python side refuses modules of another version (a checkout's Python beside
 // kernels installed from an older tree).
-constexpr int kContractVersion = 1;
+constexpr int kContractVersion = 2;
 
 constexpr int kTile = 16;                   // tile side in pixels
 constexpr float kMinTransmittance = 1e-6f;  // early termination threshold

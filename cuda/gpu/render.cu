@@ -21,16 +21,17 @@
 //   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
 //                        the backward's warps skip candidates that none of
 //                        their pixels can see (warps_to_visit).
-// Temporaries come from the FFI scratch allocator.
+// Temporaries live in one workspace buffer that XLA allocates as the call's
+// last result (workspace.h), so the handlers may be captured into CUDA graphs.
 //
 // Batches (jax.vmap, see batch_layout.h): one launch per step for all scenes.
 // Steps 1-5 run over every scene's primitives at once, each (scene, tile) a
 // segment of its own; the tile kernels put the scene on the grid's y axis.
 //
-// Why this shape. The scratch allocator is called from the host before any
-// kernel runs, so buffers are sized by a pair *capacity* known from shapes
-// alone (see pair_capacity), not by the pair count, which only the device
-// knows. The tile kernels read the count: if it exceeds the capacity (huge
+// Why this shape. The workspace is sized before any kernel runs, so the pair
+// buffers hold a pair *capacity* known from shapes alone (the attribute
+// pair_capacity, chosen by diffbmp_jax/rendering/lowering.py), not the pair
+// count, which only the device knows. The tile kernels read the count: if it exceeds the capacity (huge
 // primitives on a large canvas), binning is abandoned for that render and every
 // tile block walks all N primitives, keeping those whose tile rectangle covers
 // it: slower, same result. Nothing is capped: no limit on primitives per tile or
@@ -47,8 +48,9 @@
 
 #include "ffi_binding.h"
 #include "ffi_inputs.h"
-#include "segment_sort.cuh"
 #include "render_common.h"
+#include "segment_sort.cuh"
+#include "workspace.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -71,11 +73,6 @@ constexpr int kWarps = kBlock / 32;
 
 template <typename AT>
 using DevInputs = BatchedInputs<AT>;
-
-// Tile rectangle of a primitive (inclusive tile coordinates); empty if x0 > x1.
-struct TileRect {
-  int x0, y0, x1, y1;
-};
 
 // Primitive i is primitive i % N of scene i / N; arrays over primitives
 // are [scenes * N], tile arrays [scenes * num_tiles] (scene-major).
@@ -530,60 +527,50 @@ __global__ void __launch_bounds__(kBlock, 4)
   }
 }
 
-// Pair capacity of the binning buffers, from shapes alone: every pair when
-// that is cheap, else room for each primitive to cover 64 tiles on average (at
-// least 2^22 pairs), never more than DIFFBMP_CUDA_MAX_PAIRS (default 2^27, ~1 GB).
-// A render with more pairs than this falls back to the all-primitives walk.
-long long pair_capacity(int64_t N, int num_tiles) {
-  long long budget = (long long)1 << 27;
-  if (const char* env = std::getenv("DIFFBMP_CUDA_MAX_PAIRS")) budget = std::atoll(env);
-  if (budget > (long long)INT32_MAX) budget = INT32_MAX;
-  if (budget < 0) budget = 0;
-  long long want = (long long)N * num_tiles;
-  const long long roomy = std::max((long long)1 << 22, 64LL * N);
-  if (want > roomy) want = roomy;
-  return std::min(want, budget);
-}
-
 inline int grid_for(int64_t n, int block) { return (int)((n + block - 1) / block); }
 
-// Scratch allocation that reports failure as an FFI error.
-template <typename T>
-ffi::Error scratch_alloc(ffi::ScratchAllocator& scratch, size_t count, T*& ptr) {
-  if (count == 0) count = 1;
-  auto mem = scratch.Allocate(count * sizeof(T), 16);  // XLA accepts alignments <= 16
-  if (!mem.has_value())
-    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                      "diffbmp CUDA: scratch allocation of " + std::to_string(count * sizeof(T)) +
-                          " bytes failed");
-  ptr = static_cast<T*>(*mem);
+// The workspace's parts for `prims` primitives, `tiles` tiles and `capacity`
+// pairs, or an error naming what is missing when the buffer is too small.
+ffi::Error carve(ffi::ResultBuffer<ffi::U8>& workspace, int64_t prims, int64_t tiles,
+                 long long capacity, WorkspaceLayout& w, char*& base) {
+  if (capacity < 0 || capacity > (long long)INT32_MAX)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: pair_capacity must be in [0, 2^31), got " +
+                                       std::to_string(capacity));
+  w = workspace_layout(prims, tiles, capacity);
+  const size_t have = workspace->element_count();
+  if (have < w.bytes)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: a workspace of " + std::to_string(have) +
+                                       " bytes, the call needs " + std::to_string(w.bytes) +
+                                       " (primitives " + std::to_string(prims) + ", tiles " +
+                                       std::to_string(tiles) + ", pairs " + std::to_string(capacity) +
+                                       ")");
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(workspace->typed_data());
+  base = reinterpret_cast<char*>((raw + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
   return ffi::Error::Success();
 }
 
-// Setup + binning (steps 1-5 of the header) for every scene of the batch. On
-// success `L` and `prims` point at scratch memory that lives until the
-// handler returns.
+// Setup + binning (steps 1-5 of the header) for every scene of the batch, in
+// the workspace; on success `L` and `prims` point into it.
 template <typename AT>
-ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInputs<AT>& in,
-               int H, int W, int tiles_x, int tiles_y, TileLists& L, Prim*& prims) {
+ffi::Error bin(cudaStream_t stream, ffi::ResultBuffer<ffi::U8>& workspace, long long capacity,
+               const DevInputs<AT>& in, int H, int W, int tiles_x, int tiles_y, TileLists& L,
+               Prim*& prims) {
   const int N = in.base.N, num_tiles = tiles_x * tiles_y;
   const int64_t scenes = in.layout.count;
   const int64_t total = scenes * N, all_tiles = scenes * num_tiles;
   if (all_tiles >= INT32_MAX || total >= INT32_MAX)
     return ffi::Error::InvalidArgument("diffbmp CUDA: batch too large for one launch");
-  TileRect* rects;
-  unsigned long long *counts, *starts, *cursor;
-  int* clamped;
-  if (auto e = scratch_alloc(scratch, total, prims); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, total, rects); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, all_tiles + 1, counts); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, all_tiles + 1, starts); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, all_tiles, cursor); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, all_tiles + 1, clamped); e.failure()) return e;
-  const long long capacity = pair_capacity(total, num_tiles);
-  int32_t *unsorted, *ids;
-  if (auto e = scratch_alloc(scratch, capacity, unsorted); e.failure()) return e;
-  if (auto e = scratch_alloc(scratch, capacity, ids); e.failure()) return e;
+  WorkspaceLayout w;
+  char* base;
+  if (auto e = carve(workspace, total, all_tiles, capacity, w, base); e.failure()) return e;
+  prims = reinterpret_cast<Prim*>(base + w.prims);
+  auto* rects = reinterpret_cast<TileRect*>(base + w.rects);
+  auto* counts = reinterpret_cast<unsigned long long*>(base + w.counts);
+  auto* starts = reinterpret_cast<unsigned long long*>(base + w.starts);
+  auto* cursor = reinterpret_cast<unsigned long long*>(base + w.cursor);
+  auto* clamped = reinterpret_cast<int*>(base + w.clamped);
+  auto* unsorted = reinterpret_cast<int32_t*>(base + w.unsorted);
+  auto* ids = reinterpret_cast<int32_t*>(base + w.ids);
   L.N = N;
   L.rects = rects;
   L.starts = clamped;
@@ -603,9 +590,11 @@ ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const DevInp
   size_t scan_bytes = 0;
   DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts,
                                             (int)all_tiles + 1, stream));
-  char* scan_tmp;
-  if (auto e = scratch_alloc(scratch, scan_bytes, scan_tmp); e.failure()) return e;
-  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_tmp, scan_bytes, counts, starts,
+  if (scan_bytes > w.scan_bytes)
+    return ffi::Error::Internal("diffbmp CUDA: the scan needs " + std::to_string(scan_bytes) +
+                                " bytes of temporaries, the workspace holds " +
+                                std::to_string(w.scan_bytes) + " (workspace.h's scan_room)");
+  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(base + w.scan, scan_bytes, counts, starts,
                                             (int)all_tiles + 1, stream));
   prepare_kernel<<<grid_for(all_tiles + 1, 256), 256, 0, stream>>>((int)all_tiles, starts,
                                                                    capacity, cursor, clamped);
@@ -626,13 +615,14 @@ using AtlasT = std::conditional_t<DT == ffi::DataType::BF16, __nv_bfloat16, floa
 constexpr int64_t kMaxScenes = 65535;
 
 template <ffi::DataType DT>
-ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error ForwardImpl(cudaStream_t stream,
                        ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                        ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
                        ffi::Buffer<DT> mask, ffi::Buffer<DT> rgb, float color_blend,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
-                       ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
+                       ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop,
+                       int64_t pair_capacity, ffi::ResultBuffer<ffi::U8> workspace) {
   using AT = AtlasT<DT>;
   BatchLayout layout;
   if (auto err = batch_layout(trans->dimensions(), 2, layout); err.failure()) return err;
@@ -649,7 +639,8 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   TileLists L;
   Prim* prims;
-  if (auto err = bin<AT>(stream, scratch, in, H, W, tiles_x, tiles_y, L, prims); err.failure())
+  if (auto err = bin<AT>(stream, workspace, pair_capacity, in, H, W, tiles_x, tiles_y, L, prims);
+      err.failure())
     return err;
   const dim3 grid(tiles_x * tiles_y, (unsigned)layout.count);
   forward_kernel<AT><<<grid, kBlock, 0, stream>>>(
@@ -660,7 +651,7 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }
 
 template <ffi::DataType DT>
-ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error BackwardImpl(cudaStream_t stream,
                         ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                         ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
@@ -672,7 +663,8 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
                         ffi::ResultBuffer<ffi::F32> d_rotation,
                         ffi::ResultBuffer<ffi::F32> d_opacity_logit,
                         ffi::ResultBuffer<ffi::F32> d_color_logit,
-                        ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb) {
+                        ffi::ResultBuffer<ffi::F32> d_mask, ffi::ResultBuffer<ffi::F32> d_rgb,
+                        int64_t pair_capacity, ffi::ResultBuffer<ffi::U8> workspace) {
   using AT = AtlasT<DT>;
   BatchLayout layout;
   if (auto err = batch_layout(d_scale->dimensions(), 1, layout); err.failure()) return err;
@@ -723,7 +715,8 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   TileLists L;
   Prim* prims;
-  if (auto err = bin<AT>(stream, scratch, in, H, W, tiles_x, tiles_y, L, prims); err.failure())
+  if (auto err = bin<AT>(stream, workspace, pair_capacity, in, H, W, tiles_x, tiles_y, L, prims);
+      err.failure())
     return err;
   const dim3 grid(tiles_x * tiles_y, (unsigned)scenes);
   backward_kernel<AT><<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend,
@@ -736,12 +729,17 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }  // namespace
 }  // namespace diffbmp
 
-#define DB_CUDA_CONTEXT .Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>()
+#define DB_CUDA_CONTEXT .Ctx<ffi::PlatformStream<cudaStream_t>>()
 
-// DIFFBMP_CUDA_CMD_BUFFER (an experiment, off by default): declare the handlers
-// command-buffer compatible, so that XLA may trace them into CUDA graphs. (The
-// traits must be a macro argument of their own: XLA's macro forwards its
-// arguments with ##__VA_ARGS__, which does not expand a macro hiding a comma.)
+// After the contract's arguments: the pair capacity and the workspace (workspace.h).
+#define DB_CUDA_WORKSPACE .Attr<int64_t>("pair_capacity").Ret<ffi::Buffer<ffi::U8>>()
+
+// Command-buffer compatible: XLA may capture the handlers into CUDA graphs
+// (they launch work on the stream, never synchronise, and keep no memory of
+// their own). DIFFBMP_CUDA_CMD_BUFFER=OFF at build time withdraws the trait,
+// for measurements. (The traits must be a macro argument of their own: XLA's
+// macro forwards its arguments with ##__VA_ARGS__, which does not expand a
+// macro hiding a comma.)
 #ifdef DIFFBMP_CUDA_CMD_BUFFER
 #define DB_CUDA_HANDLER(NAME, IMPL, BINDING) \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, IMPL, BINDING, {ffi::Traits::kCmdBufferCompatible})
@@ -749,13 +747,15 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 #define DB_CUDA_HANDLER(NAME, IMPL, BINDING) XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, IMPL, BINDING)
 #endif
 
-#define DB_CUDA_FORWARD(NAME, DT)                                                           \
-  DB_CUDA_HANDLER(NAME, diffbmp::ForwardImpl<DT>,                                           \
-                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) DB_FFI_FORWARD_REST);
+#define DB_CUDA_FORWARD(NAME, DT)                                                    \
+  DB_CUDA_HANDLER(NAME, diffbmp::ForwardImpl<DT>,                                    \
+                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT)             \
+                      DB_FFI_FORWARD_REST DB_CUDA_WORKSPACE);
 
-#define DB_CUDA_BACKWARD(NAME, DT)                                                          \
-  DB_CUDA_HANDLER(NAME, diffbmp::BackwardImpl<DT>,                                          \
-                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT) DB_FFI_BACKWARD_REST);
+#define DB_CUDA_BACKWARD(NAME, DT)                                                   \
+  DB_CUDA_HANDLER(NAME, diffbmp::BackwardImpl<DT>,                                   \
+                  ffi::Ffi::Bind() DB_CUDA_CONTEXT DB_FFI_SCENE_ARGS(DT)             \
+                      DB_FFI_BACKWARD_REST DB_CUDA_WORKSPACE);
 
 // fp32 atlas (the contract of render_common.h) ...
 DB_CUDA_FORWARD(DiffbmpForwardCuda, ffi::F32)

@@ -1,4 +1,4 @@
-"""``jax.ffi.ffi_call`` wrappers for the tile kernels, tied by ``jax.custom_vjp``.
+"""Calls of the tile kernels' FFI targets (``lowering.call``), tied by ``jax.custom_vjp``.
 
 The forward target returns the premultiplied colour ``C [H, W, 3]``, the final
 transmittance ``T [H, W]`` and, per pixel, the index of the deepest primitive
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from diffbmp_jax.rendering import registry
+from diffbmp_jax.rendering import lowering, registry
 from diffbmp_jax.scene.primitives import Primitives
 
 
@@ -35,12 +35,6 @@ class KernelConfig(NamedTuple):
     # CUDA only: the kernels read the atlas (mask, rgb) as bf16, halving its
     # memory traffic; arithmetic, parameters and gradients stay fp32.
     atlas_bf16: bool = False
-
-
-# Under jax.vmap the kernels render every scene of the batch in one launch:
-# each argument gains leading batch dimensions (size 1 where it is not mapped,
-# e.g. a shared atlas, read in place), see cuda/common/batch_layout.h.
-VMAP_METHOD = "expand_dims"
 
 
 def kernel_inputs(params: Primitives, template, mask, rgb):
@@ -86,8 +80,8 @@ def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
         jax.ShapeDtypeStruct((h, w), jnp.float32),
         jax.ShapeDtypeStruct((h, w), jnp.int32),
     )
-    call = jax.ffi.ffi_call(_target(registry.FORWARD, cfg), out_types, vmap_method=VMAP_METHOD)
-    return call(*kernel_inputs(params, template, mask, rgb), **kernel_attrs(cfg))
+    return lowering.call(_target(registry.FORWARD, cfg), out_types,
+                         *kernel_inputs(params, template, mask, rgb), **kernel_attrs(cfg))
 
 
 def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
@@ -107,9 +101,9 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
         jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
         jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
     )
-    call = jax.ffi.ffi_call(_target(registry.BACKWARD, cfg), out_types, vmap_method=VMAP_METHOD)
-    return call(*kernel_inputs(params, template, mask, rgb), transmittance, stop, d_color, d_trans,
-                atlas_grad=np.int32(cfg.atlas_grad), **kernel_attrs(cfg))
+    return lowering.call(_target(registry.BACKWARD, cfg), out_types,
+                         *kernel_inputs(params, template, mask, rgb), transmittance, stop, d_color,
+                         d_trans, atlas_grad=np.int32(cfg.atlas_grad), **kernel_attrs(cfg))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -26,7 +26,7 @@ BACKWARD = "diffbmp_backward"
 
 _MODULES = {"cpu": "_diffbmp_jax_kernels.cpu", "CUDA": "_diffbmp_jax_kernels.cuda"}
 
-CONTRACT = 1
+CONTRACT = 2
 """Version of the kernels' buffer contract this Python code calls (``kContractVersion``)."""
 
 
@@ -67,6 +67,15 @@ def check_cpu_env() -> None:
         value = os.environ.get(name)
         if value is not None and not (value.strip().isdigit() and int(value) > 0):
             raise ValueError(f"{name} must be a positive integer ({what}), got {value!r}")
+
+
+def cuda_workspace_bytes(primitives: int, tiles: int, pairs: int) -> int:
+    """Bytes of the workspace a CUDA call returns last (``cuda/gpu/workspace.h``), for
+    ``primitives`` primitives and ``tiles`` tiles of all its scenes and room for ``pairs`` pairs."""
+    if not registered("CUDA"):
+        raise RuntimeError("a render is being compiled for a GPU, but the CUDA kernels are not built")
+    module = importlib.import_module(_MODULES["CUDA"])
+    return int(module.workspace_bytes(primitives, tiles, pairs))
 
 
 def cuda_available() -> bool:
