@@ -217,7 +217,7 @@ def bf16_accuracy(seed=0):
     for tag, inputs, suffix in (("fp32", inputs32, ""), ("bf16", inputs16, "_bf16")):
         fwd = lowering.call("diffbmp_forward" + suffix, out_f, *inputs, **attrs)
         bwd = lowering.call("diffbmp_backward" + suffix, out_b, *inputs, fwd[1], fwd[2], d_color,
-                            d_trans, atlas_grad=np.int32(1), **attrs)
+                            d_trans, fwd[3], atlas_grad=np.int32(1), **attrs)
         res[tag] = [np.asarray(x) for x in fwd[:2]] + [np.asarray(x) for x in bwd]
     names = ["color", "trans", "d_xy", "d_scale", "d_rotation", "d_opacity_logit",
              "d_color_logit", "d_mask", "d_rgb"]

@@ -250,7 +250,9 @@ def _check_one_launch(text: str, batch: str, n: int):
     bwd = _custom_calls(text, "diffbmp_backward")
     assert len(fwd) == 1, f"{len(fwd)} forward custom calls"
     assert len(bwd) == 1, f"{len(bwd)} backward custom calls"
-    assert fwd[0] == [f"{batch}x{H}x{W}x3xf32", f"{batch}x{H}x{W}xf32", f"{batch}x{H}x{W}xi32"], fwd
+    assert fwd[0][:3] == [f"{batch}x{H}x{W}x3xf32", f"{batch}x{H}x{W}xf32", f"{batch}x{H}x{W}xi32"], fwd
+    # Then the tile lists for all scenes at once (and on CUDA a workspace): bytes, no batch dims.
+    assert all(re.fullmatch(r"\d+xui8", t) for t in fwd[0][3:]), fwd
     assert bwd[0][:2] == [f"{batch}x{n}x2xf32", f"{batch}x{n}xf32"], bwd
     assert not re.search(r"\bwhile\b", text), "a while loop: scenes rendered one after another"
 
@@ -332,7 +334,15 @@ def test_invalid_primitives_in_a_batch_draw_nothing_and_leave_other_scenes_alone
         np.testing.assert_allclose(np.asarray(a_b[b]), np.asarray(a), atol=1e-6, err_msg=f"scene {b}")
 
 
-def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch):
+@pytest.fixture
+def on_cpu():
+    """The cpu kernels' own checks run on the CPU device, also in a process with a GPU (whose
+    backward sums with float atomics, in another order each run)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
+def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch, on_cpu):
     """The cpu backward sums each primitive's fields per (tile, candidate) and adds them in list
     order: the same bits for any thread count and any grouping of the tiles (its memory bound),
     and a batch's scenes equal the loop's."""
@@ -363,7 +373,7 @@ def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch):
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "16"])
-def test_scene_scheduling_is_repeatable_and_agrees(monkeypatch, threads):
+def test_scene_scheduling_is_repeatable_and_agrees(monkeypatch, threads, on_cpu):
     """1 thread; scenes >= threads (one scene per thread); scenes < threads (each over all).
 
     Every schedule gives the loop's gradients to rounding, and the same bits on every run.

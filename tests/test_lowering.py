@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.rendering import lowering
+from diffbmp_jax.rendering import lowering, registry
 from scenes import random_atlas, random_scene
 
 H, W, N = 40, 50, 30
@@ -58,12 +58,23 @@ def _lowered(platform, scenes=None):
     return jax.jit(f).trace(params, atlas, template).lower(lowering_platforms=(platform,)).as_text()
 
 
-def test_cpu_calls_carry_no_workspace():
+def _no_gpu(monkeypatch):
+    monkeypatch.setattr(registry, "cuda_available", lambda: False)
+
+
+def _gpu(monkeypatch):
+    """As in a process with a GPU: the forward keeps its tile lists for the backward."""
+    monkeypatch.setattr(registry, "cuda_available", lambda: True)
+
+
+def test_cpu_calls_carry_no_workspace(monkeypatch):
+    _no_gpu(monkeypatch)
     calls = _calls(_lowered("cpu"))
     (fwd_types, fwd_line), = calls["diffbmp_forward"]
     (bwd_types, bwd_line), = calls["diffbmp_backward"]
-    assert fwd_types == [f"{H}x{W}x3xf32", f"{H}x{W}xf32", f"{H}x{W}xi32"]
-    assert len(bwd_types) == 7
+    # Without a GPU the forward's tile lists are empty.
+    assert fwd_types == [f"{H}x{W}x3xf32", f"{H}x{W}xf32", f"{H}x{W}xi32", "0xui8"]
+    assert len(bwd_types) == 7 and "0xui8" in bwd_line.split("->")[0]
     assert "pair_capacity" not in fwd_line + bwd_line
 
 
@@ -71,26 +82,48 @@ def _capacity(line):
     return int(re.search(r"pair_capacity = (\d+) : i64", line).group(1))
 
 
-@needs_cuda_module
-@pytest.mark.parametrize("scenes", [None, 3])
-def test_cuda_calls_end_with_a_workspace_sized_for_all_scenes(scenes):
+def _binning_bytes(scenes):
     import _diffbmp_jax_kernels.cuda as module
-    calls = _calls(_lowered("cuda", scenes=scenes))
     count = scenes or 1
     tiles = -(-H // 16) * -(-W // 16)
     pairs = lowering.pair_capacity(count * N, tiles, lowering.DEFAULT_MAX_PAIRS)
     assert pairs == count * N * tiles  # small scenes: room for every pair
-    want = f"{module.workspace_bytes(count * N, count * tiles, pairs)}xui8"
-    for target, results in (("diffbmp_forward", 4), ("diffbmp_backward", 8)):
-        (types, line), = calls[target]  # one call for all scenes
-        assert len(types) == results and types[-1] == want, (target, types)
-        assert _capacity(line) == pairs
+    return pairs, f"{module.workspace_bytes(count * N, count * tiles, pairs)}xui8"
+
+
+@needs_cuda_module
+@pytest.mark.parametrize("scenes", [None, 3])
+def test_cuda_forward_keeps_its_binning_for_the_backward(monkeypatch, scenes):
+    _gpu(monkeypatch)
+    pairs, binning = _binning_bytes(scenes)
+    calls = _calls(_lowered("cuda", scenes=scenes))
+    (fwd_types, fwd_line), = calls["diffbmp_forward"]  # one call for all scenes
+    (bwd_types, bwd_line), = calls["diffbmp_backward"]
     batch = f"{scenes}x" if scenes else ""
-    assert calls["diffbmp_forward"][0][0][0] == f"{batch}{H}x{W}x3xf32"
+    # color, transmittance, stop, the lists (all scenes at once), an empty workspace.
+    assert fwd_types[0] == f"{batch}{H}x{W}x3xf32"
+    assert fwd_types[3:] == [binning, "0xui8"], fwd_types
+    # The backward reads the lists (with a size-1 batch dimension under vmap) and bins nothing.
+    assert (f"1x{binning}" if scenes else binning) in bwd_line.split("->")[0]
+    assert len(bwd_types) == 8 and bwd_types[-1] == "0xui8", bwd_types
+    assert _capacity(fwd_line) == _capacity(bwd_line) == pairs
+
+
+@needs_cuda_module
+@pytest.mark.parametrize("scenes", [None, 3])
+def test_cuda_calls_bin_into_a_workspace_when_the_lists_are_empty(monkeypatch, scenes):
+    _no_gpu(monkeypatch)  # lowered for CUDA where no GPU is: the lists are empty
+    pairs, binning = _binning_bytes(scenes)
+    calls = _calls(_lowered("cuda", scenes=scenes))
+    for target, results in (("diffbmp_forward", 5), ("diffbmp_backward", 8)):
+        (types, line), = calls[target]
+        assert len(types) == results and types[-1] == binning, (target, types)
+        assert _capacity(line) == pairs
 
 
 @needs_cuda_module
 def test_cuda_pair_budget_from_the_environment(monkeypatch):
+    _gpu(monkeypatch)
     monkeypatch.setenv(lowering.MAX_PAIRS_ENV, "0")
     calls = _calls(_lowered("cuda"))
     assert _capacity(calls["diffbmp_forward"][0][1]) == 0
@@ -100,7 +133,8 @@ def test_cuda_pair_budget_from_the_environment(monkeypatch):
         monkeypatch.setenv(lowering.MAX_PAIRS_ENV, bad)
         with pytest.raises(ValueError, match=lowering.MAX_PAIRS_ENV):
             _lowered("cuda")
-    # The cpu kernels do not read it.
+    # Without a GPU nothing reads it.
+    _no_gpu(monkeypatch)
     assert "diffbmp_forward" in _calls(_lowered("cpu"))
 
 

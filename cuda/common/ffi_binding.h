@@ -26,13 +26,15 @@
       .Attr<int32_t>("use_rgb")                                  \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*color*/          \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*transmittance*/  \
-      .Ret<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/
+      .Ret<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/          \
+      .Ret<xla::ffi::Buffer<xla::ffi::U8>>() /*tile lists*/
 
 #define DB_FFI_BACKWARD_REST                                   \
   .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*transmittance*/     \
       .Arg<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/          \
       .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*d_color*/       \
       .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*d_trans*/       \
+      .Arg<xla::ffi::Buffer<xla::ffi::U8>>() /*tile lists*/     \
       .Attr<float>("color_blend")                               \
       .Attr<float>("alpha_max")                                 \
       .Attr<int32_t>("use_rgb")                                 \

@@ -15,10 +15,13 @@
 //          compositing stopped early (transmittance < kMinTransmittance), or -1
 //          when every overlapping primitive was composited. Primitives with an
 //          index below `stop` were skipped.
+//          lists [bytes] uint8: the CUDA forward's tile binning (cuda/gpu/workspace.h)
+//          kept for the backward, when the caller sized it so; the cpu handlers
+//          leave it untouched (it is empty in a process without a GPU).
 //
 // diffbmp_backward
 //   args:  the 8 forward args, transmittance [H,W], stop [H,W] int32,
-//          d_color [H,W,3], d_transmittance [H,W]
+//          d_color [H,W,3], d_transmittance [H,W], lists (the forward's)
 //   attrs: color_blend, alpha_max, use_rgb, atlas_grad (s32, 0/1)
 //   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
 //          d_color_logit [N,3], d_mask [P,h+2,w+2] (or [0,h+2,w+2]), d_rgb [P,h+2,w+2,3]
@@ -28,7 +31,8 @@
 //
 // The CUDA handlers take one more attribute and return one more buffer, after
 // the above: pair_capacity (s64) and workspace [bytes] uint8, the memory of
-// their binning (cuda/gpu/workspace.h); the cpu handlers allocate their own.
+// their binning (cuda/gpu/workspace.h) when `lists` is too small to hold it
+// (empty otherwise); the cpu handlers allocate their own.
 //
 // Backward note: a sample with alpha 0 changes nothing and is skipped, except
 // when atlas_grad is set: its mask texels still receive dL/da * alpha_max * o.
@@ -57,7 +61,7 @@ namespace diffbmp {
 // Version of the buffer contract above: the compiled modules export it and the
 // Python side refuses modules of another version (a checkout's Python beside
 // kernels installed from an older tree).
-constexpr int kContractVersion = 2;
+constexpr int kContractVersion = 3;
 
 constexpr int kTile = 16;                   // tile side in pixels
 constexpr float kMinTransmittance = 1e-6f;  // early termination threshold

@@ -319,7 +319,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
                        ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb, float color_blend,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
-                       ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop) {
+                       ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop,
+                       ffi::ResultBuffer<ffi::U8> /*tile lists: CUDA's, unused here*/) {
   BatchLayout L;
   if (auto err = batch_layout(trans->dimensions(), 2, L); err.failure()) return err;
   BatchedInputs<float> in;
@@ -344,6 +345,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb,
                         ffi::Buffer<ffi::F32> trans, ffi::Buffer<ffi::S32> stop,
                         ffi::Buffer<ffi::F32> d_color, ffi::Buffer<ffi::F32> d_trans,
+                        ffi::Buffer<ffi::U8> /*tile lists: CUDA's, unused here*/,
                         float color_blend, float alpha_max, int32_t use_rgb, int32_t atlas_grad,
                         ffi::ResultBuffer<ffi::F32> d_xy, ffi::ResultBuffer<ffi::F32> d_scale,
                         ffi::ResultBuffer<ffi::F32> d_rotation,

@@ -529,32 +529,71 @@ __global__ void __launch_bounds__(kBlock, 4)
 
 inline int grid_for(int64_t n, int block) { return (int)((n + block - 1) / block); }
 
-// The workspace's parts for `prims` primitives, `tiles` tiles and `capacity`
-// pairs, or an error naming what is missing when the buffer is too small.
-ffi::Error carve(ffi::ResultBuffer<ffi::U8>& workspace, int64_t prims, int64_t tiles,
-                 long long capacity, WorkspaceLayout& w, char*& base) {
+// A buffer of the call that may hold the binning: the forward's `lists`
+// result (kept for the backward), the backward's `lists` argument, or a
+// `workspace` result (used when `lists` is too small, e.g. empty).
+struct Memory {
+  char* data;
+  size_t bytes;
+};
+
+template <typename Buf>
+Memory memory_of(Buf& buffer) {
+  return {reinterpret_cast<char*>(buffer.untyped_data()), buffer.size_bytes()};
+}
+
+// Layout of the binning for `prims` primitives, `tiles` tiles and `capacity`
+// pairs in `mem`; an error naming what is missing when it is too small.
+ffi::Error carve(Memory mem, int64_t prims, int64_t tiles, long long capacity, WorkspaceLayout& w,
+                 char*& base) {
   if (capacity < 0 || capacity > (long long)INT32_MAX)
     return ffi::Error::InvalidArgument("diffbmp CUDA: pair_capacity must be in [0, 2^31), got " +
                                        std::to_string(capacity));
   w = workspace_layout(prims, tiles, capacity);
-  const size_t have = workspace->element_count();
-  if (have < w.bytes)
-    return ffi::Error::InvalidArgument("diffbmp CUDA: a workspace of " + std::to_string(have) +
+  if (mem.bytes < w.bytes)
+    return ffi::Error::InvalidArgument("diffbmp CUDA: a workspace of " + std::to_string(mem.bytes) +
                                        " bytes, the call needs " + std::to_string(w.bytes) +
                                        " (primitives " + std::to_string(prims) + ", tiles " +
                                        std::to_string(tiles) + ", pairs " + std::to_string(capacity) +
                                        ")");
-  const uintptr_t raw = reinterpret_cast<uintptr_t>(workspace->typed_data());
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(mem.data);
   base = reinterpret_cast<char*>((raw + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
   return ffi::Error::Success();
 }
 
+// The tile lists and per-primitive set-up as laid out at `base`.
+void lists_at(char* base, const WorkspaceLayout& w, int N, int64_t all_tiles, long long capacity,
+              TileLists& L, Prim*& prims) {
+  prims = reinterpret_cast<Prim*>(base + w.prims);
+  L.N = N;
+  L.rects = reinterpret_cast<TileRect*>(base + w.rects);
+  L.starts = reinterpret_cast<int*>(base + w.clamped);
+  L.ids = reinterpret_cast<int32_t*>(base + w.ids);
+  L.total = reinterpret_cast<unsigned long long*>(base + w.starts) + all_tiles;
+  L.capacity = capacity;
+}
+
+// True when `mem` is large enough to hold the binning of the call.
+bool holds(Memory mem, int64_t prims, int64_t tiles, long long capacity) {
+  return capacity >= 0 && mem.bytes >= workspace_layout(prims, tiles, capacity).bytes;
+}
+
+// The binning of an earlier forward (its `lists`), when they hold it: no
+// launches, `L` and `prims` point into them.
+ffi::Error reuse(Memory lists, int N, int64_t scenes, int num_tiles, long long capacity,
+                 TileLists& L, Prim*& prims) {
+  WorkspaceLayout w;
+  char* base;
+  if (auto e = carve(lists, scenes * N, scenes * num_tiles, capacity, w, base); e.failure()) return e;
+  lists_at(base, w, N, scenes * num_tiles, capacity, L, prims);
+  return ffi::Error::Success();
+}
+
 // Setup + binning (steps 1-5 of the header) for every scene of the batch, in
-// the workspace; on success `L` and `prims` point into it.
+// `mem`; on success `L` and `prims` point into it.
 template <typename AT>
-ffi::Error bin(cudaStream_t stream, ffi::ResultBuffer<ffi::U8>& workspace, long long capacity,
-               const DevInputs<AT>& in, int H, int W, int tiles_x, int tiles_y, TileLists& L,
-               Prim*& prims) {
+ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInputs<AT>& in, int H,
+               int W, int tiles_x, int tiles_y, TileLists& L, Prim*& prims) {
   const int N = in.base.N, num_tiles = tiles_x * tiles_y;
   const int64_t scenes = in.layout.count;
   const int64_t total = scenes * N, all_tiles = scenes * num_tiles;
@@ -562,8 +601,8 @@ ffi::Error bin(cudaStream_t stream, ffi::ResultBuffer<ffi::U8>& workspace, long 
     return ffi::Error::InvalidArgument("diffbmp CUDA: batch too large for one launch");
   WorkspaceLayout w;
   char* base;
-  if (auto e = carve(workspace, total, all_tiles, capacity, w, base); e.failure()) return e;
-  prims = reinterpret_cast<Prim*>(base + w.prims);
+  if (auto e = carve(mem, total, all_tiles, capacity, w, base); e.failure()) return e;
+  lists_at(base, w, N, all_tiles, capacity, L, prims);
   auto* rects = reinterpret_cast<TileRect*>(base + w.rects);
   auto* counts = reinterpret_cast<unsigned long long*>(base + w.counts);
   auto* starts = reinterpret_cast<unsigned long long*>(base + w.starts);
@@ -571,12 +610,6 @@ ffi::Error bin(cudaStream_t stream, ffi::ResultBuffer<ffi::U8>& workspace, long 
   auto* clamped = reinterpret_cast<int*>(base + w.clamped);
   auto* unsorted = reinterpret_cast<int32_t*>(base + w.unsorted);
   auto* ids = reinterpret_cast<int32_t*>(base + w.ids);
-  L.N = N;
-  L.rects = rects;
-  L.starts = clamped;
-  L.ids = ids;
-  L.total = starts + all_tiles;
-  L.capacity = capacity;
   DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
   if (total > 0) {
     if (total <= kWarpEachUpTo)
@@ -622,7 +655,8 @@ ffi::Error ForwardImpl(cudaStream_t stream,
                        ffi::Buffer<DT> mask, ffi::Buffer<DT> rgb, float color_blend,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop,
-                       int64_t pair_capacity, ffi::ResultBuffer<ffi::U8> workspace) {
+                       ffi::ResultBuffer<ffi::U8> lists, int64_t pair_capacity,
+                       ffi::ResultBuffer<ffi::U8> workspace) {
   using AT = AtlasT<DT>;
   BatchLayout layout;
   if (auto err = batch_layout(trans->dimensions(), 2, layout); err.failure()) return err;
@@ -639,7 +673,13 @@ ffi::Error ForwardImpl(cudaStream_t stream,
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   TileLists L;
   Prim* prims;
-  if (auto err = bin<AT>(stream, workspace, pair_capacity, in, H, W, tiles_x, tiles_y, L, prims);
+  // Into `lists` when the caller sized them for the backward, else the workspace.
+  const Memory kept = memory_of(*lists);
+  const Memory mem = holds(kept, layout.count * in.base.N, layout.count * tiles_x * tiles_y,
+                           pair_capacity)
+                         ? kept
+                         : memory_of(*workspace);
+  if (auto err = bin<AT>(stream, mem, pair_capacity, in, H, W, tiles_x, tiles_y, L, prims);
       err.failure())
     return err;
   const dim3 grid(tiles_x * tiles_y, (unsigned)layout.count);
@@ -657,7 +697,8 @@ ffi::Error BackwardImpl(cudaStream_t stream,
                         ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
                         ffi::Buffer<DT> mask, ffi::Buffer<DT> rgb, ffi::Buffer<ffi::F32> trans,
                         ffi::Buffer<ffi::S32> stop, ffi::Buffer<ffi::F32> d_color,
-                        ffi::Buffer<ffi::F32> d_trans, float color_blend, float alpha_max,
+                        ffi::Buffer<ffi::F32> d_trans, ffi::Buffer<ffi::U8> lists,
+                        float color_blend, float alpha_max,
                         int32_t use_rgb, int32_t atlas_grad, ffi::ResultBuffer<ffi::F32> d_xy,
                         ffi::ResultBuffer<ffi::F32> d_scale,
                         ffi::ResultBuffer<ffi::F32> d_rotation,
@@ -715,10 +756,19 @@ ffi::Error BackwardImpl(cudaStream_t stream,
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   TileLists L;
   Prim* prims;
-  if (auto err = bin<AT>(stream, workspace, pair_capacity, in, H, W, tiles_x, tiles_y, L, prims);
-      err.failure())
+  // The forward's binning when its `lists` hold it (the same primitives, the
+  // same canvas), else binning again into the workspace.
+  const Memory kept = memory_of(lists);
+  const int num_tiles = tiles_x * tiles_y;
+  if (holds(kept, scenes * in.base.N, scenes * num_tiles, pair_capacity)) {
+    if (auto err = reuse(kept, in.base.N, scenes, num_tiles, pair_capacity, L, prims); err.failure())
+      return err;
+  } else if (auto err = bin<AT>(stream, memory_of(*workspace), pair_capacity, in, H, W, tiles_x,
+                                tiles_y, L, prims);
+             err.failure()) {
     return err;
-  const dim3 grid(tiles_x * tiles_y, (unsigned)scenes);
+  }
+  const dim3 grid(num_tiles, (unsigned)scenes);
   backward_kernel<AT><<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend,
                                                    alpha_max, use_rgb, want_atlas ? 1 : 0,
                                                    pixels, out);

@@ -3,8 +3,10 @@
 The forward target returns the premultiplied colour ``C [H, W, 3]``, the final
 transmittance ``T [H, W]`` and, per pixel, the index of the deepest primitive
 it composited before early termination (``stop [H, W]`` int32). ``T`` and
-``stop`` are the only per-pixel residuals: memory ``O(H * W + N)``. The backward
-target recomputes the tile binning and walks each pixel's list again.
+``stop`` are the only per-pixel residuals: memory ``O(H * W + N)``. On a GPU the
+forward's tile binning (its ``lists``, ``O(N + tiles + pairs)`` bytes) is a
+residual too, so the backward walks each pixel's list again without binning
+again; the cpu backward bins again.
 
 Batching: ``jax.vmap`` (nested up to 4 deep) of anything built on these calls
 renders all scenes in one kernel launch per call, not one after another.
@@ -84,7 +86,8 @@ def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
                          *kernel_inputs(params, template, mask, rgb), **kernel_attrs(cfg))
 
 
-def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans):
+def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans,
+                   lists):
     """The parameter gradients and (padded, empty unless ``cfg.atlas_grad``) atlas gradients."""
     n = params.scale.shape[0]
     mask, rgb = _atlas_inputs(cfg, mask, rgb)
@@ -103,7 +106,7 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
     )
     return lowering.call(_target(registry.BACKWARD, cfg), out_types,
                          *kernel_inputs(params, template, mask, rgb), transmittance, stop, d_color,
-                         d_trans, atlas_grad=np.int32(cfg.atlas_grad), **kernel_attrs(cfg))
+                         d_trans, lists, atlas_grad=np.int32(cfg.atlas_grad), **kernel_attrs(cfg))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -115,7 +118,7 @@ def render_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb):
     gradients exactly when the atlas is being differentiated (``cfg.atlas_grad``
     forces them).
     """
-    color, trans, _ = _forward_call(cfg, params, template, mask, rgb)
+    color, trans, _, _ = _forward_call(cfg, params, template, mask, rgb)
     return color, trans
 
 
@@ -128,9 +131,9 @@ def _fwd(cfg, params, template, mask, rgb):
     # whether the atlas is differentiated is known here, at trace time.
     atlas_grad = cfg.atlas_grad or mask.perturbed or (cfg.use_rgb and rgb.perturbed)
     params, template, mask, rgb = _value((params, template, mask, rgb))
-    color, trans, stop = _forward_call(cfg, params, template, mask, rgb)
+    color, trans, stop, lists = _forward_call(cfg, params, template, mask, rgb)
     # The flag travels as the residuals' structure (static): an empty tuple or a tuple holding one.
-    return (color, trans), (params, template, mask, rgb, trans, stop, ((),) if atlas_grad else ())
+    return (color, trans), (params, template, mask, rgb, trans, stop, lists, ((),) if atlas_grad else ())
 
 
 def _dense(cotangent, like):
@@ -140,12 +143,12 @@ def _dense(cotangent, like):
 
 
 def _bwd(cfg, res, cotangents):
-    params, template, mask, rgb, trans, stop, flag = res
+    params, template, mask, rgb, trans, stop, lists, flag = res
     cfg = cfg._replace(atlas_grad=bool(flag))
     d_color = _dense(cotangents[0], jax.ShapeDtypeStruct(trans.shape + (3,), jnp.float32))
     d_trans = _dense(cotangents[1], trans)
     d_xy, d_scale, d_rot, d_op, d_col, d_mask, d_rgb = _backward_call(
-        cfg, params, template, mask, rgb, trans, stop, d_color, d_trans)
+        cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists)
     d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
     if cfg.atlas_grad:  # drop the padding's border
         d_mask_out = d_mask[:, 1:-1, 1:-1]

@@ -71,20 +71,34 @@ kernel_call_p = Primitive("diffbmp_kernel_call")
 kernel_call_p.multiple_results = True
 
 
+def is_forward(target: str) -> bool:
+    return registry.BACKWARD not in target
+
+
 def call(target: str, result_types, *args, **attrs):
-    """The FFI target ``target`` on ``args``; returns one array per entry of ``result_types``.
+    """The FFI target ``target`` on ``args``; returns one array per entry of ``result_types``,
+    and for a forward target one more: its tile ``lists``, which the backward takes as its last
+    argument.
 
     ``result_types`` are ``jax.ShapeDtypeStruct`` of one scene; ``attrs`` the
-    target's attributes (NumPy scalars).
+    target's attributes (NumPy scalars). The lists are the CUDA forward's binning, kept so
+    that the backward does not bin again: an opaque uint8 buffer for all scenes of the call
+    (unmapped under ``jax.vmap``), sized when the process has a GPU, else empty (the cpu
+    kernels neither write nor read it).
     """
     shapes = tuple((tuple(r.shape), np.dtype(r.dtype).name) for r in result_types)
     return kernel_call_p.bind(*args, target=target, result_shapes=shapes,
                               attributes=tuple(sorted(attrs.items())),
-                              max_pairs=os.environ.get(MAX_PAIRS_ENV))
+                              max_pairs=os.environ.get(MAX_PAIRS_ENV),
+                              keep_lists=is_forward(target) and registry.cuda_available())
 
 
-def _abstract_eval(*avals, result_shapes, **_):
-    return [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in result_shapes]
+def _abstract_eval(*avals, target, result_shapes, max_pairs, keep_lists, **_):
+    outs = [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in result_shapes]
+    if is_forward(target):
+        nbytes = _binning(target, avals, outs, max_pairs)[1] if keep_lists else 0
+        outs.append(jax.core.ShapedArray((nbytes,), np.dtype(np.uint8)))
+    return outs
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,7 +117,8 @@ def _batch(args, dims, *, result_shapes, **params):
             for a, d in zip(args, dims)]
     shapes = tuple(((size,) + shape, dtype) for shape, dtype in result_shapes)
     outs = kernel_call_p.bind(*args, result_shapes=shapes, **params)
-    return outs, [0] * len(outs)
+    # A forward's lists hold all scenes of the call at once: unmapped.
+    return outs, [0] * len(shapes) + [None] * (len(outs) - len(shapes))
 
 
 def _lower(ctx, *operands, target, attributes, **_):
@@ -112,7 +127,7 @@ def _lower(ctx, *operands, target, attributes, **_):
 
 def _call_shape(target: str, avals_in, avals_out) -> tuple[int, int, int]:
     """(scenes, primitives per scene, tiles per scene) of one call, from its batched shapes."""
-    if registry.BACKWARD in target:  # results d_xy, d_scale [*B, N], ...; args ..., transmittance [*B', H, W]
+    if not is_forward(target):  # results d_xy, d_scale [*B, N], ...; args ..., transmittance [*B', H, W]
         batch_and_n = avals_out[1].shape
         scenes, n = math.prod(batch_and_n[:-1]), batch_and_n[-1]
         height, width = avals_in[8].shape[-2:]
@@ -123,11 +138,20 @@ def _call_shape(target: str, avals_in, avals_out) -> tuple[int, int, int]:
     return scenes, n, -(-height // TILE) * -(-width // TILE)
 
 
-def _lower_cuda(ctx, *operands, target, attributes, max_pairs, **_):
-    scenes, n, tiles = _call_shape(target, ctx.avals_in, ctx.avals_out)
+def _binning(target: str, avals_in, avals_out, max_pairs) -> tuple[int, int]:
+    """(pair capacity, bytes) of the CUDA binning of one call (``cuda/gpu/workspace.h``)."""
+    scenes, n, tiles = _call_shape(target, avals_in, avals_out)
     pairs = pair_capacity(scenes * n, tiles, pair_budget(max_pairs))
-    nbytes = registry.cuda_workspace_bytes(scenes * n, scenes * tiles, pairs)
-    workspace = jax.core.ShapedArray((nbytes,), np.dtype(np.uint8))
+    return pairs, registry.cuda_workspace_bytes(scenes * n, scenes * tiles, pairs)
+
+
+def _lower_cuda(ctx, *operands, target, attributes, max_pairs, **_):
+    pairs, need = _binning(target, ctx.avals_in, ctx.avals_out, max_pairs)
+    # The forward bins into its lists, the backward reads them, when they were sized for it;
+    # otherwise (lists empty) each bins into a workspace of its own.
+    lists = ctx.avals_out[-1] if is_forward(target) else ctx.avals_in[-1]
+    own = 0 if math.prod(lists.shape) >= need else need
+    workspace = jax.core.ShapedArray((own,), np.dtype(np.uint8))
     ctx = dataclasses.replace(ctx, avals_out=(*ctx.avals_out, workspace))
     results = jax.ffi.ffi_lowering(target)(ctx, *operands, pair_capacity=np.int64(pairs),
                                            **dict(attributes))

@@ -26,7 +26,7 @@ BACKWARD = "diffbmp_backward"
 
 _MODULES = {"cpu": "_diffbmp_jax_kernels.cpu", "CUDA": "_diffbmp_jax_kernels.cuda"}
 
-CONTRACT = 2
+CONTRACT = 3
 """Version of the kernels' buffer contract this Python code calls (``kContractVersion``)."""
 
 
