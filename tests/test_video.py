@@ -94,6 +94,19 @@ def test_batched_window_and_temporal_loss(video, atlas):
     assert moved < 0.2
 
 
+def test_frame_maps_on_the_cpu_come_from_the_host(video, monkeypatch):
+    """On the CPU backend every frame's maps are the NumPy ones, equal to the traceable maps."""
+    from diffbmp_jax.fitting import init
+    from diffbmp_jax.tasks import video as V
+    frame = np.asarray(video[1])
+    want = init.structure_maps(frame, 40)
+    monkeypatch.setattr(init, "structure_maps", lambda *a, **k: pytest.fail("traced maps on the CPU"))
+    got = V.frame_maps(frame, 40, 3.0)
+    for name in ("prob", "scale", "angle"):
+        span = float(np.ptp(np.asarray(want[name]))) or 1.0
+        assert np.max(np.abs(got[name] - np.asarray(want[name]))) <= 2e-4 * span, name
+
+
 def test_fit_video_bad_inputs(atlas, tmp_path):
     with pytest.raises(ValueError, match="frames"):
         fit_video(np.zeros((4, 4, 3)), atlas, num_primitives=4, steps=1)
