@@ -21,22 +21,25 @@
 //   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
 //                        the backward's warps skip candidates that none of
 //                        their pixels can see (warps_to_visit).
-// Temporaries live in one workspace buffer that XLA allocates as the call's
-// last result (workspace.h), so the handlers may be captured into CUDA graphs.
+// Steps 1-5 run in the forward, into its `lists` result (workspace.h), which
+// the backward takes back as an argument and reads instead of binning again;
+// when the caller left `lists` empty, each call bins into a `workspace` result
+// of its own. Both buffers are XLA's, so the handlers keep no memory between
+// launches and may be captured into CUDA graphs.
 //
 // Batches (jax.vmap, see batch_layout.h): one launch per step for all scenes.
 // Steps 1-5 run over every scene's primitives at once, each (scene, tile) a
 // segment of its own; the tile kernels put the scene on the grid's y axis.
 //
-// Why this shape. The workspace is sized before any kernel runs, so the pair
+// Why this shape. The memory is sized before any kernel runs, so the pair
 // buffers hold a pair *capacity* known from shapes alone (the attribute
 // pair_capacity, chosen by diffbmp_jax/rendering/lowering.py), not the pair
-// count, which only the device knows. The tile kernels read the count: if it exceeds the capacity (huge
-// primitives on a large canvas), binning is abandoned for that render and every
-// tile block walks all N primitives, keeping those whose tile rectangle covers
-// it: slower, same result. Nothing is capped: no limit on primitives per tile or
-// per pixel, since the tile kernels stream each list through shared memory in
-// batches of 256.
+// count, which only the device knows. The tile kernels read the count: if it
+// exceeds the capacity (huge primitives on a large canvas), binning is
+// abandoned for that render and every tile block walks all N primitives,
+// keeping those whose tile rectangle covers it: slower, same result. Nothing is
+// capped: no limit on primitives per tile or per pixel, since the tile kernels
+// stream each list through shared memory in batches of 256.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -554,8 +557,8 @@ ffi::Error carve(Memory mem, int64_t prims, int64_t tiles, long long capacity, W
     return ffi::Error::InvalidArgument("diffbmp CUDA: a workspace of " + std::to_string(mem.bytes) +
                                        " bytes, the call needs " + std::to_string(w.bytes) +
                                        " (primitives " + std::to_string(prims) + ", tiles " +
-                                       std::to_string(tiles) + ", pairs " + std::to_string(capacity) +
-                                       ")");
+                                       std::to_string(tiles) + ", pairs " +
+                                       std::to_string(capacity) + ")");
   const uintptr_t raw = reinterpret_cast<uintptr_t>(mem.data);
   base = reinterpret_cast<char*>((raw + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
   return ffi::Error::Success();
@@ -584,7 +587,8 @@ ffi::Error reuse(Memory lists, int N, int64_t scenes, int num_tiles, long long c
                  TileLists& L, Prim*& prims) {
   WorkspaceLayout w;
   char* base;
-  if (auto e = carve(lists, scenes * N, scenes * num_tiles, capacity, w, base); e.failure()) return e;
+  if (auto e = carve(lists, scenes * N, scenes * num_tiles, capacity, w, base); e.failure())
+    return e;
   lists_at(base, w, N, scenes * num_tiles, capacity, L, prims);
   return ffi::Error::Success();
 }
@@ -761,7 +765,8 @@ ffi::Error BackwardImpl(cudaStream_t stream,
   const Memory kept = memory_of(lists);
   const int num_tiles = tiles_x * tiles_y;
   if (holds(kept, scenes * in.base.N, scenes * num_tiles, pair_capacity)) {
-    if (auto err = reuse(kept, in.base.N, scenes, num_tiles, pair_capacity, L, prims); err.failure())
+    if (auto err = reuse(kept, in.base.N, scenes, num_tiles, pair_capacity, L, prims);
+        err.failure())
       return err;
   } else if (auto err = bin<AT>(stream, memory_of(*workspace), pair_capacity, in, H, W, tiles_x,
                                 tiles_y, L, prims);

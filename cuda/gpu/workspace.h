@@ -1,6 +1,8 @@
-// The CUDA handlers' temporaries: one buffer that XLA allocates, as the last
-// result of each call, sized on the Python side from shapes alone
-// (diffbmp_jax/rendering/lowering.py asks `workspace_bytes` of the module).
+// The CUDA binning's memory: one buffer that XLA allocates, the forward's
+// `lists` result (then the backward's argument, read again) or, when those are
+// empty, a `workspace` result of each call; sized on the Python side from
+// shapes alone (diffbmp_jax/rendering/lowering.py asks `workspace_bytes` of the
+// module).
 //
 // Why not the FFI scratch allocator: its memory is freed when the handler
 // returns. XLA may capture the handlers into a CUDA graph (command buffers,

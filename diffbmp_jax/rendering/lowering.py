@@ -11,6 +11,11 @@ and drops it again. Because XLA allocates it, the handlers keep no memory of
 their own and can be captured into CUDA graphs (XLA's command buffers). The
 cpu lowering calls the targets exactly as ``ffi_call`` would.
 
+A forward call returns one result more than asked for, its tile ``lists``: in
+a process with a GPU, the CUDA forward's binning, sized at abstract evaluation,
+which the backward takes as its last argument instead of binning again (then
+neither needs a workspace); elsewhere an empty buffer.
+
 Batching follows ``vmap_method="expand_dims"`` (``cuda/common/batch_layout.h``):
 every argument gains the leading batch dimension, of size 1 where it is not
 mapped, and every result carries the full one.
@@ -72,6 +77,7 @@ kernel_call_p.multiple_results = True
 
 
 def is_forward(target: str) -> bool:
+    """True for ``diffbmp_forward`` (and its bf16 twin), False for the backward targets."""
     return registry.BACKWARD not in target
 
 
