@@ -146,6 +146,12 @@ def test_pair_capacity():
     assert lowering.pair_capacity(100_000, 16384, 1000) == 1000  # the budget
     assert lowering.pair_capacity(10**9, 10**6, 2**40) == 2**31 - 1  # int32 indices
     assert lowering.pair_capacity(0, 100, big) == 0
+    with pytest.raises(ValueError, match="primitives"):
+        lowering.pair_capacity(-1, 9, big)
+    with pytest.raises(TypeError, match="tiles_per_scene"):
+        lowering.pair_capacity(100, 9.5, big)
+    with pytest.raises(ValueError, match="budget"):
+        lowering.pair_capacity(100, 9, -5)
 
 
 @needs_cuda_module
@@ -158,6 +164,10 @@ def test_workspace_bytes_cover_every_part():
     assert module.workspace_bytes(1000, 2048, 10_000) > base
     assert module.workspace_bytes(1000, 1024, 20_000) - base >= 80_000 - 2 * 256  # parts 256-aligned
     assert module.workspace_bytes(0, 1, 0) > 0
+    assert registry.cuda_workspace_bytes(1000, 1024, 10_000) == base
+    for name, args in (("primitives", (-1, 1, 1)), ("tiles", (1, -1, 1)), ("pairs", (1, 1, -2))):
+        with pytest.raises(ValueError, match=name):
+            registry.cuda_workspace_bytes(*args)
 
 
 def test_eager_call_equals_jit():

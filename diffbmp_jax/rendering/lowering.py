@@ -34,6 +34,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
 from diffbmp_jax.rendering import registry
+from diffbmp_jax.validation import check_count
 
 TILE = 16
 """Tile side of the kernels in pixels (``kTile`` of ``render_common.h``)."""
@@ -66,6 +67,12 @@ def pair_capacity(primitives: int, tiles_per_scene: int, budget: int) -> int:
     call. A render with more pairs falls back to walking every primitive per
     tile: slower, the same result.
     """
+    primitives = check_count("primitives", primitives, 0)
+    tiles_per_scene = check_count("tiles_per_scene", tiles_per_scene, 0)
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an int, got {budget!r}")
+    if budget < 0:
+        raise ValueError(f"budget must be a non-negative int, got {budget}")
     want = min(primitives * tiles_per_scene, max(1 << 22, 64 * primitives))
     return max(0, min(want, budget, 2**31 - 1))
 

@@ -21,6 +21,8 @@ import os
 
 import jax
 
+from diffbmp_jax.validation import check_count
+
 FORWARD = "diffbmp_forward"
 BACKWARD = "diffbmp_backward"
 
@@ -72,10 +74,11 @@ def check_cpu_env() -> None:
 def cuda_workspace_bytes(primitives: int, tiles: int, pairs: int) -> int:
     """Bytes of the workspace a CUDA call returns last (``cuda/gpu/workspace.h``), for
     ``primitives`` primitives and ``tiles`` tiles of all its scenes and room for ``pairs`` pairs."""
+    counts = [check_count(name, v, 0) for name, v in (("primitives", primitives), ("tiles", tiles),
+                                                       ("pairs", pairs))]
     if not registered("CUDA"):
         raise RuntimeError("a render is being compiled for a GPU, but the CUDA kernels are not built")
-    module = importlib.import_module(_MODULES["CUDA"])
-    return int(module.workspace_bytes(primitives, tiles, pairs))
+    return int(importlib.import_module(_MODULES["CUDA"]).workspace_bytes(*counts))
 
 
 def cuda_available() -> bool:
