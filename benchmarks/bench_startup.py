@@ -15,7 +15,8 @@ quality protocol's scene) and prints the wall time of the whole process, of
 the fit, and the fit's compile and step time (``FitResult.compile_time``,
 ``step_time``). ``--compiles`` lists, for the cold run, the seconds JAX spent
 tracing, lowering and compiling each function (``jax.monitoring`` spans).
-``--maps`` times, in a fresh process per size (cache off, N=1000, a random
+``--profile ROWS`` runs the warm fits under cProfile and prints their
+costliest functions. ``--maps`` times, in a fresh process per size (cache off, N=1000, a random
 target), the structure maps a fit's start makes on the host against the
 traceable version's first call (compilation included) and second call.
 Run from outside the checkout with the package installed.
@@ -39,6 +40,9 @@ t0 = time.perf_counter()
 args = json.loads(sys.argv[1])
 import collections
 import jax
+t_jax = time.perf_counter()
+jax.devices()  # the backend's start (the CUDA client), timed on its own
+t_dev = time.perf_counter()
 spans = collections.defaultdict(float)
 def on_span(event, start, end, **kw):
     if event.startswith("/jax/core/compile/"):
@@ -52,9 +56,19 @@ scene = {s.name: s for s in quality.SCENES}["vangogh1-fp-300"]._replace(width=ar
 target = quality.load_target(scene, quality.Path(args["bench"]))
 atlas = quality.load_atlas(scene, quality.Path(args["bench"]), 128)
 t1 = time.perf_counter()
+if args["profile"]:
+    import cProfile, io, pstats
+    prof = cProfile.Profile()
+    prof.enable()
 r = db.fit(target, atlas, num_primitives=scene.num, steps=scene.steps, key=0, progress=False)
 t2 = time.perf_counter()
-print(json.dumps({"import_and_load_s": t1 - t0, "fit_s": t2 - t1, "compile_s": r.compile_time,
+if args["profile"]:
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(args["profile"])
+    print(text.getvalue(), file=sys.stderr)
+print(json.dumps({"import_and_load_s": t1 - t0, "import_jax_s": t_jax - t0, "backend_start_s": t_dev - t_jax,
+                  "fit_s": t2 - t1, "compile_s": r.compile_time,
                   "step_s": r.step_time, "psnr": r.psnr, "backend": jax.default_backend(),
                   "spans": [[k[0], k[1], v] for k, v in spans.items()]}))
 """
@@ -74,12 +88,14 @@ sys.exit(rc)
 """
 
 
-def timed(cmd, env) -> tuple[float, str]:
+def timed(cmd, env, show_stderr: bool = False) -> tuple[float, str]:
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])}... failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    if show_stderr:
+        print(r.stderr, flush=True)
     return wall, r.stdout
 
 
@@ -127,6 +143,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warm", type=int, default=2, help="warm runs after the cold one")
+    ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                    help="fit: cProfile the warm runs' fit call and print its ROWS costliest functions (cumulative)")
     ap.add_argument("--maps", default="", help="comma list of sizes: host vs traceable structure maps")
     args = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -153,12 +171,15 @@ def main() -> None:
                 spans = json.loads(stdout.split("SPANS ", 1)[1])
                 print(f"demo {label}: process {wall:.1f} s | {line}")
             else:
-                cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps}
-                wall, stdout = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env)
+                profile = args.profile if run > 0 else 0  # warm runs: where the fit's own time goes
+                cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps,
+                       "profile": profile}
+                wall, stdout = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env, show_stderr=bool(profile))
                 r = json.loads(stdout.strip().splitlines()[-1])
                 spans = r.pop("spans")
                 print(f"fit {label}: process {wall:.2f} s, fit {r['fit_s']:.2f} s (compiling {r['compile_s']:.2f} s, "
-                      f"steps {r['step_s']:.2f} s), imports+loading {r['import_and_load_s']:.2f} s, "
+                      f"steps {r['step_s']:.2f} s), imports+loading {r['import_and_load_s']:.2f} s "
+                      f"(import jax {r['import_jax_s']:.2f} s, backend start {r['backend_start_s']:.2f} s), "
                       f"PSNR {r['psnr']:.2f} dB, {r['backend']}")
             if args.compiles and (run == 0 or args.what == "fit"):
                 print(span_table(spans))

@@ -29,8 +29,9 @@ or copy was running, the idle gaps, and the busiest kernels, per step for
 
 The tracer slows the host's launches, so its idle times are upper bounds;
 kernel times are the GPU's. ``--hlo NAMES`` prints the compiled fusions
-behind XLA kernel names the timeline lists. ``--no-respawn`` fits with
-``prune_every=0``.
+behind XLA kernel names the timeline lists. ``--sequence setup_kernel`` also
+lists one step's launches in order, with the GPU's idle time before each (where
+in the step the GPU waits). ``--no-respawn`` fits with ``prune_every=0``.
 
 Seen on the H100 machines: ``render`` profiled fine under Nsight Compute three
 times out of three; ``step`` did not (a segfault, then out-of-memory from
@@ -120,6 +121,8 @@ def run(args):
                   f"(min {np.min(ts) * 1e3:.3f})", flush=True)
         if args.hlo and hasattr(fn, "hlo"):
             show_fusions(fn.hlo(), args.hlo.split(","))
+        if args.hlo_file and hasattr(fn, "hlo"):
+            Path(args.hlo_file).write_text(fn.hlo())
         if args.timeline:
             timeline(fn, name, args)
         elif not args.time:
@@ -236,6 +239,33 @@ def timeline(fn, name, args):
     print(f"{'kernel':60s} {'count':>7s} {'us':>9s} {'share':>6s}")
     for n, (c, v) in sorted(rows.items(), key=lambda kv: -kv[1][1])[:args.top]:
         print(f"{n:60s} {c / per:7.1f} {v / per / 1e3:9.2f} {100 * v / busy:5.1f}%")
+    if args.sequence:
+        show_sequence(events, args.sequence)
+
+
+def show_sequence(events, marker: str) -> None:
+    """Prints one period of the launch sequence, in order: each event's start
+    (us after the period's first), the GPU idle time before it and its duration.
+
+    The period runs from the middle occurrence of the kernel ``marker`` (e.g.
+    ``setup_kernel``, once per step) to the next one; the idle times say where
+    in a step the GPU waits (for the host, a graph launch, a copy)."""
+    marks = [i for i, (_, _, n) in enumerate(events) if group(n) == marker]
+    if len(marks) < 2:
+        print(f"sequence: fewer than two {marker!r} events", flush=True)
+        return
+    k = len(marks) // 2
+    lo, hi = marks[k - 1], marks[k]
+    base, end, idle_total = events[lo][0], events[lo][1], 0.0
+    print(f"\none period ({marker} to {marker}): {hi - lo} events, "
+          f"{(events[hi][0] - base) / 1e3:.1f} us")
+    print(f"{'start us':>9s} {'idle before':>11s} {'us':>7s}  kernel")
+    for s, e, n in events[lo:hi]:
+        gap = max(0.0, s - end) if s != base else 0.0
+        idle_total += gap
+        end = max(end, e)
+        print(f"{(s - base) / 1e3:9.2f} {gap / 1e3:11.2f} {(e - s) / 1e3:7.2f}  {short(n)}")
+    print(f"idle inside the period: {idle_total / 1e3:.1f} us", flush=True)
 
 
 def main():
@@ -250,6 +280,9 @@ def main():
     ap.add_argument("--time", action="store_true", help="wall times of every workload, no profiler")
     ap.add_argument("--timeline", action="store_true", help="trace with jax.profiler and summarise the GPU streams")
     ap.add_argument("--top", type=int, default=25, help="kernels listed by --timeline")
+    ap.add_argument("--hlo-file", default="", metavar="PATH", help="write the compiled program's HLO text to PATH")
+    ap.add_argument("--sequence", default="", metavar="KERNEL",
+                    help="with --timeline: list one period of the launch sequence, from one KERNEL to the next")
     ap.add_argument("--no-respawn", action="store_true", help="fit with prune_every=0")
     ap.add_argument("--hlo", default="", help="comma list of fusion-name prefixes whose compiled HLO to print")
     ap.add_argument("--parse", help="an ncu --csv log to summarise instead of running")
