@@ -31,7 +31,9 @@ The tracer slows the host's launches, so its idle times are upper bounds;
 kernel times are the GPU's. ``--hlo NAMES`` prints the compiled fusions
 behind XLA kernel names the timeline lists. ``--sequence setup_kernel`` also
 lists one step's launches in order, with the GPU's idle time before each (where
-in the step the GPU waits). ``--no-respawn`` fits with ``prune_every=0``.
+in the step the GPU waits), ``--gaps K`` the K longest idle times and what
+surrounds them; ``--trace-out DIR`` keeps the trace for ``--trace-in FILE``
+to summarise again elsewhere. ``--no-respawn`` fits with ``prune_every=0``.
 
 Seen on the H100 machines: ``render`` profiled fine under Nsight Compute three
 times out of three; ``step`` did not (a segfault, then out-of-memory from
@@ -209,7 +211,15 @@ def timeline(fn, name, args):
     if not files:
         print(f"timeline {name}: no trace written", flush=True)
         return
-    data = ProfileData.from_file(files[0])
+    if args.trace_out:
+        import shutil
+        Path(args.trace_out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[0], Path(args.trace_out) / f"{name}_batch{args.batch}.xplane.pb")
+    summarise(ProfileData.from_file(files[0]), name, args)
+
+
+def summarise(data, name, args):
+    """Prints the GPU streams of a ``jax.profiler`` trace (see :func:`timeline`)."""
     events = []
     for plane in data.planes:
         if not plane.name.startswith("/device:GPU"):
@@ -241,6 +251,30 @@ def timeline(fn, name, args):
         print(f"{n:60s} {c / per:7.1f} {v / per / 1e3:9.2f} {100 * v / busy:5.1f}%")
     if args.sequence:
         show_sequence(events, args.sequence)
+    if args.gaps:
+        show_gaps(events, args.gaps)
+
+
+def show_gaps(events, count: int) -> None:
+    """Prints the ``count`` longest times the GPU idled, with the events on either side."""
+    gaps, end, last = [], events[0][1], events[0][2]
+    for s, e, n in events[1:]:
+        if s > end:
+            gaps.append((s - end, short(last), short(n)))
+        if e >= end:
+            end, last = e, n
+    total = sum(g for g, _, _ in gaps)
+    print(f"\n{len(gaps)} idle gaps, {total / 1e3:.1f} us in all; the {count} longest:")
+    for g, a, b in sorted(gaps, reverse=True)[:count]:
+        print(f"{g / 1e3:9.2f} us  after {a:45s} before {b}")
+    by_pair = defaultdict(lambda: [0, 0.0])
+    for g, a, b in gaps:
+        key = (re.sub(r"(_\d+)+$", "", a), re.sub(r"(_\d+)+$", "", b))
+        by_pair[key][0] += 1
+        by_pair[key][1] += g
+    print("idle summed by neighbours (after -> before):")
+    for (a, b), (c, v) in sorted(by_pair.items(), key=lambda kv: -kv[1][1])[:count]:
+        print(f"{v / 1e3:9.2f} us in {c:4d}  {a} -> {b}")
 
 
 def show_sequence(events, marker: str) -> None:
@@ -281,6 +315,9 @@ def main():
     ap.add_argument("--timeline", action="store_true", help="trace with jax.profiler and summarise the GPU streams")
     ap.add_argument("--top", type=int, default=25, help="kernels listed by --timeline")
     ap.add_argument("--hlo-file", default="", metavar="PATH", help="write the compiled program's HLO text to PATH")
+    ap.add_argument("--gaps", type=int, default=0, metavar="K", help="with --timeline: the K longest idle gaps")
+    ap.add_argument("--trace-out", default="", metavar="DIR", help="with --timeline: keep the trace (xplane.pb) in DIR")
+    ap.add_argument("--trace-in", default="", metavar="FILE", help="summarise a kept trace instead of running")
     ap.add_argument("--sequence", default="", metavar="KERNEL",
                     help="with --timeline: list one period of the launch sequence, from one KERNEL to the next")
     ap.add_argument("--no-respawn", action="store_true", help="fit with prune_every=0")
@@ -291,6 +328,9 @@ def main():
         args.what = "render"
     if args.parse:
         parse(args.parse)
+    elif args.trace_in:
+        from jax.profiler import ProfileData
+        summarise(ProfileData.from_file(args.trace_in), args.what or "step", args)
     else:
         run(args)
 

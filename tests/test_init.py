@@ -110,3 +110,40 @@ def test_logit_inverts_the_sigmoid_inside_its_clip():
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(out)), [0.01, 0.3, 0.5, 0.9, 0.99], rtol=1e-6)
     with pytest.raises(ValueError, match="eps"):
         init.logit(p, 0.5)
+
+
+def test_sample_pixels_draws_the_inverse_cdf_without_a_loop():
+    # The indices are NumPy's inverse-CDF search of the same uniforms, and the
+    # compiled search has no while loop (on a GPU each of its levels was a launch).
+    h, w, num = 7, 9, 500
+    prob = np.random.default_rng(1).uniform(size=h * w).astype(np.float32)
+    prob[::5] = 0.0  # pixels that must never be drawn
+    key = jax.random.key(3)
+    xy = np.asarray(init.sample_pixels(jnp.asarray(prob), key, num, h, w))
+    k1, _ = jax.random.split(key)
+    cdf = np.cumsum(prob, dtype=np.float32)
+    u = np.asarray(jax.random.uniform(k1, (num,))) * cdf[-1]
+    idx = np.clip(np.searchsorted(cdf, u, side="right"), 0, h * w - 1)
+    np.testing.assert_array_equal(np.round(xy[:, 0]) + w * np.round(xy[:, 1]), idx)
+    assert np.all(prob[idx] > 0)
+    jaxpr = jax.make_jaxpr(init.sample_pixels, static_argnums=(2, 3, 4))(jnp.asarray(prob), key, num, h, w)
+    loops = _loops(jaxpr.jaxpr)
+    assert loops and all(unroll >= length for length, unroll in loops), loops
+
+
+def _loops(jaxpr) -> list:
+    """``(length, unroll)`` of every ``scan`` in ``jaxpr`` and the jaxprs nested in it
+    (a scan unrolled ``length`` times lowers without a loop); a ``while`` counts as ``(1, 0)``."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            unroll = eqn.params["unroll"]
+            found.append((eqn.params["length"], eqn.params["length"] if unroll is True else int(unroll)))
+        elif eqn.primitive.name == "while":
+            found.append((1, 0))
+        for value in eqn.params.values():
+            for inner in (value if isinstance(value, (tuple, list)) else (value,)):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    found += _loops(inner)
+    return found
