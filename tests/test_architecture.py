@@ -19,7 +19,7 @@ ALLOWED = {
     "assets": set(),
     "scene": {"validation", "files"},
     "io": {"validation", "files", "scene"},
-    "rendering": {"validation", "scene"},
+    "rendering": {"validation", "files", "scene"},
     "stamps": {"validation", "files", "scene", "io"},
     "fitting": {"validation", "files", "scene", "io", "rendering"},
     "clip": {"validation", "files", "io"},

@@ -174,7 +174,7 @@ def bounding_boxes(params: Primitives, atlas_hw, height: int, width: int) -> np.
     return np.stack([x0, y0, x1, y1], -1).astype(np.int64)
 
 
-@functools.partial(jit, static_argnums=(4, 5, 6, 7))
+@functools.partial(jit, static_argnums=(4, 5, 6, 7), persist=True)
 def _crop_layers(params, mask, rgb, template, size, _unused, color_blend, alpha_max):
     # reference.layers gives each primitive alone: alpha a_n and straight colour col_n.
     return _reference_layers(params, mask, rgb, template, size, size, color_blend, alpha_max)

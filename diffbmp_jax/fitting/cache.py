@@ -5,9 +5,14 @@ the cache keeps the compiled programs between processes, in
 ``$XDG_CACHE_HOME/diffbmp-jax/jax`` (``~/.cache/diffbmp-jax/jax`` by default).
 ``DIFFBMP_JAX_CACHE=0`` (or the CLI's ``--no-cache``) turns it off; a cache
 folder chosen by the user (``jax_compilation_cache_dir``) is left as it is.
-Delete the folder to clear it. JAX keys every entry by the program, the
-compiler options and the JAX version, so a stale entry is never used; a folder
-that cannot be written turns the cache off with one warning, never an error.
+Beside it, ``$XDG_CACHE_HOME/diffbmp-jax/programs`` keeps the fit's chunk of
+steps and closing render keyed by their arguments, so a warm start loads them
+without tracing and lowering them first (:mod:`diffbmp_jax.rendering.programs`;
+only with the package's own folder). Delete ``diffbmp-jax`` to clear both.
+JAX keys every entry by the program, the compiler options and the JAX
+version, the program store by the arguments and a fingerprint of the
+installation, so a stale entry is never used; a folder that cannot be
+written turns the cache off with one warning, never an error.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["enable_compilation_cache", "cache_folder", "CACHE_ENV"]
+from diffbmp_jax.rendering import programs
+
+__all__ = ["enable_compilation_cache", "cache_folder", "program_folder", "CACHE_ENV"]
 
 CACHE_ENV = "DIFFBMP_JAX_CACHE"
 _OFF = ("0", "false", "no", "off")
@@ -30,6 +37,12 @@ def cache_folder() -> Path:
     """Where the cache lives: ``$XDG_CACHE_HOME/diffbmp-jax/jax``, else ``~/.cache/diffbmp-jax/jax``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "diffbmp-jax" / "jax"
+
+
+def program_folder() -> Path:
+    """Where the fit's compiled programs are stored by their arguments (:mod:`diffbmp_jax.rendering.programs`):
+    ``programs`` beside :func:`cache_folder`."""
+    return cache_folder().parent / "programs"
 
 
 def enable_compilation_cache() -> str | None:
@@ -65,4 +78,5 @@ def enable_compilation_cache() -> str | None:
     # compiled before this call made it decide "no": let it decide again.
     compilation_cache.reset_cache()
     _state["folder"] = str(folder)
+    programs.use_folder(program_folder())  # a warm start loads the fit's programs without tracing them
     return _state["folder"]

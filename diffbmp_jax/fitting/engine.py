@@ -222,7 +222,7 @@ def periodic(static: Static):
     return RESPAWN if static.objective.per_pixel else None
 
 
-@functools.partial(jit, static_argnums=0)
+@functools.partial(jit, static_argnums=0, persist=True)
 def evaluate(static: Static, data: Data, theta: Theta):
     """Final-style render (sharp atlas, ``output_background``) of ``theta``.
 
@@ -249,7 +249,7 @@ def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     return carry[0], loss
 
 
-@functools.partial(jit, static_argnums=0)
+@functools.partial(jit, static_argnums=0, persist=True)
 def run_steps(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     """A whole run of ``steps <= static.chunk`` steps as one jit-compiled ``lax.scan``
     of ``static.chunk`` iterations, from a fresh optimiser state.
@@ -265,7 +265,7 @@ def run_steps(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     return _run_all(static, data, theta, anchor, steps)
 
 
-@functools.partial(jit, static_argnums=0)
+@functools.partial(jit, static_argnums=0, persist=True)
 def run_steps_batched(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     """:func:`run_steps` over a leading axis ``K`` (one ``jax.vmap``) of ``theta``,
     ``anchor`` and the :data:`BATCHED_FIELDS` of ``data`` (see :func:`stack_data`);

@@ -148,7 +148,7 @@ def compile_beside(fn: Callable, *args) -> threading.Thread:
     return thread
 
 
-@functools.partial(jit, static_argnums=(0, 1, 6, 7))
+@functools.partial(jit, static_argnums=(0, 1, 6, 7), persist=True)
 def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None,
               full: bool = False):
     """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).

@@ -18,12 +18,16 @@ import time
 
 import jax
 
+from diffbmp_jax.rendering.programs import LOAD_EVENT
+
 __all__ = ["FitClock", "COMPILE_EVENTS", "current_clock", "clocked"]
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
-"""The :mod:`jax.monitoring` time spans counted as compilation."""
+                  "/jax/core/compile/backend_compile_duration",
+                  LOAD_EVENT)
+"""The :mod:`jax.monitoring` time spans counted as compilation (the last: a stored
+program loaded by :mod:`diffbmp_jax.rendering.programs`)."""
 
 _open = threading.local()  # the clocks open on this thread
 _registered = False

@@ -44,24 +44,46 @@ COMPILER_OPTIONS: dict = options_from_env()
 """XLA options of every program compiled by :func:`jit` (read once, at import)."""
 
 
-def jit(fun=None, **kwargs):
+def jit(fun=None, *, persist: bool = False, **kwargs):
     """``jax.jit`` with :data:`COMPILER_OPTIONS`; usable as a decorator, bare or with arguments.
 
     XLA options belong to a whole program, so ``jax.jit`` accepts them on the
     outermost function only: called with traced arguments (inside a caller's
     ``jit``, ``vmap`` or ``grad``) the function runs as a plain ``jax.jit`` and
-    becomes part of the caller's program. ``.lower`` (and ``._cache_size``) are
-    the top-level form's.
+    becomes part of the caller's program. ``.lower`` is the top-level form's;
+    ``._cache_size()`` counts its compilations (stored programs included).
+
+    ``persist=True``: top-level calls use the programs stored on disk
+    (:mod:`diffbmp_jax.rendering.programs`), so a warm start does not trace
+    the function again; ``static_argnums`` is the only static form it supports.
     """
     if fun is None:
-        return functools.partial(jit, **kwargs)
+        return functools.partial(jit, persist=persist, **kwargs)
     top = jax.jit(fun, compiler_options=COMPILER_OPTIONS or None, **kwargs)
     nested = jax.jit(fun, **kwargs)
+    stored = None
+    if persist:
+        if set(kwargs) - {"static_argnums"}:
+            raise ValueError(f"jit(persist=True) supports static_argnums only, got {sorted(kwargs)}")
+        if not getattr(fun, "__module__", "").startswith("diffbmp_jax."):
+            # A stored program is only as fresh as the fingerprint, which covers this package's files.
+            raise ValueError(f"jit(persist=True) is for the package's own functions, not {fun!r}")
+        from diffbmp_jax.rendering.programs import Persisted
+        statics = kwargs.get("static_argnums", ())
+        stored = Persisted(fun, top, (statics,) if isinstance(statics, int) else tuple(statics), COMPILER_OPTIONS)
 
     @functools.wraps(fun)
     def call(*args, **kw):
         traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kw)))
-        return (nested if traced else top)(*args, **kw)
+        if traced:
+            return nested(*args, **kw)
+        if stored is not None:
+            out = stored(args, kw)
+            if out is not NotImplemented:
+                return out
+        return top(*args, **kw)
 
-    call.lower, call._cache_size = top.lower, top._cache_size  # the top-level form's
+    call.lower = top.lower  # the top-level form's
+    call._cache_size = lambda: top._cache_size() + (len(stored) if stored is not None else 0)
+    call.persisted = stored  # the stored-program path, or None
     return call

@@ -1,0 +1,152 @@
+"""Compiled programs stored by their arguments (diffbmp_jax.rendering.programs): keys, loads, damaged entries."""
+
+import pickle
+
+import numpy as np
+import jax
+import pytest
+
+import diffbmp_jax as db
+from diffbmp_jax.fitting.config import FitConfig, resolve_config
+from diffbmp_jax.fitting.engine import PIXEL_LOSS, Static, evaluate
+from diffbmp_jax.fitting.image import prepare
+from diffbmp_jax.rendering import programs
+from diffbmp_jax.rendering.compiling import jit
+
+
+def test_descriptions_are_stable_and_tell_settings_apart():
+    a, b = FitConfig(), FitConfig(lr_xy=FitConfig().lr_xy * (1 + 1e-12))
+    assert programs.describe(a) == programs.describe(FitConfig())
+    assert programs.describe(a) != programs.describe(b)  # floats exactly, not rounded
+    static = Static(a, 8, 8, 5, 1.5)
+    assert "PixelLoss" in programs.describe(static) and "diffbmp_jax.fitting.engine.Static" in programs.describe(static)
+    assert programs.describe(evaluate) != programs.describe(db.render)
+    assert programs.describe((1, 2.5, "x", None, True)) == programs.describe((1, 2.5, "x", None, True))
+
+    class Local:
+        pass
+
+    for unstable in (lambda x: x, Local(), Local, object(), Static(a, 8, 8, 5, 1.5, objective=Local())):
+        with pytest.raises(programs.Unstable):
+            programs.describe(unstable)
+
+
+def test_persist_is_for_the_package_functions_only():
+    with pytest.raises(ValueError, match="package's own functions"):
+        jit(lambda x: x, persist=True)
+    with pytest.raises(ValueError, match="static_argnums only"):
+        jit(evaluate.__wrapped__, persist=True, static_argnames=("static",))
+
+
+def _setup(n=6, size=12):
+    atlas = db.load_stamps(["text:AB"], size=8)
+    target = np.random.default_rng(0).uniform(size=(size, size, 3)).astype(np.float32)
+    static, data, carry = prepare(target, atlas, num_primitives=n, steps=5, key=jax.random.key(0),
+                                  config=resolve_config(None, {}))
+    return static, data, carry[0]
+
+
+def _traced(fn):
+    """Runs ``fn()`` and returns (its result, the function names JAX traced meanwhile; a new
+    process's view only for functions not traced before in this one)."""
+    names = []
+
+    def on_span(event, start, end, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            names.append(kw.get("fun_name", "?"))
+
+    jax.monitoring.register_event_time_span_listener(on_span)
+    try:
+        out = jax.block_until_ready(fn())
+    finally:
+        jax.monitoring.unregister_event_time_span_listener(on_span)
+    return out, names
+
+
+def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_path):
+    static, data, theta = _setup()
+    expected = jax.block_until_ready(evaluate(static, data, theta))  # no folder: a plain jax.jit call
+    store = evaluate.persisted
+    programs.use_folder(tmp_path)
+    try:
+        store.programs.clear()
+        first = jax.block_until_ready(evaluate(static, data, theta))
+        entries = list(tmp_path.glob("evaluate-*.bin"))
+        assert len(entries) == 1
+        store.programs.clear()  # as in a new process
+        loads = []
+
+        def on_load(event, start, end, **kw):
+            if event == programs.LOAD_EVENT:
+                loads.append(end - start)
+
+        jax.monitoring.register_event_time_span_listener(on_load)
+        try:
+            again, traced = _traced(lambda: evaluate(static, data, theta))
+        finally:
+            jax.monitoring.unregister_event_time_span_listener(on_load)
+        assert "evaluate" not in traced and len(loads) == 1
+        assert len(store) == 1
+        for out in (first, again):
+            for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected)):
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        # Another shape is another program.
+        s2, d2, t2 = _setup(n=7)
+        jax.block_until_ready(evaluate(s2, d2, t2))
+        assert len(list(tmp_path.glob("evaluate-*.bin"))) == 2
+    finally:
+        programs.use_folder(None)
+        store.programs.clear()
+
+
+def test_a_damaged_entry_is_compiled_again_and_rewritten(tmp_path):
+    static, data, theta = _setup()
+    expected = jax.block_until_ready(evaluate(static, data, theta))
+    store = evaluate.persisted
+    programs.use_folder(tmp_path)
+    try:
+        store.programs.clear()
+        jax.block_until_ready(evaluate(static, data, theta))
+        (entry,) = tmp_path.glob("evaluate-*.bin")
+        for damage in (b"not a program", pickle.dumps((b"\x00" * 64, None, None))):
+            entry.write_bytes(damage)
+            store.programs.clear()
+            out = jax.block_until_ready(evaluate(static, data, theta))
+            np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(expected[0]))
+            payload, in_tree, out_tree = pickle.loads(entry.read_bytes())  # rewritten whole
+            assert isinstance(payload, bytes) and len(payload) > 1000
+        assert sorted(p.name for p in tmp_path.iterdir()) == [entry.name]  # no half-written entry left behind
+    finally:
+        programs.use_folder(None)
+        store.programs.clear()
+
+
+def test_calls_without_a_stable_description_are_ordinary_jit_calls(tmp_path):
+    static, data, theta = _setup()
+
+    class Scored(type(PIXEL_LOSS)):  # defined here: no description the same in every process
+        pass
+
+    odd = static._replace(objective=Scored())
+    programs.use_folder(tmp_path)
+    try:
+        out = jax.block_until_ready(evaluate(odd, data, theta))
+        assert not list(tmp_path.iterdir())
+        np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(evaluate(static, data, theta)[0]))
+    finally:
+        programs.use_folder(None)
+        evaluate.persisted.programs.clear()
+
+
+def test_a_folder_that_cannot_be_written_only_skips_storing(tmp_path):
+    static, data, theta = _setup()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    programs.use_folder(blocker / "programs")
+    try:
+        evaluate.persisted.programs.clear()
+        out = jax.block_until_ready(evaluate(static, data, theta))
+        assert np.all(np.isfinite(np.asarray(out[0])))
+    finally:
+        programs.use_folder(None)
+        evaluate.persisted.programs.clear()
