@@ -334,14 +334,6 @@ def test_invalid_primitives_in_a_batch_draw_nothing_and_leave_other_scenes_alone
         np.testing.assert_allclose(np.asarray(a_b[b]), np.asarray(a), atol=1e-6, err_msg=f"scene {b}")
 
 
-@pytest.fixture
-def on_cpu():
-    """The cpu kernels' own checks run on the CPU device, also in a process with a GPU (whose
-    backward sums with float atomics, in another order each run)."""
-    with jax.default_device(jax.devices("cpu")[0]):
-        yield
-
-
 def test_cpu_field_gradients_do_not_depend_on_threads(monkeypatch, on_cpu):
     """The cpu backward sums each primitive's fields per (tile, candidate) and adds them in list
     order: the same bits for any thread count and any grouping of the tiles (its memory bound),

@@ -135,7 +135,7 @@ def test_respawn_still_runs_in_fit():
     assert res.history["respawned"][1] == 6
 
 
-def test_fit_steps_past_the_end_same_both_ways():
+def test_fit_steps_past_the_end_same_both_ways(on_cpu):
     """The real step: discarding steps past the end (GPU) equals branching around them (CPU)."""
     target = np.random.default_rng(1).uniform(size=(16, 16, 3)).astype(np.float32)
     cfg = resolve_config(None, {"log_every": 5, "prune_every": 5, "prune_until": 1.0, "backend": "cpu"})

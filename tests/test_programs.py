@@ -63,7 +63,7 @@ def _traced(fn):
     return out, names
 
 
-def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_path):
+def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_path, on_cpu):
     static, data, theta = _setup()
     expected = jax.block_until_ready(evaluate(static, data, theta))  # no folder: a plain jax.jit call
     store = evaluate.persisted
@@ -99,7 +99,7 @@ def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_pa
         store.programs.clear()
 
 
-def test_a_damaged_entry_is_compiled_again_and_rewritten(tmp_path):
+def test_a_damaged_entry_is_compiled_again_and_rewritten(tmp_path, on_cpu):
     static, data, theta = _setup()
     expected = jax.block_until_ready(evaluate(static, data, theta))
     store = evaluate.persisted
@@ -121,7 +121,7 @@ def test_a_damaged_entry_is_compiled_again_and_rewritten(tmp_path):
         store.programs.clear()
 
 
-def test_calls_without_a_stable_description_are_ordinary_jit_calls(tmp_path):
+def test_calls_without_a_stable_description_are_ordinary_jit_calls(tmp_path, on_cpu):
     static, data, theta = _setup()
 
     class Scored(type(PIXEL_LOSS)):  # defined here: no description the same in every process
@@ -147,6 +147,22 @@ def test_a_folder_that_cannot_be_written_only_skips_storing(tmp_path):
         evaluate.persisted.programs.clear()
         out = jax.block_until_ready(evaluate(static, data, theta))
         assert np.all(np.isfinite(np.asarray(out[0])))
+    finally:
+        programs.use_folder(None)
+        evaluate.persisted.programs.clear()
+
+
+def test_programs_on_other_devices_are_ordinary_jit_calls(tmp_path):
+    # Stored programs serve CPU devices only (on a GPU, loading them was slower than tracing).
+    static, data, theta = _setup()
+    gpu = [d for d in jax.devices() if d.platform != "cpu"]
+    if not gpu:
+        pytest.skip("no accelerator in this process")
+    programs.use_folder(tmp_path)
+    try:
+        with jax.default_device(gpu[0]):
+            jax.block_until_ready(evaluate(static, data, theta))
+        assert not list(tmp_path.iterdir())
     finally:
         programs.use_folder(None)
         evaluate.persisted.programs.clear()

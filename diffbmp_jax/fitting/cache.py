@@ -5,7 +5,7 @@ the cache keeps the compiled programs between processes, in
 ``$XDG_CACHE_HOME/diffbmp-jax/jax`` (``~/.cache/diffbmp-jax/jax`` by default).
 ``DIFFBMP_JAX_CACHE=0`` (or the CLI's ``--no-cache``) turns it off; a cache
 folder chosen by the user (``jax_compilation_cache_dir``) is left as it is.
-Beside it, ``$XDG_CACHE_HOME/diffbmp-jax/programs`` keeps the fit's chunk of
+Beside it, ``$XDG_CACHE_HOME/diffbmp-jax/programs`` keeps a CPU fit's chunk of
 steps and closing render keyed by their arguments, so a warm start loads them
 without tracing and lowering them first (:mod:`diffbmp_jax.rendering.programs`;
 only with the package's own folder). Delete ``diffbmp-jax`` to clear both.
