@@ -42,7 +42,8 @@ import jax
 
 from diffbmp_jax.files import atomic_output
 
-__all__ = ["use_folder", "current_folder", "describe", "Unstable", "fingerprint", "Persisted", "LOAD_EVENT"]
+__all__ = ["use_folder", "current_folder", "describe", "Unstable", "fingerprint", "default_device", "Persisted",
+           "LOAD_EVENT"]
 
 LOAD_EVENT = "/diffbmp_jax/programs/load"
 """The :mod:`jax.monitoring` time span of loading a stored program (fits count it as compile time)."""
@@ -124,8 +125,9 @@ def _files() -> list[tuple[str, int, int]]:
 @functools.lru_cache(maxsize=None)
 def _fingerprint(flags: str, device) -> str:
     import jaxlib
-    parts = [f"format {_FORMAT}", jax.__version__, jaxlib.__version__, device.platform, getattr(device, "device_kind", ""), getattr(device.client, "platform_version", ""),
-             flags, repr(_files())]
+    parts = [f"format {_FORMAT}", jax.__version__, jaxlib.__version__, device.platform,
+             getattr(device, "device_kind", ""), getattr(device.client, "platform_version", ""), flags,
+             repr(_files())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -179,6 +181,7 @@ class Persisted:
         self.compiler_options = dict(compiler_options)
         self.static_argnums = tuple(static_argnums)
         self.programs: dict = {}  # memory key -> compiled program
+        self._ordinary: set = set()  # memory keys whose statics have no stable description
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -200,11 +203,14 @@ class Persisted:
         memory_key = (statics, tree, tuple(jax.typeof(leaf) for leaf in leaves), default)
         program = self.programs.get(memory_key)
         if program is None:
+            if memory_key in self._ordinary:
+                return NotImplemented
             with self._lock:
                 program = self.programs.get(memory_key)
                 if program is None:
                     program = self._load_or_compile(folder, args, statics, memory_key, default)
                     if program is None:
+                        self._ordinary.add(memory_key)
                         return NotImplemented
                     self.programs[memory_key] = program
         return program(*dynamic)
