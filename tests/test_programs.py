@@ -31,6 +31,12 @@ def test_descriptions_are_stable_and_tell_settings_apart():
             programs.describe(unstable)
 
 
+def test_use_folder_names_a_bad_argument():
+    with pytest.raises(TypeError, match="folder must be a path"):
+        programs.use_folder(3)
+    assert programs.current_folder() is None
+
+
 def test_persist_is_for_the_package_functions_only():
     with pytest.raises(ValueError, match="package's own functions"):
         jit(lambda x: x, persist=True)

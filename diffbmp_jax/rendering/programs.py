@@ -54,6 +54,8 @@ _FORMAT = 1  # bump when the entries' layout changes
 
 def use_folder(folder: str | os.PathLike | None) -> None:
     """Stores programs in ``folder`` from now on (None: stop storing and loading)."""
+    if folder is not None and not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a path (str or os.PathLike) or None, got {type(folder).__name__}")
     _state["folder"] = None if folder is None else Path(folder)
 
 
@@ -100,7 +102,7 @@ def describe(value) -> str:
 
 def _qualified(obj) -> str:
     module, name = getattr(obj, "__module__", None) or "", getattr(obj, "__qualname__", "")
-    if not module.startswith("diffbmp_jax") or not name or "<" in name:
+    if not (module == "diffbmp_jax" or module.startswith("diffbmp_jax.")) or not name or "<" in name:
         raise Unstable(f"{module}.{name}")
     return f"{module}.{name}"
 
