@@ -19,6 +19,7 @@ _EXPORTS = {
     "Atlas": "diffbmp_jax.scene.atlas", "Primitives": "diffbmp_jax.scene.primitives",
     "render": "diffbmp_jax.rendering.api", "composite": "diffbmp_jax.rendering.api",
     "default_template": "diffbmp_jax.rendering.api", "BACKENDS": "diffbmp_jax.rendering.api",
+    "MaskBlur": "diffbmp_jax.rendering.blur",
     "load_stamps": "diffbmp_jax.stamps.load",
     "psnr": "diffbmp_jax.fitting.metrics", "ssim": "diffbmp_jax.fitting.metrics",
     "fit": "diffbmp_jax.fitting.image", "FitResult": "diffbmp_jax.fitting.image",

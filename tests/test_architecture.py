@@ -211,3 +211,23 @@ def test_the_package_and_the_cli_parser_load_without_jax():
               "print('HEAVY', heavy, 'MISSING', names, callable(db.render), db.Atlas.__name__)\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "HEAVY [] MISSING [] True Atlas" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_fits_other_than_text_need_no_flax():
+    """Flax is the ``clip`` extra's: image, video and regions fits import without it, and text guidance
+    says which extra to install."""
+    import subprocess
+    import sys
+    script = ("import sys\n"
+              "sys.modules['flax'] = None  # as if the clip extra were not installed\n"
+              "import diffbmp_jax as db\n"
+              "from diffbmp_jax.cli import app, video, batch\n"
+              "found = [f.__name__ for f in (db.fit, db.fit_batch, db.fit_video, db.fit_regions)]\n"
+              "try:\n"
+              "    db.fit_text\n"
+              "except ImportError as e:\n"
+              "    found.append(str(e))\n"
+              "print('FOUND', found)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd="/", capture_output=True, text=True, timeout=300)
+    assert "FOUND ['fit', 'fit_batch', 'fit_video', 'fit_regions', " in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "needs flax and transformers: pip install 'diffbmp-jax[clip]'" in out.stdout, out.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffbmp_jax as db
-from diffbmp_jax.rendering import registry, mipmap
+from diffbmp_jax.rendering import blur, registry, mipmap
 
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not registry.cuda_available(),
                                                                          reason="CUDA kernels not built or no GPU")])
@@ -57,6 +57,85 @@ def test_pyramid_levels_are_resize_down_and_up():
         np.testing.assert_allclose(np.asarray(m[level::4]), np.clip(np.asarray(lv[..., 0]), 0, 1), atol=2e-6)
         want = np.clip(np.asarray(lv[..., 1:]) / np.maximum(np.asarray(lv[..., :1]), 1e-6), 0, 1)
         np.testing.assert_allclose(np.asarray(c[level::4]), want, atol=2e-5)
+
+
+def test_mask_pyramid_levels_are_resize_down_and_up():
+    """Masks alone (the product path of fits without color_blend): every level as jax.image.resize makes it."""
+    rng = np.random.default_rng(3)
+    mask = jnp.asarray(rng.random((3, 24, 20)), jnp.float32)
+    m, rgb = mipmap.pyramid(mask, None, 4)
+    assert rgb is None and m.shape == (12, 24, 20)
+    np.testing.assert_array_equal(m[0::4], mask)  # level 0 exactly the bitmap
+    for level in range(1, 4):
+        small = (3, max(1, round(24 / 2 ** level)), max(1, round(20 / 2 ** level)))
+        lv = jax.image.resize(jax.image.resize(mask, small, "linear", antialias=True), mask.shape, "linear",
+                              antialias=False)
+        np.testing.assert_allclose(np.asarray(m[level::4]), np.clip(np.asarray(lv), 0, 1), atol=2e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 1.0, 2.5])
+@pytest.mark.parametrize("with_rgb", [False, True])
+def test_blur_folded_into_the_levels_equals_blurring_first(sigma, with_rgb):
+    """A MaskBlur given to the pyramid (one matrix per level and axis for masks alone) gives the levels
+    of the masks blurred by gaussian_filter first; colours stay unblurred at level 0."""
+    rng = np.random.default_rng(4)
+    mask = jnp.asarray(rng.random((3, 24, 20)), jnp.float32)
+    rgb = jnp.asarray(rng.random((3, 24, 20, 3)), jnp.float32) if with_rgb else None
+    radius = blur.kernel_radius(2.5)
+    sharp = jnp.clip(blur.gaussian_filter(mask, sigma, radius, mode="same"), 0.0, 1.0)
+    want_m, want_c = mipmap.pyramid(sharp, rgb, 4)
+    got_m, got_c = jax.jit(lambda s: mipmap.pyramid(mask, rgb, 4, blur.MaskBlur(s, radius)))(jnp.float32(sigma))
+    np.testing.assert_allclose(np.asarray(got_m), np.asarray(want_m), atol=1e-6)
+    if with_rgb:
+        np.testing.assert_allclose(np.asarray(got_c), np.asarray(want_c), atol=1e-5)
+        np.testing.assert_array_equal(got_c[0::4], rgb)
+    if sigma > 0:  # the blur did something: level 0 is no longer the bitmap
+        assert float(jnp.abs(got_m[0::4] - mask).max()) > 0.05
+
+
+def test_blur_matrix_is_gaussian_filter_for_a_traced_sigma():
+    x = np.random.default_rng(5).random((17, 4)).astype(np.float32)
+    for sigma, radius in ((0.0, 3), (0.7, 3), (1.5, 5), (3.0, 12)):
+        b = jax.jit(lambda s: blur.blur_matrix(17, s, radius))(jnp.float32(sigma))
+        np.testing.assert_allclose(np.asarray(b), blur.filter_matrix(17, sigma, radius, "same"), atol=1e-7)
+        want = blur.gaussian_filter(jnp.asarray(x), sigma, radius, axes=(0,), mode="same")
+        np.testing.assert_allclose(np.asarray(b) @ x, np.asarray(want), atol=1e-6)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_render_with_mask_blur_draws_the_blurred_atlas(antialias):
+    """render(mask_blur=...) is the render of the atlas blurred beforehand, with and without levels."""
+    rng = np.random.default_rng(6)
+    atlas = db.Atlas.from_arrays(rng.random((2, 16, 16)).astype(np.float32))
+    params = db.Primitives.create(xy=rng.uniform(4, 28, (12, 2)), scale=rng.uniform(2, 9, 12),
+                                  rotation=rng.uniform(-3, 3, 12), opacity=0.7, color=rng.random((12, 3)))
+    mb = blur.MaskBlur(jnp.float32(1.2), 4)
+    sharp = db.Atlas.from_arrays(np.asarray(jnp.clip(blur.gaussian_filter(atlas.mask, 1.2, 4), 0, 1)))
+    kw = dict(height=32, width=32, backend="reference", antialias=antialias)
+    c0, a0 = db.render(params, sharp, **kw)
+    c1, a1 = db.render(params, atlas, mask_blur=mb, **kw)
+    np.testing.assert_allclose(np.asarray(c1), np.asarray(c0), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(a1), np.asarray(a0), atol=2e-6)
+    c2, _ = db.render(params, atlas, mask_blur=blur.MaskBlur(0.0, 4), **kw)  # sigma 0: the sharp atlas
+    np.testing.assert_allclose(np.asarray(c2), np.asarray(db.render(params, atlas, **kw)[0]), atol=1e-6)
+
+
+def test_mask_blur_argument_is_checked():
+    atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))
+    params = db.Primitives.create(xy=[[4.0, 4.0]], scale=2.0)
+    kw = dict(height=8, width=8, backend="reference")
+    with pytest.raises(TypeError, match="mask_blur must be None or a diffbmp_jax.MaskBlur"):
+        db.render(params, atlas, mask_blur=1.0, **kw)
+    with pytest.raises(ValueError, match="mask_blur.radius must be a Python int >= 0"):
+        db.render(params, atlas, mask_blur=db.MaskBlur(1.0, 2.5), **kw)
+    with pytest.raises(ValueError, match="mask_blur.radius must be a Python int >= 0"):
+        db.render(params, atlas, mask_blur=db.MaskBlur(1.0, -1), **kw)
+    with pytest.raises(ValueError, match="mask_blur.sigma must be a finite number >= 0"):
+        db.render(params, atlas, mask_blur=db.MaskBlur(float("nan"), 3), **kw)
+    with pytest.raises(ValueError, match="mask_blur.sigma must be a finite number >= 0"):
+        db.render(params, atlas, mask_blur=db.MaskBlur(-0.5, 3), **kw)
+    with pytest.raises(ValueError, match="mask_blur.sigma must be a scalar"):
+        db.render(params, atlas, mask_blur=db.MaskBlur(np.ones(2), 3), **kw)
 
 
 def test_level_template_follows_the_size_on_screen():

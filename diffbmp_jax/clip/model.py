@@ -18,7 +18,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
+
+try:
+    import flax.linen as nn
+except ImportError as e:  # flax comes with the `clip` extra
+    raise ImportError("CLIP (text-guided fitting, diffbmp_jax.clip) needs flax and transformers: "
+                      "pip install 'diffbmp-jax[clip]'") from e
 
 __all__ = ["TowerConfig", "ClipConfig", "CLIP", "VisionTransformer", "TextTransformer"]
 

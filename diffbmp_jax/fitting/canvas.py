@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.scene.atlas import Atlas
-from diffbmp_jax.rendering.blur import annealed_atlas
+from diffbmp_jax.rendering.blur import MaskBlur, annealed_blur
 from diffbmp_jax.fitting.config import BACKGROUNDS, FitConfig
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.rendering.api import composite, render
@@ -82,15 +82,16 @@ def uniform_bytes(key, height: int, width: int) -> jax.Array:
 
 
 def render_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, height: int,
-                width: int) -> jax.Array:
+                width: int, blur: MaskBlur | None = None) -> jax.Array:
     """``[H, W, 3]`` render of ``params`` (pixel units) over ``bg`` (``[H, W, 3]`` or ``[3]``).
 
     ``template`` is the ``[N]`` int32 bitmap id per primitive; ``cfg`` gives
-    ``color_blend``, ``alpha_max``, ``antialias`` and ``backend``. Not clipped to [0, 1].
+    ``color_blend``, ``alpha_max``, ``antialias`` and ``backend``; ``blur`` the
+    masks' blur (a step's :func:`step_canvas`), None for the sharp atlas. Not clipped to [0, 1].
     """
     color, alpha = render(params, atlas, height=height, width=width, template=template,
                           color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend,
-                          antialias=cfg.antialias)
+                          antialias=cfg.antialias, mask_blur=blur)
     return composite(color, alpha, bg)
 
 
@@ -114,15 +115,18 @@ def check_background_image(cfg: FitConfig, image, height: int, width: int, *, na
 
 def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps, height: int, width: int):
     """What optimisation step ``t`` of a run of ``steps`` (both may be traced) renders with:
-    ``(atlas, background, key)``.
+    ``(blur, background, key)``.
 
-    The atlas is blurred by the annealed soft-rasterisation sigma, the
-    background drawn for this step (fresh noise for ``"noise"``), and the
-    returned key is this step's own, for the step's other randomness.
+    ``blur`` is the masks' blur at the annealed soft-rasterisation sigma (a
+    :class:`MaskBlur` for :func:`render_over`, None without soft rasterisation;
+    ``atlas`` gives the bitmaps' size), the background is drawn for this step
+    (fresh noise for ``"noise"``), and the returned key is this step's own, for
+    the step's other randomness.
     """
     k_bg, k_rest = jax.random.split(jax.random.fold_in(key, t))
-    atlas = annealed_atlas(atlas, t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal)
-    return atlas, background(cfg.background, k_bg, height, width, bg_image), k_rest
+    blur = annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal,
+                         max(atlas.mask.shape[-2:]))
+    return blur, background(cfg.background, k_bg, height, width, bg_image), k_rest
 
 
 def step_target(cfg: FitConfig, target, alpha, bg, bg_image, height: int, width: int) -> jax.Array:

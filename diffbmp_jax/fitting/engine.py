@@ -115,10 +115,11 @@ class Data(NamedTuple):
 BATCHED_FIELDS = ("target", "guide_scale", "guide_angle", "key", "free")
 
 
-def render_theta(static: Static, theta: Theta, atlas: Atlas, template, bg) -> jax.Array:
-    """``[H, W, 3]`` render of ``theta`` over ``bg`` with the settings of ``static.cfg`` (not clipped)."""
+def render_theta(static: Static, theta: Theta, atlas: Atlas, template, bg, blur=None) -> jax.Array:
+    """``[H, W, 3]`` render of ``theta`` over ``bg`` with the settings of ``static.cfg`` (not clipped);
+    ``blur``: the masks' blur of a step (:func:`~diffbmp_jax.fitting.canvas.step_canvas`), None for sharp."""
     return render_over(static.cfg, to_params(theta, static.unit), atlas, template, bg, static.height,
-                       static.width)
+                       static.width, blur)
 
 
 def project(static: Static, region: Region, theta: Theta) -> Theta:
@@ -169,12 +170,12 @@ def step(static: Static, data: Data, carry, t, steps):
     cfg, h, w = static.cfg, static.height, static.width
     opt = make_optimizer(cfg, steps)
     theta, opt_state = carry[0], carry[1]
-    atlas, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
+    blur, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
     target = None if data.target is None else step_target(cfg, data.target, data.target_alpha, bg,
                                                           data.bg_image, h, w)
 
     def loss_fn(th):
-        image = render_theta(static, th, atlas, data.template, bg)
+        image = render_theta(static, th, data.atlas, data.template, bg, blur)
         loss = static.objective.loss(static, data, image, target, key)
         if static.temporal_weight > 0:
             loss = loss + static.temporal_weight * _motion(th, carry[2])
@@ -196,8 +197,8 @@ def respawn_after(static: Static, data: Data, carry, t, steps):
     region when constrained. Returns ``(carry, count)``."""
     cfg, h, w = static.cfg, static.height, static.width
     theta, opt_state = carry[0], carry[1]
-    atlas, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
-    image = render_theta(static, theta, atlas, data.template, bg)
+    blur, bg, k_spawn = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
+    image = render_theta(static, theta, data.atlas, data.template, bg, blur)
     target = step_target(cfg, data.target, data.target_alpha, bg, data.bg_image, h, w)
     new, opt_state, count = respawn(theta, opt_state, image, k_spawn, cfg=cfg, height=h, width=w, unit=static.unit,
                                     target=target, weight=data.weight, guide_scale=data.guide_scale,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffbmp_jax.rendering import registry, mipmap
+from diffbmp_jax.rendering.blur import check_mask_blur
 from diffbmp_jax import validation as V
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.rendering.kernels import KernelConfig, render_kernel
@@ -108,7 +109,7 @@ def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0,
 
 def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
            color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
-           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False):
+           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False, mask_blur=None):
     """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (docs/DESIGN.md §1).
 
     Args:
@@ -139,6 +140,12 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         than their bitmaps do not alias. Off, every pixel samples the bitmap
         itself (the contract of docs/DESIGN.md §1). Fits turn it on
         (``FitConfig.antialias``).
+      mask_blur: None, or a :class:`~diffbmp_jax.rendering.blur.MaskBlur`
+        ``(sigma, radius)``: the masks (not the colours) blurred by a Gaussian of
+        std ``sigma`` texels (may be traced; ``radius`` static taps a side, zero
+        padding) before sampling -- the soft rasterisation of fits, whose std
+        anneals to 0. With ``antialias`` the blur is folded into the levels'
+        filters (:mod:`diffbmp_jax.rendering.mipmap`).
 
     Returns:
       ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
@@ -151,13 +158,16 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     params, template, height, width, color_blend, alpha_max = check_scene(
         params, atlas, height=height, width=width, template=template, color_blend=color_blend,
         alpha_max=alpha_max)
+    mask_blur = check_mask_blur(mask_blur)
     n, p = params.num, atlas.num
     use_rgb = color_blend > 0.0
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
     if antialias:
-        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template)
+        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, mask_blur)
         p = mask.shape[0]
+    else:
+        mask = mipmap.blur_masks(mask, mask_blur)
 
     if n == 0:
         return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)

@@ -2,7 +2,9 @@
 
 During optimisation the atlas masks are blurred with a Gaussian of std ``sigma``
 (bitmap pixels) annealed to 0, so that primitives far from an edge still get a
-gradient early on; the final render uses the sharp atlas (docs/DESIGN.md §1).
+gradient early on; the final render uses the sharp atlas (docs/DESIGN.md §1.8).
+A step hands :func:`annealed_blur`'s :class:`MaskBlur` to the render, which
+folds it into the mip levels' filters (:mod:`diffbmp_jax.rendering.mipmap`).
 Everything here is plain JAX and works on traced ``sigma`` (inside ``jit``).
 """
 
@@ -10,15 +12,28 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from diffbmp_jax import validation as V
-from diffbmp_jax.scene.atlas import Atlas
 
-__all__ = ["gaussian_kernel1d", "gaussian_filter", "filter_matrix", "smooth_last_two", "blur_atlas", "blur_sigma", "kernel_radius"]
+__all__ = ["MaskBlur", "gaussian_kernel1d", "gaussian_filter", "filter_matrix", "blur_matrix", "smooth_last_two",
+           "blur_sigma", "annealed_blur", "kernel_radius", "check_mask_blur"]
+
+
+class MaskBlur(NamedTuple):
+    """A Gaussian blur of the atlas masks that :func:`diffbmp_jax.render` applies (``mask_blur=``).
+
+    ``sigma`` is the std in bitmap texels (a float or a traced scalar, >= 0; 0
+    is no blur); ``radius`` the static number of taps on each side (at least
+    ``3 * sigma`` for a faithful Gaussian: :func:`kernel_radius`). Zero padding:
+    texels outside a bitmap are transparent.
+    """
+    sigma: Any
+    radius: int
 
 
 def kernel_radius(sigma_max: float) -> int:
@@ -131,16 +146,38 @@ def smooth_last_two(x: jax.Array, sigma: float, radius: int, mode: str = "reflec
     return jnp.matmul(jnp.matmul(rows, x, precision=highest), cols.T, precision=highest)
 
 
-def blur_atlas(atlas: Atlas, sigma, radius: int) -> Atlas:
-    """The atlas with its masks ``[P, h, w]`` blurred by a Gaussian of std ``sigma``.
+def blur_matrix(n: int, sigma, radius: int) -> jax.Array:
+    """``[n, n]`` float32 matrix ``B``: ``B @ x`` is :func:`gaussian_filter` of ``x`` (mode ``"same"``,
+    zero padding) along its first axis, for a ``sigma`` that may be traced.
 
-    Colours are left alone: only coverage decides where a primitive has influence.
-    The result is clipped to [0, 1] and carries no gradient to the atlas.
+    Built elementwise from ``sigma`` (no constant, one fusion): ``B[i, j]`` is the
+    normalised tap for ``j - i`` where ``|j - i| <= radius``, else 0; ``sigma = 0``
+    gives the identity.
     """
-    mask = jax.lax.stop_gradient(jnp.asarray(atlas.mask, jnp.float32))
-    if radius > 0:
-        mask = jnp.clip(gaussian_filter(mask, sigma, radius, mode="same"), 0.0, 1.0)
-    return Atlas(mask=mask, rgb=atlas.rgb)
+    s2 = 2.0 * jnp.asarray(sigma, jnp.float32) ** 2 + 1e-12  # the tiny constant: sigma = 0 is a delta
+    # The taps' sum unrolled (2 * radius + 1 scalars), so it fuses with the matrix instead of a reduction.
+    total = sum(jnp.exp(-float(t * t) / s2) for t in range(-radius, radius + 1))
+    d = (jnp.arange(n, dtype=jnp.int32)[None, :] - jnp.arange(n, dtype=jnp.int32)[:, None]).astype(jnp.float32)
+    return jnp.where(jnp.abs(d) <= radius, jnp.exp(-(d * d) / s2) / total, 0.0)
+
+
+def check_mask_blur(mask_blur) -> MaskBlur | None:
+    """Validates the ``mask_blur`` argument of :func:`diffbmp_jax.render`: None or a :class:`MaskBlur`
+    (``radius`` an int >= 0; ``sigma`` a finite scalar >= 0 when concrete). Returns it, or None for no blur."""
+    if mask_blur is None:
+        return None
+    if not isinstance(mask_blur, MaskBlur):
+        raise TypeError(f"mask_blur must be None or a diffbmp_jax.MaskBlur(sigma, radius), got {type(mask_blur).__name__}")
+    radius = mask_blur.radius
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise ValueError(f"mask_blur.radius must be a Python int >= 0 (taps on each side), got {radius!r}")
+    if np.ndim(mask_blur.sigma) != 0:
+        raise ValueError(f"mask_blur.sigma must be a scalar (texels), got shape {tuple(np.shape(mask_blur.sigma))}")
+    if V.is_concrete(mask_blur.sigma):
+        sigma = float(np.asarray(mask_blur.sigma))
+        if not (0.0 <= sigma < math.inf):
+            raise ValueError(f"mask_blur.sigma must be a finite number >= 0 (texels), got {sigma!r}")
+    return MaskBlur(mask_blur.sigma, int(radius)) if radius > 0 else None
 
 
 def blur_sigma(step, total_steps, sigma0: float, anneal_frac: float) -> jax.Array:
@@ -155,16 +192,15 @@ def blur_sigma(step, total_steps, sigma0: float, anneal_frac: float) -> jax.Arra
     return sigma0 * t * t
 
 
-def annealed_atlas(atlas: Atlas, step, total_steps, sigma0: float, anneal_frac: float) -> Atlas:
-    """The atlas a training step renders with (soft rasterisation).
+def annealed_blur(step, total_steps, sigma0: float, anneal_frac: float, side: int) -> MaskBlur | None:
+    """The mask blur a training step renders with (soft rasterisation), for :func:`diffbmp_jax.render`'s ``mask_blur``.
 
-    Masks blurred with the std :func:`blur_sigma` gives at ``step`` (bitmap
-    pixels; the kernel sized for ``sigma0``); ``sigma0 <= 0`` returns
-    ``atlas`` unchanged (sharp). ValueError when ``sigma0`` exceeds the bitmaps' side.
+    The std :func:`blur_sigma` gives at ``step`` (bitmap texels; the taps sized
+    for ``sigma0``); None when ``sigma0 <= 0`` (sharp). ValueError when
+    ``sigma0`` exceeds ``side``, the bitmaps' longer side in texels.
     """
     if sigma0 <= 0:
-        return atlas
-    side = max(atlas.mask.shape[-2:])
+        return None
     if sigma0 > side:  # wider blurs only flatten the bitmap, at a cost growing with sigma
         raise ValueError(f"blur_sigma must be at most the bitmaps' size ({side} px), got {sigma0!r}")
-    return blur_atlas(atlas, blur_sigma(step, total_steps, sigma0, anneal_frac), kernel_radius(sigma0))
+    return MaskBlur(blur_sigma(step, total_steps, sigma0, anneal_frac), kernel_radius(sigma0))
