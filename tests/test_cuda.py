@@ -89,16 +89,6 @@ def test_thousands_on_one_tile_against_cpu():
     compare(params, atlas, 16, 16, 101, against="cpu", color_blend=0.3)
 
 
-@pytest.mark.parametrize("side", [1100, 2900])
-def test_tile_scan_in_one_block_and_device_wide(side):
-    """The tile starts from the one-block scan (4,762 tile entries at 1100^2, two passes) and from
-    cub's device-wide scan (33,125 at 2900^2, past kOneBlockScanUpTo) both give the cpu backend's render."""
-    rng = np.random.default_rng(103)
-    atlas = random_atlas(rng, num=3, h=12, w=12)
-    params = random_scene(rng, 400, side, side, scale=(20.0, 200.0))
-    compare(params, atlas, side, side, 103, against="cpu", color_blend=0.5)
-
-
 def test_larger_than_canvas():
     rng = np.random.default_rng(102)
     atlas = random_atlas(rng, num=3, h=6, w=10)

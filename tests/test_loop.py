@@ -230,3 +230,22 @@ def test_compile_beside_leaves_the_program_compiled_and_swallows_errors():
     compiled.clear()
     assert float(triple_sum(x)) == 63.0 and "jit(triple_sum)" not in compiled
     compile_beside(triple_sum, "not an array").join()  # raises on its thread, silently
+
+
+def test_progress_bar_off_creates_no_tqdm():
+    """With the bar off nothing of tqdm is created (its class lock imports multiprocessing);
+    a fit without progress still runs and returns its history."""
+    import subprocess
+    import sys
+    script = ("import sys\n"
+              "import numpy as np, diffbmp_jax as db\n"
+              "from diffbmp_jax.fitting.loop import progress_bar\n"
+              "bar = progress_bar(False, total=3)\n"
+              "bar.update(1); bar.set_postfix(loss='1'); bar.reset(total=3); bar.set_description('x'); bar.close()\n"
+              "atlas = db.Atlas.from_arrays(np.ones((1, 4, 4), np.float32))\n"
+              "r = db.fit(np.full((8, 8, 3), 0.3, np.float32), atlas, num_primitives=3, steps=2, key=0,\n"
+              "           progress=False, log_every=1)\n"
+              "print('STEPS', r.history['step'], 'TQDM', [m for m in ('tqdm', 'multiprocessing') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd="/", capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "DIFFBMP_JAX_CACHE": "0"})
+    assert "STEPS [0, 1, 2] TQDM []" in out.stdout, out.stdout + out.stderr[-2000:]

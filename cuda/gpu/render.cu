@@ -7,30 +7,28 @@
 //   1. setup_kernel      per primitive: Prim (sigmoids, cos/sin, 1/scale) and its
 //                        tile rectangle; each warp then counts its primitives'
 //                        pairs per tile atomically, the lanes together.
-//   2. scan_prepare_kernel  exclusive sum of the tile counts -> tile starts (the
-//                        last entry is the total pair count, on the device),
-//                        per-tile write cursors, and tile ranges clamped to the
-//                        pair capacity: one block, one launch, for up to
-//                        kOneBlockScanUpTo tiles (all scenes); beyond, cub's
-//                        DeviceScan then prepare_kernel (three launches).
-//   3. fill_kernel       each primitive appends its index to every tile it
+//   2. DeviceScan        exclusive sum of the tile counts -> tile starts; the
+//                        last entry is the total pair count (on the device).
+//   3. prepare_kernel    per-tile write cursors, and tile ranges clamped to the
+//                        pair capacity.
+//   4. fill_kernel       each primitive appends its index to every tile it
 //                        covers (a warp per primitive, atomic cursors;
 //                        unordered within a tile).
-//   4. sort_segments     sorts each tile's segment by primitive index
+//   5. sort_segments     sorts each tile's segment by primitive index
 //                        (= depth, back to front) without a host round-trip
 //                        (segment_sort.cuh); its cost follows the pairs
 //                        actually present, not the capacity.
-//   5. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
+//   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
 //                        the backward's warps skip candidates that none of
 //                        their pixels can see (warps_to_visit).
-// Steps 1-4 run in the forward, into its `lists` result (workspace.h), which
+// Steps 1-5 run in the forward, into its `lists` result (workspace.h), which
 // the backward takes back as an argument and reads instead of binning again;
 // when the caller left `lists` empty, each call bins into a `workspace` result
 // of its own. Both buffers are XLA's, so the handlers keep no memory between
 // launches and may be captured into CUDA graphs.
 //
 // Batches (jax.vmap, see batch_layout.h): one launch per step for all scenes.
-// Steps 1-4 run over every scene's primitives at once, each (scene, tile) a
+// Steps 1-5 run over every scene's primitives at once, each (scene, tile) a
 // segment of its own; the tile kernels put the scene on the grid's y axis.
 //
 // Why this shape. The memory is sized before any kernel runs, so the pair
@@ -48,7 +46,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cub/block/block_scan.cuh>
 #include <cub/device/device_scan.cuh>
 #include <string>
 
@@ -147,43 +144,6 @@ __global__ void prepare_kernel(int num_tiles, const unsigned long long* __restri
   const unsigned long long s = starts[t];
   if (t < num_tiles) cursor[t] = s;
   clamped[t] = (int)(s < (unsigned long long)capacity ? s : (unsigned long long)capacity);
-}
-
-// prepare_kernel's work and the exclusive sum before it, in one block: on a
-// single scene (1,025 tile entries at 512^2) cub's two-kernel scan and the
-// prepare kernel were three of a step's launches for a few thousand numbers.
-// Blocked arrangement, kScanItems consecutive entries a thread, passes of
-// kScanThreads * kScanItems carrying the running total.
-constexpr int kScanThreads = 1024;
-constexpr int kScanItems = 4;
-constexpr int64_t kOneBlockScanUpTo = 8 * kScanThreads * kScanItems;  // at most 8 passes
-
-__global__ void __launch_bounds__(kScanThreads)
-    scan_prepare_kernel(int items, const unsigned long long* __restrict__ counts, long long capacity,
-                        unsigned long long* __restrict__ starts,
-                        unsigned long long* __restrict__ cursor, int* __restrict__ clamped) {
-  using Scan = cub::BlockScan<unsigned long long, kScanThreads>;
-  __shared__ typename Scan::TempStorage temp;
-  unsigned long long before = 0;  // sum of the earlier passes
-  for (int pass = 0; pass < items; pass += kScanThreads * kScanItems) {
-    const int first = pass + (int)threadIdx.x * kScanItems;
-    unsigned long long v[kScanItems];
-#pragma unroll
-    for (int k = 0; k < kScanItems; ++k) v[k] = first + k < items ? counts[first + k] : 0ull;
-    unsigned long long pass_total;
-    Scan(temp).ExclusiveSum(v, v, pass_total);
-#pragma unroll
-    for (int k = 0; k < kScanItems; ++k) {
-      const int t = first + k;
-      if (t >= items) break;
-      const unsigned long long s = before + v[k];
-      starts[t] = s;
-      if (t < items - 1) cursor[t] = s;
-      clamped[t] = (int)(s < (unsigned long long)capacity ? s : (unsigned long long)capacity);
-    }
-    before += pass_total;
-    __syncthreads();  // `temp` is used again by the next pass
-  }
 }
 
 // Appends each primitive's index (within its scene) to the lists of the
@@ -633,7 +593,7 @@ ffi::Error reuse(Memory lists, int N, int64_t scenes, int num_tiles, long long c
   return ffi::Error::Success();
 }
 
-// Setup + binning (steps 1-4 of the header) for every scene of the batch, in
+// Setup + binning (steps 1-5 of the header) for every scene of the batch, in
 // `mem`; on success `L` and `prims` point into it.
 template <typename AT>
 ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInputs<AT>& in, int H,
@@ -664,24 +624,18 @@ ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInp
                                                                        num_tiles, prims, rects, counts);
     DB_CUDA_LAUNCHED(setup_kernel);
   }
-  if (all_tiles + 1 <= kOneBlockScanUpTo) {
-    scan_prepare_kernel<<<1, kScanThreads, 0, stream>>>((int)all_tiles + 1, counts, capacity, starts,
-                                                       cursor, clamped);
-    DB_CUDA_LAUNCHED(scan_prepare_kernel);
-  } else {
-    size_t scan_bytes = 0;
-    DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts,
-                                              (int)all_tiles + 1, stream));
-    if (scan_bytes > w.scan_bytes)
-      return ffi::Error::Internal("diffbmp CUDA: the scan needs " + std::to_string(scan_bytes) +
-                                  " bytes of temporaries, the workspace holds " +
-                                  std::to_string(w.scan_bytes) + " (workspace.h's scan_room)");
-    DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(base + w.scan, scan_bytes, counts, starts,
-                                              (int)all_tiles + 1, stream));
-    prepare_kernel<<<grid_for(all_tiles + 1, 256), 256, 0, stream>>>((int)all_tiles, starts,
-                                                                     capacity, cursor, clamped);
-    DB_CUDA_LAUNCHED(prepare_kernel);
-  }
+  size_t scan_bytes = 0;
+  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts,
+                                            (int)all_tiles + 1, stream));
+  if (scan_bytes > w.scan_bytes)
+    return ffi::Error::Internal("diffbmp CUDA: the scan needs " + std::to_string(scan_bytes) +
+                                " bytes of temporaries, the workspace holds " +
+                                std::to_string(w.scan_bytes) + " (workspace.h's scan_room)");
+  DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(base + w.scan, scan_bytes, counts, starts,
+                                            (int)all_tiles + 1, stream));
+  prepare_kernel<<<grid_for(all_tiles + 1, 256), 256, 0, stream>>>((int)all_tiles, starts,
+                                                                   capacity, cursor, clamped);
+  DB_CUDA_LAUNCHED(prepare_kernel);
   if (total == 0 || capacity == 0) return ffi::Error::Success();
   fill_kernel<<<grid_for(32 * total, 256), 256, 0, stream>>>(N, total, tiles_x, num_tiles, rects,
                                                         cursor, capacity, unsorted);

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.timing import FitClock, current_clock
 
-__all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record"]
+__all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record", "progress_bar"]
 
 
 class Periodic(NamedTuple):
@@ -163,6 +163,26 @@ def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Perio
     return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic, past_end=not full)
 
 
+class _NoBar:
+    """What :func:`progress_bar` returns when the bar is off: every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def progress_bar(progress: bool, **kwargs):
+    """A ``tqdm.auto`` bar (``kwargs`` are tqdm's) when ``progress``, else an object whose methods do nothing.
+
+    Not a disabled tqdm: creating any tqdm bar, even a disabled one, takes its
+    class lock, and the first one imports ``multiprocessing`` for it (0.08 s of a
+    fit's start on 2 cores).
+    """
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm  # imported when a bar is shown: a light `import diffbmp_jax`
+    return tqdm(**kwargs)
+
+
 def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Callable, progress: bool, desc: str,
                watch: bool = True, update: Callable | None = None,
                to_host: Callable = np.asarray) -> tuple[Any, Any]:
@@ -196,10 +216,8 @@ def run_chunks(run: Callable, data, carry, *, steps: int, chunk: int, log: Calla
 
     Returns ``(carry, result of the last log)``.
     """
-    from tqdm.auto import tqdm  # imported when a fit runs: a light `import diffbmp_jax`
     clock = current_clock() or FitClock()
-    bar = tqdm(total=steps, disable=not progress, unit="it", desc=f"{desc} (compiling)" if steps else desc,
-               leave=True)
+    bar = progress_bar(progress, total=steps, unit="it", desc=f"{desc} (compiling)" if steps else desc, leave=True)
     auxes, losses, result, done = [], None, None, 0
     try:
         if watch or steps == 0:

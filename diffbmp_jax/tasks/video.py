@@ -42,6 +42,7 @@ from diffbmp_jax.fitting.canvas import check_background_image, resolve_backgroun
 from diffbmp_jax.fitting.config import GENTLE_STEPS, FitConfig, resolve_config
 from diffbmp_jax.fitting.engine import Data, Static, evaluate, run_steps, run_steps_batched, stack_data
 from diffbmp_jax.fitting.image import fit
+from diffbmp_jax.fitting.loop import progress_bar
 from diffbmp_jax.fitting.metrics import psnr as _psnr
 from diffbmp_jax.fitting.optim import Theta, make_optimizer, to_params, to_theta
 from diffbmp_jax.scene.primitives import Primitives
@@ -356,8 +357,7 @@ def fit_video(frames, atlas: Atlas, *, num_primitives: int, steps: int, steps_ne
         img, p, params = evaluate(eval_static, data_for(k, np.ones(n), key), theta)
         return np.asarray(img), float(p), params
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=t_count, disable=not progress, unit="frame", desc="video")
+    bar = progress_bar(progress, total=t_count, unit="frame", desc="video")
 
     def frame_done(k, line, p):
         _LOG.debug(f"frame {k}: {line}")
