@@ -92,13 +92,20 @@ def level_matrices(n: int, levels: int, blur: MaskBlur | None = None) -> jax.Arr
     """``[levels, n, n]`` float32: along an axis of ``n`` texels, the matrix of level ``l`` of the
     masks blurred by ``blur`` (None: not blurred), ``F_l @ B(sigma)`` with ``F_0`` the identity.
 
-    ``blur.sigma`` may be traced (one small product per call); without a blur the
-    result is a constant.
+    ``blur.sigma`` may be traced (one elementwise fusion per call); without a blur
+    the result is a constant.
     """
     filters = _with_identity(n, levels)
     if blur is None:
         return jnp.asarray(filters)
-    return jnp.matmul(filters, blur_matrix(n, blur.sigma, blur.radius), precision=HIGHEST)
+    # F_l @ B: B is banded (2 r + 1 diagonals), so the product is a sum of shifted copies of the
+    # constant F_l weighted by the taps -- one elementwise fusion, not a matrix product per step.
+    r = blur.radius
+    padded = np.pad(filters, ((0, 0), (0, 0), (r, r)))
+    s2 = 2.0 * jnp.asarray(blur.sigma, jnp.float32) ** 2 + 1e-12
+    taps = [jnp.exp(-float(t * t) / s2) for t in range(-r, r + 1)]
+    total = sum(taps)
+    return sum((w / total) * jnp.asarray(padded[:, :, r - t:r - t + n]) for t, w in zip(range(-r, r + 1), taps))
 
 
 def _both_axes(rows: jax.Array, cols: jax.Array, x: jax.Array) -> jax.Array:
