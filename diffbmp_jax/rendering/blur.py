@@ -20,8 +20,8 @@ import jax.numpy as jnp
 
 from diffbmp_jax import validation as V
 
-__all__ = ["MaskBlur", "gaussian_kernel1d", "gaussian_filter", "filter_matrix", "blur_matrix", "smooth_last_two",
-           "blur_sigma", "annealed_blur", "kernel_radius", "check_mask_blur"]
+__all__ = ["MaskBlur", "gaussian_kernel1d", "gaussian_taps", "gaussian_filter", "filter_matrix", "times_blur",
+           "blur_matrix", "smooth_last_two", "blur_sigma", "annealed_blur", "kernel_radius", "check_mask_blur"]
 
 
 class MaskBlur(NamedTuple):
@@ -47,11 +47,7 @@ def gaussian_kernel1d(sigma, radius: int) -> jax.Array:
     ``sigma == 0`` gives the identity kernel (a single 1 in the middle), so an
     annealed sigma reaching 0 needs no special case.
     """
-    i = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    sigma = jnp.asarray(sigma, jnp.float32)
-    # The tiny constant makes sigma = 0 a delta instead of 0/0.
-    k = jnp.exp(-(i * i) / (2.0 * sigma * sigma + 1e-12))
-    return k / jnp.sum(k)
+    return jnp.stack(gaussian_taps(sigma, radius))
 
 
 def _filter_axis(x: jax.Array, k: jax.Array, axis: int, mode: str) -> jax.Array:
@@ -146,19 +142,38 @@ def smooth_last_two(x: jax.Array, sigma: float, radius: int, mode: str = "reflec
     return jnp.matmul(jnp.matmul(rows, x, precision=highest), cols.T, precision=highest)
 
 
-def blur_matrix(n: int, sigma, radius: int) -> jax.Array:
-    """``[n, n]`` float32 matrix ``B``: ``B @ x`` is :func:`gaussian_filter` of ``x`` (mode ``"same"``,
-    zero padding) along its first axis, for a ``sigma`` that may be traced.
+def gaussian_taps(sigma, radius: int) -> list:
+    """The ``2 * radius + 1`` normalised Gaussian taps of std ``sigma`` (may be traced), as scalars.
 
-    Built elementwise from ``sigma`` (no constant, one fusion): ``B[i, j]`` is the
-    normalised tap for ``j - i`` where ``|j - i| <= radius``, else 0; ``sigma = 0``
-    gives the identity.
+    :func:`gaussian_kernel1d` without its array: the normalising sum is unrolled,
+    so the taps fuse with what uses them instead of costing a reduction.
     """
     s2 = 2.0 * jnp.asarray(sigma, jnp.float32) ** 2 + 1e-12  # the tiny constant: sigma = 0 is a delta
-    # The taps' sum unrolled (2 * radius + 1 scalars), so it fuses with the matrix instead of a reduction.
-    total = sum(jnp.exp(-float(t * t) / s2) for t in range(-radius, radius + 1))
-    d = (jnp.arange(n, dtype=jnp.int32)[None, :] - jnp.arange(n, dtype=jnp.int32)[:, None]).astype(jnp.float32)
-    return jnp.where(jnp.abs(d) <= radius, jnp.exp(-(d * d) / s2) / total, 0.0)
+    taps = [jnp.exp(-float(t * t) / s2) for t in range(-radius, radius + 1)]
+    total = sum(taps)
+    return [tap / total for tap in taps]
+
+
+def times_blur(m: np.ndarray, sigma, radius: int) -> jax.Array:
+    """``m @ B`` for a constant ``m [..., k, n]``, ``B [n, n]`` the Gaussian filter of std ``sigma``
+    (may be traced; mode ``"same"``, zero padding) along an axis of ``n``: ``B @ x`` is
+    :func:`gaussian_filter` of ``x`` along its first axis.
+
+    ``B`` is banded, so the product is ``2 * radius + 1`` shifted copies of ``m``
+    weighted by the taps: one elementwise fusion, not a matrix product.
+    """
+    pad = [(0, 0)] * (np.ndim(m) - 1) + [(radius, radius)]
+    padded = np.pad(np.asarray(m, np.float32), pad)
+    n = np.shape(m)[-1]
+    taps = gaussian_taps(sigma, radius)
+    return sum(w * jnp.asarray(padded[..., radius - t:radius - t + n]) for t, w in zip(range(-radius, radius + 1), taps))
+
+
+def blur_matrix(n: int, sigma, radius: int) -> jax.Array:
+    """``[n, n]`` float32 matrix ``B``: ``B @ x`` is :func:`gaussian_filter` of ``x`` (mode ``"same"``,
+    zero padding) along its first axis, for a ``sigma`` that may be traced (:func:`times_blur` of the
+    identity; ``sigma = 0`` gives the identity)."""
+    return times_blur(np.eye(n, dtype=np.float32), sigma, radius)
 
 
 def check_mask_blur(mask_blur) -> MaskBlur | None:

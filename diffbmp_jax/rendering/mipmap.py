@@ -27,7 +27,8 @@ A fit's step blurs the masks first (soft rasterisation, a
 Blur and levels are both linear along each axis, so for masks alone they are
 one matrix per level and axis, ``F_l @ B(sigma)`` (:func:`level_matrices`), and
 the whole stack is two products with the atlas: the atlas is never blurred on
-its own (on the H200 that was about 19 us of a 137 us step, in ten launches).
+its own (on the H200 the blur and the pyramid took 14 us of a 138 us step
+before, 10 us after; ``benchmarks/RESULTS.md``, stop 27).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from diffbmp_jax.rendering.blur import MaskBlur, blur_matrix
+from diffbmp_jax.rendering.blur import MaskBlur, blur_matrix, times_blur
 
 __all__ = ["num_levels", "resize_matrix", "level_filters", "level_matrices", "blur_masks", "pyramid",
            "level_template", "lod_scene"]
@@ -98,14 +99,7 @@ def level_matrices(n: int, levels: int, blur: MaskBlur | None = None) -> jax.Arr
     filters = _with_identity(n, levels)
     if blur is None:
         return jnp.asarray(filters)
-    # F_l @ B: B is banded (2 r + 1 diagonals), so the product is a sum of shifted copies of the
-    # constant F_l weighted by the taps -- one elementwise fusion, not a matrix product per step.
-    r = blur.radius
-    padded = np.pad(filters, ((0, 0), (0, 0), (r, r)))
-    s2 = 2.0 * jnp.asarray(blur.sigma, jnp.float32) ** 2 + 1e-12
-    taps = [jnp.exp(-float(t * t) / s2) for t in range(-r, r + 1)]
-    total = sum(taps)
-    return sum((w / total) * jnp.asarray(padded[:, :, r - t:r - t + n]) for t, w in zip(range(-r, r + 1), taps))
+    return times_blur(filters, blur.sigma, blur.radius)  # F_l @ B as shifted sums: one fusion
 
 
 def _both_axes(rows: jax.Array, cols: jax.Array, x: jax.Array) -> jax.Array:
