@@ -100,6 +100,10 @@ def test_blur_matrix_is_gaussian_filter_for_a_traced_sigma():
         np.testing.assert_allclose(np.asarray(b), blur.filter_matrix(17, sigma, radius, "same"), atol=1e-7)
         want = blur.gaussian_filter(jnp.asarray(x), sigma, radius, axes=(0,), mode="same")
         np.testing.assert_allclose(np.asarray(b) @ x, np.asarray(want), atol=1e-6)
+    m = np.random.default_rng(6).random((3, 5, 17)).astype(np.float32)  # times_blur of any constant m
+    got = jax.jit(lambda s: blur.times_blur(m, s, 4))(jnp.float32(1.3))
+    np.testing.assert_allclose(np.asarray(got), m @ blur.filter_matrix(17, 1.3, 4, "same"), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(blur.gaussian_kernel1d(1.3, 4)), blur.filter_matrix(9, 1.3, 4)[4], atol=1e-7)
 
 
 @pytest.mark.parametrize("antialias", [False, True])
