@@ -130,6 +130,21 @@ def check_count(name: str, v, minimum: int) -> int:
     return int(v)
 
 
+def env_count(name: str, value: str | None, minimum: int, what: str) -> int | None:
+    """``value`` (an environment variable ``name``'s text, or None when unset) as an int ``>= minimum``.
+
+    ValueError naming the variable and ``what`` it sets for anything else: the
+    kernels would read such text with C's ``atoi``, which turns ``"abc"`` or
+    ``"-1"`` into a default and ``"2.5"`` into two, silently.
+    """
+    if value is None:
+        return None
+    if not (value.strip().isdigit() and int(value) >= minimum):
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind} ({what}), got {value!r}")
+    return int(value)
+
+
 def _seed_key(seed: int) -> jax.Array:
     """``jax.random.key(seed)`` built on the host: the same key, without compiling a seeding program.
 

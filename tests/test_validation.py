@@ -169,3 +169,15 @@ def test_int_seed_gives_jax_random_key_without_compiling(seed, compile_log):
     want = jax.random.key(seed)
     assert key.dtype == want.dtype
     np.testing.assert_array_equal(np.asarray(jax.random.key_data(key)), np.asarray(jax.random.key_data(want)))
+
+
+def test_env_count_names_the_variable():
+    from diffbmp_jax.validation import env_count
+    assert env_count("X_THREADS", None, 1, "threads") is None
+    assert env_count("X_THREADS", " 8 ", 1, "threads") == 8
+    assert env_count("X_PAIRS", "0", 0, "pairs") == 0
+    for bad in ("0", "-1", "abc", "2.5", ""):
+        with pytest.raises(ValueError, match=r"X_THREADS must be a positive integer \(threads\), got"):
+            env_count("X_THREADS", bad, 1, "threads")
+    with pytest.raises(ValueError, match=r"X_PAIRS must be an integer >= 0 \(pairs\), got '-3'"):
+        env_count("X_PAIRS", "-3", 0, "pairs")

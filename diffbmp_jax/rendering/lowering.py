@@ -34,7 +34,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
 from diffbmp_jax.rendering import registry
-from diffbmp_jax.validation import check_count
+from diffbmp_jax.validation import check_count, env_count
 
 TILE = 16
 """Tile side of the kernels in pixels (``kTile`` of ``render_common.h``)."""
@@ -50,12 +50,8 @@ def pair_budget(value: str | None) -> int:
     ValueError unless it is unset or an integer >= 0 (0 never bins: every tile
     walks all primitives).
     """
-    if value is None:
-        return DEFAULT_MAX_PAIRS
-    if not value.strip().isdigit():
-        raise ValueError(f"{MAX_PAIRS_ENV} must be an integer >= 0 (the most (tile, primitive) pairs a "
-                         f"CUDA render bins), got {value!r}")
-    return int(value)
+    budget = env_count(MAX_PAIRS_ENV, value, 0, "the most (tile, primitive) pairs a CUDA render bins")
+    return DEFAULT_MAX_PAIRS if budget is None else budget
 
 
 def pair_capacity(primitives: int, tiles_per_scene: int, budget: int) -> int:

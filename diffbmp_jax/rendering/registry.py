@@ -21,7 +21,7 @@ import os
 
 import jax
 
-from diffbmp_jax.validation import check_count
+from diffbmp_jax.validation import check_count, env_count
 
 FORWARD = "diffbmp_forward"
 BACKWARD = "diffbmp_backward"
@@ -60,15 +60,10 @@ CPU_ENV = {"DIFFBMP_NUM_THREADS": "threads of the cpu kernels",
 
 
 def check_cpu_env() -> None:
-    """ValueError unless every variable of :data:`CPU_ENV` is unset or a positive integer.
-
-    The kernels read them with C's ``atoi``, which would turn ``"abc"`` or ``"-1"``
-    into a default and ``"2.5"`` into two, silently.
-    """
+    """ValueError unless every variable of :data:`CPU_ENV` is unset or a positive integer
+    (:func:`diffbmp_jax.validation.env_count`)."""
     for name, what in CPU_ENV.items():
-        value = os.environ.get(name)
-        if value is not None and not (value.strip().isdigit() and int(value) > 0):
-            raise ValueError(f"{name} must be a positive integer ({what}), got {value!r}")
+        env_count(name, os.environ.get(name), 1, what)
 
 
 def cuda_workspace_bytes(primitives: int, tiles: int, pairs: int) -> int:
