@@ -228,6 +228,6 @@ def test_fits_other_than_text_need_no_flax():
               "except ImportError as e:\n"
               "    found.append(str(e))\n"
               "print('FOUND', found)\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd="/", capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "FOUND ['fit', 'fit_batch', 'fit_video', 'fit_regions', " in out.stdout, out.stdout + out.stderr[-2000:]
     assert "needs flax and transformers: pip install 'diffbmp-jax[clip]'" in out.stdout, out.stdout

@@ -246,6 +246,7 @@ def test_progress_bar_off_creates_no_tqdm():
               "r = db.fit(np.full((8, 8, 3), 0.3, np.float32), atlas, num_primitives=3, steps=2, key=0,\n"
               "           progress=False, log_every=1)\n"
               "print('STEPS', r.history['step'], 'TQDM', [m for m in ('tqdm', 'multiprocessing') if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd="/", capture_output=True, text=True, timeout=300,
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]  # the checkout's source, as the suite tests it
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "DIFFBMP_JAX_CACHE": "0"})
     assert "STEPS [0, 1, 2] TQDM []" in out.stdout, out.stdout + out.stderr[-2000:]
