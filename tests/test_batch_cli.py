@@ -69,6 +69,23 @@ def test_centre_crop_keeps_the_middle():
     assert out.shape == (10, 10, 3) and np.all(out > 0.99)
 
 
+def test_transparent_targets_keep_their_alpha(tmp_path, targets):
+    """One transparent target makes the batch RGBA (the opaque ones with alpha 1), as fit_batch keeps it."""
+    folder, _ = targets
+    logo = np.zeros((24, 32, 4), np.uint8)
+    logo[4:20, 8:24] = (255, 0, 0, 255)  # an opaque square in a transparent field
+    Image.fromarray(logo, "RGBA").save(folder / "c.png")
+    paths, imgs = batch_cli.load_targets([str(folder)], 32)
+    assert [p.name for p in paths] == ["a.png", "b.png", "c.png"] and imgs.shape == (3, 24, 32, 4)
+    np.testing.assert_array_equal(imgs[:2, ..., 3], 1.0)
+    np.testing.assert_array_equal(imgs[2, ..., 3], (logo[..., 3] / 255.0).astype(np.float32))
+    out = tmp_path / "out_alpha"
+    assert cli.main(["batch", str(folder), "--size", "32", "-o", str(out)] + SMALL) == 0
+    assert (out / "2_c" / "result.png").exists()
+    paths, imgs = batch_cli.load_targets([str(folder / "a.png"), str(folder / "b.png")], 32)
+    assert imgs.shape == (2, 24, 32, 3)  # all opaque: RGB as before
+
+
 def _bad(tmp_path, argv, exc, word):
     out = tmp_path / "bad_out"
     with pytest.raises(exc, match=word):

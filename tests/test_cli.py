@@ -98,3 +98,49 @@ def test_the_cli_asks_for_gpu_memory_on_demand_unless_told(tmp_path, monkeypatch
     monkeypatch.setenv(cli.PREALLOCATE_ENV, "true")
     cli.own_process_defaults()
     assert cli.os.environ[cli.PREALLOCATE_ENV] == "true"
+
+
+@pytest.fixture
+def transparent_png(tmp_path):
+    """A 24 x 24 RGBA target: an opaque red square in a transparent (hidden green) field."""
+    img = np.zeros((24, 24, 4), np.uint8)
+    img[..., 1] = 255                 # hidden colour of the transparent pixels
+    img[6:18, 6:18] = (255, 0, 0, 255)
+    path = tmp_path / "logo.png"
+    Image.fromarray(img, "RGBA").save(path)
+    return str(path)
+
+
+def test_load_target_keeps_alpha_only_when_asked(transparent_png, target_png):
+    from diffbmp_jax.io.images import load_target
+    rgba = load_target(transparent_png, keep_alpha=True)
+    assert rgba.shape == (24, 24, 4)
+    np.testing.assert_array_equal(rgba[..., 3], (np.pad(np.ones((12, 12)), 6)).astype(np.float32))
+    flat = load_target(transparent_png)  # the default: over white
+    assert flat.shape == (24, 24, 3)
+    np.testing.assert_allclose(flat[0, 0], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(flat[12, 12], [1.0, 0.0, 0.0])
+    assert load_target(target_png, keep_alpha=True).shape == (24, 24, 3)  # opaque: no alpha to keep
+    small = load_target(transparent_png, 12, keep_alpha=True)  # resized with premultiplied colours
+    assert small.shape == (12, 12, 4)
+    edge = small[small[..., 3] > 0.05]
+    assert np.all(edge[:, 1] < 0.05), "the hidden green bled into the visible edge"
+
+
+def test_fit_command_keeps_the_targets_transparency(tmp_path, transparent_png, monkeypatch):
+    """`diffbmp-jax fit` hands a transparent target to the fit with its alpha, as db.fit(path) reads it."""
+    import diffbmp_jax.fitting.image as image
+    seen = []
+    real = image.fit
+
+    def spy(target, *args, **kwargs):
+        seen.append(np.asarray(target))
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(image, "fit", spy)
+    out = tmp_path / "out"
+    cli.run(["fit", transparent_png, "--stamps", STAMPS, "-n", "6", "--steps", "4", "-o", str(out),
+             "--stamp-size", "16", "--no-progress", "--frames", "0"])
+    from diffbmp_jax.io.images import as_target_image
+    np.testing.assert_allclose(seen[0], as_target_image(transparent_png), atol=1e-6)
+    assert Image.open(out / "result.png").mode == "RGB" and (out / "params.npz").exists()

@@ -130,7 +130,7 @@ def run_fit(args) -> dict:
 
     config = FitConfig.from_dict(fit_fields(opts, fit_cfg, given), source=opts["config"] or "options")
     t0 = time.perf_counter()
-    target = load_target(opts["target"], opts["size"])
+    target = load_target(opts["target"], opts["size"], keep_alpha=True)  # transparency as db.fit keeps it
     atlas = stamps.load_stamps(opts["stamps"], size=opts["stamp_size"], mask_rule=opts["mask_rule"],
                                font=opts["font"], emoji_font=opts["emoji_font"])
     h, w = target.shape[:2]

@@ -9,6 +9,8 @@ Outputs: ``OUT/<k>_<name>/`` per target (``result.png``, ``params.npz``, one
 ``result.<fmt>`` per extra ``--export`` format) and ``OUT/summary.json``
 (per-target PSNR and SSIM, devices, wall time). Files are written atomically,
 only after the fit succeeded. Building the parser imports none of the fitters.
+Transparent targets keep their alpha, as :func:`diffbmp_jax.fit_batch` does with
+them (the fit trains over its own background behind the transparent pixels).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def add_batch_subcommand(subparsers) -> None:
 
 
 def fit_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``image`` centre-cropped to the aspect ``width / height`` and resized to ``[height, width, 3]``."""
+    """``image`` (``[h, w, 3]``, or ``[h, w, 4]`` straight RGBA) centre-cropped to the aspect
+    ``width / height`` and resized to ``[height, width, C]``."""
     from PIL import Image
     h, w = image.shape[:2]
     if w * height > h * width:    # too wide: crop the sides
@@ -65,12 +68,14 @@ def fit_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
         image = image[y0:y0 + ch]
     if image.shape[:2] == (height, width):
         return image
-    im = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    im = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))  # RGBA: Pillow premultiplies
     return np.asarray(im.resize((width, height), Image.LANCZOS), np.float32) / 255.0
 
 
 def load_targets(specs, size: int) -> tuple[list[Path], np.ndarray]:
-    """Files, folders and globs -> ``(paths, targets [B, H, W, 3])`` of one size (see module doc)."""
+    """Files, folders and globs -> ``(paths, targets [B, H, W, C])`` of one size (see module doc):
+    ``C = 4`` (straight RGBA, opaque images with alpha 1) when any image has transparent pixels,
+    which :func:`diffbmp_jax.fit_batch` keeps, else 3."""
     from diffbmp_jax.io.images import IMAGE_SUFFIXES, expand_paths, load_target
     try:
         found = expand_paths(specs)
@@ -79,9 +84,11 @@ def load_targets(specs, size: int) -> tuple[list[Path], np.ndarray]:
     paths = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
     if not paths:
         raise ValueError(f"targets: no image files in {list(map(str, specs))}")
-    first = load_target(paths[0], size)
+    first = load_target(paths[0], size, keep_alpha=True)
     h, w = first.shape[:2]
-    images = [first] + [fit_to(load_target(p), h, w) for p in paths[1:]]
+    images = [first] + [fit_to(load_target(p, keep_alpha=True), h, w) for p in paths[1:]]
+    if any(im.shape[-1] == 4 for im in images):
+        images = [im if im.shape[-1] == 4 else np.concatenate([im, np.ones_like(im[..., :1])], -1) for im in images]
     return paths, np.stack(images).astype(np.float32)
 
 

@@ -74,11 +74,14 @@ def expand_paths_with(paths, suffixes) -> list[Path]:
     return out
 
 
-def load_target(path, max_size: int | None = None) -> np.ndarray:
+def load_target(path, max_size: int | None = None, keep_alpha: bool = False) -> np.ndarray:
     """Reads an image file as float32 ``[H, W, 3]`` in [0, 1].
 
-    Transparent pixels are composed over white; the image is downscaled
-    (Lanczos) so its longer side is at most ``max_size``.
+    Transparent pixels are composed over white, unless ``keep_alpha``: then an
+    image with any transparent pixel comes back as straight ``[H, W, 4]`` RGBA,
+    for the fits that train over their own background behind it (:func:`diffbmp_jax.fit`,
+    :func:`diffbmp_jax.fit_batch`). The image is downscaled (Lanczos; Pillow
+    premultiplies RGBA by alpha for it) so its longer side is at most ``max_size``.
     Raises FileNotFoundError / ValueError naming ``target``.
     """
     if not os.path.isfile(str(path)):
@@ -92,7 +95,10 @@ def load_target(path, max_size: int | None = None) -> np.ndarray:
     if max_size is not None and max(rgba.size) > max_size:
         s = max_size / max(rgba.size)
         rgba = rgba.resize((max(1, round(rgba.width * s)), max(1, round(rgba.height * s))), Image.LANCZOS)
-    return over_white(np.asarray(rgba, np.float32) / 255.0)
+    out = np.asarray(rgba, np.float32) / 255.0
+    if keep_alpha and out[..., 3].min() < 1.0:
+        return out
+    return over_white(out)
 
 
 def over_white(rgba: np.ndarray) -> np.ndarray:
