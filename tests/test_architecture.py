@@ -200,8 +200,6 @@ def test_python_run_from_the_checkout_root_renders_with_the_compiled_kernels():
 def test_the_package_and_the_cli_parser_load_without_jax():
     """``import diffbmp_jax`` and ``diffbmp-jax --help`` import no JAX, Flax, transformers or torch;
     every public name still resolves on first use."""
-    import subprocess
-    import sys
     script = ("import sys\n"
               "import diffbmp_jax as db\n"
               "from diffbmp_jax.cli import app\n"
@@ -209,15 +207,13 @@ def test_the_package_and_the_cli_parser_load_without_jax():
               "heavy = [m for m in ('jax', 'flax', 'transformers', 'torch') if m in sys.modules]\n"
               "names = [n for n in db.__all__ if getattr(db, n, None) is None]\n"
               "print('HEAVY', heavy, 'MISSING', names, callable(db.render), db.Atlas.__name__)\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "HEAVY [] MISSING [] True Atlas" in out.stdout, out.stdout + out.stderr[-2000:]
+    out = _python_in_checkout(script)
+    assert "HEAVY [] MISSING [] True Atlas" in out, out
 
 
 def test_fits_other_than_text_need_no_flax():
     """Flax is the ``clip`` extra's: image, video and regions fits import without it, and text guidance
     says which extra to install."""
-    import subprocess
-    import sys
     script = ("import sys\n"
               "sys.modules['flax'] = None  # as if the clip extra were not installed\n"
               "import diffbmp_jax as db\n"
@@ -228,6 +224,15 @@ def test_fits_other_than_text_need_no_flax():
               "except ImportError as e:\n"
               "    found.append(str(e))\n"
               "print('FOUND', found)\n")
+    out = _python_in_checkout(script)
+    assert "FOUND ['fit', 'fit_batch', 'fit_video', 'fit_regions', " in out, out
+    assert "needs flax and transformers: pip install 'diffbmp-jax[clip]'" in out, out
+
+
+def _python_in_checkout(script: str) -> str:
+    """``script`` run by a fresh interpreter from the checkout's root (its source shadows an installed
+    copy): what it printed, then the tail of its stderr."""
+    import subprocess
+    import sys
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "FOUND ['fit', 'fit_batch', 'fit_video', 'fit_regions', " in out.stdout, out.stdout + out.stderr[-2000:]
-    assert "needs flax and transformers: pip install 'diffbmp-jax[clip]'" in out.stdout, out.stdout
+    return out.stdout + out.stderr[-2000:]
