@@ -40,7 +40,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from diffbmp_jax.rendering.blur import MaskBlur, blur_matrix, times_blur
+from diffbmp_jax.rendering.blur import MaskBlur, times_blur
 
 __all__ = ["num_levels", "resize_matrix", "level_filters", "level_matrices", "blur_masks", "pyramid",
            "level_template", "lod_scene"]
@@ -102,17 +102,18 @@ def level_matrices(n: int, levels: int, blur: MaskBlur | None = None) -> jax.Arr
     return times_blur(filters, blur.sigma, blur.radius)  # F_l @ B as shifted sums: one fusion
 
 
-def _both_axes(rows: jax.Array, cols: jax.Array, x: jax.Array) -> jax.Array:
-    """``out[p, l] = rows[l] @ x[p] @ cols[l].T`` for ``x [P, h, w]``, ``rows [L, h, h]``,
-    ``cols [L, w, w]``: ``[P, L, h, w]``.
+def _both_axes(x: jax.Array, levels: int, blur: MaskBlur | None) -> jax.Array:
+    """``out[p, l] = R_l @ x[p] @ C_l.T`` for ``x [P, h, w]``, with ``R``, ``C`` the
+    :func:`level_matrices` of its two axes (one set when the bitmaps are square): ``[P, L, h, w]``.
 
-    Written as two plain products so that no transpose lands inside a fit's
-    loop: the atlas' transpose depends on nothing that changes between steps
-    (XLA moves it out of the loop), the first product is one matrix product,
-    the second one batched over levels.
+    Written as two plain products: the first one matrix product against the
+    atlas laid out ``[h, P * w]``, the second one batched over levels. (On the
+    H200 the atlas' transpose still runs every step, 1.1 us: XLA does not move
+    it out of the fit's loop.)
     """
     p, h, w = x.shape
-    levels = rows.shape[0]
+    rows = level_matrices(h, levels, blur)
+    cols = rows if w == h else level_matrices(w, levels, blur)
     xt = jnp.transpose(x, (1, 0, 2)).reshape(h, p * w)                          # [j, (p, k)]
     y = jnp.matmul(rows.reshape(levels * h, h), xt, precision=HIGHEST)          # [(l, i), (p, k)]
     y = y.reshape(levels, h * p, w)                                             # [l, (i, p), k]
@@ -124,10 +125,7 @@ def blur_masks(mask: jax.Array, blur: MaskBlur | None) -> jax.Array:
     """``[P, h, w]`` masks blurred by ``blur`` (zero padding), clipped to [0, 1]; unchanged for None."""
     if blur is None:
         return mask
-    _, h, w = mask.shape
-    rows = blur_matrix(h, blur.sigma, blur.radius)[None]
-    cols = rows if w == h else blur_matrix(w, blur.sigma, blur.radius)[None]
-    return jnp.clip(_both_axes(rows, cols, mask)[:, 0], 0.0, 1.0)
+    return jnp.clip(_both_axes(mask, 1, blur)[:, 0], 0.0, 1.0)
 
 
 def _prefiltered(images: jax.Array, levels: int) -> jax.Array:
@@ -161,9 +159,7 @@ def pyramid(mask: jax.Array, rgb: jax.Array | None, levels: int,
     if rgb is None:  # masks alone: blur and levels as one matrix per level and axis
         if levels == 1 and blur is None:
             return mask, None
-        rows = level_matrices(h, levels, blur)
-        cols = rows if w == h else level_matrices(w, levels, blur)
-        return jnp.clip(_both_axes(rows, cols, mask), 0.0, 1.0).reshape((p * levels, h, w)), None
+        return jnp.clip(_both_axes(mask, levels, blur), 0.0, 1.0).reshape((p * levels, h, w)), None
     mask = blur_masks(mask, blur)
     if levels == 1:
         return mask, rgb
