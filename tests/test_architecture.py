@@ -229,6 +229,24 @@ def test_fits_other_than_text_need_no_flax():
     assert "needs flax and transformers: pip install 'diffbmp-jax[clip]'" in out, out
 
 
+def test_a_fit_runs_without_optax():
+    """The fitting engine's Adam is its own: a fit (and the video and batch fits' modules) import and
+    run with Optax absent, which only the examples and tests use."""
+    script = ("import sys\n"
+              "sys.modules['optax'] = None  # as if Optax were not installed\n"
+              "import numpy as np\n"
+              "import diffbmp_jax as db\n"
+              "from diffbmp_jax.fitting import batch\n"
+              "from diffbmp_jax.tasks import video\n"
+              "target = np.zeros((24, 24, 3), np.float32); target[6:18, 6:18] = 1.0\n"
+              "yy, xx = np.mgrid[-1:1:16j, -1:1:16j]\n"
+              "atlas = db.Atlas.from_arrays((xx ** 2 + yy ** 2 < 0.85).astype(np.float32)[None])\n"
+              "r = db.fit(target, atlas, num_primitives=8, steps=4, key=0, progress=False, backend='reference')\n"
+              "print('PSNR', np.isfinite(r.psnr), len(r.history['loss']))\n")
+    out = _python_in_checkout(script)
+    assert "PSNR True" in out, out
+
+
 def _python_in_checkout(script: str) -> str:
     """``script`` run by a fresh interpreter from the checkout's root (its source shadows an installed
     copy): what it printed, then the tail of its stderr."""

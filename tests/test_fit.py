@@ -90,6 +90,38 @@ def test_history_has_no_nan_and_is_valid_json():
     json.loads(json.dumps(r.history, allow_nan=False))
 
 
+@pytest.mark.parametrize("overrides", [{}, {"lr_schedule": "linear", "warmup_steps": 3, "adam_b1": 0.8}])
+def test_the_optimiser_steps_like_the_optax_chain(overrides):
+    """make_optimizer's Adam moves theta as optax.chain(scale_by_adam, scale_by_schedule, per-field
+    rates) does, step after step (the schedule reading the steps taken before each step)."""
+    optax = pytest.importorskip("optax")
+    from diffbmp_jax.fitting.config import resolve_config
+    from diffbmp_jax.fitting.optim import Theta, apply_updates, make_optimizer
+    from diffbmp_jax.fitting.schedules import lr_multiplier
+    cfg = resolve_config(None, overrides)
+    lrs = Theta(cfg.lr_xy, cfg.lr_scale, cfg.lr_rotation, cfg.lr_opacity, cfg.lr_color)
+    want_opt = optax.chain(
+        optax.scale_by_adam(b1=cfg.adam_b1, b2=cfg.adam_b2),
+        optax.scale_by_schedule(lr_multiplier(cfg.lr_schedule, 12, cfg.lr_final, cfg.warmup_steps)),
+        optax.GradientTransformation(lambda p: optax.EmptyState(),
+                                     lambda u, s, p=None: (Theta(*(-lr * x for x, lr in zip(u, lrs))), s)))
+    opt = make_optimizer(cfg, 12)
+    rng = np.random.default_rng(3)
+    theta = Theta(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((6, 2), (6,), (6,), (6,), (6, 3))))
+    mine, theirs = (theta, opt.init(theta)), (theta, want_opt.init(theta))
+    for step in range(12):
+        grads = Theta(*(jnp.asarray(rng.normal(size=f.shape) * 10.0 ** (step % 3 - 1), jnp.float32)
+                        for f in theta))
+        u, s = opt.update(grads, mine[1], mine[0])
+        mine = (apply_updates(mine[0], u), s)
+        u, s = want_opt.update(grads, theirs[1], theirs[0])
+        theirs = (optax.apply_updates(theirs[0], u), s)
+        for a, b in zip(mine[0], theirs[0]):
+            assert a.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-7)
+    assert int(mine[1].count) == 12
+
+
 def test_the_host_start_equals_the_compiled_one():
     """prepare's start is built on the host: host_theta is to_theta, initial_state is optimizer.init."""
     from diffbmp_jax.fitting.config import resolve_config

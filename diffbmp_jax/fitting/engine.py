@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.canvas import background, render_over, step_canvas, step_target
@@ -43,7 +42,7 @@ from diffbmp_jax.fitting.config import FitConfig
 from diffbmp_jax.fitting.loop import run_chunk, scan_steps
 from diffbmp_jax.fitting.losses import combined_loss
 from diffbmp_jax.fitting.metrics import psnr
-from diffbmp_jax.fitting.optim import Theta, clamp_theta, finite_grads, make_optimizer, to_params
+from diffbmp_jax.fitting.optim import Theta, apply_updates, clamp_theta, finite_grads, make_optimizer, to_params
 from diffbmp_jax.fitting.respawn import per_primitive, respawn, schedule as respawn_schedule
 from diffbmp_jax.scene.atlas import Atlas
 
@@ -185,7 +184,7 @@ def step(static: Static, data: Data, carry, t, steps):
     updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
     if data.free is not None:  # masked update: frozen primitives get a zero update
         updates = jax.tree_util.tree_map(lambda u: u * per_primitive(data.free, u), updates)
-    new = clamp_theta(optax.apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
+    new = clamp_theta(apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
     if static.constrained:
         new = project(static, data.region, new)
     return (_keep_frozen(data, new, theta), opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))

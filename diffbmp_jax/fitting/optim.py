@@ -1,10 +1,16 @@
-"""The optimiser: its normalised parameter space (:class:`Theta`) and the Optax chain.
+"""The optimiser: its normalised parameter space (:class:`Theta`) and Adam with per-field rates.
 
 Inside the optimiser the parameters live in a normalised space: positions in
 units of a length ``unit`` (pixels; :func:`diffbmp_jax.fit` uses the typical
 stamp half-extent :func:`diffbmp_jax.fitting.init.base_scale`) and scales as
 logarithms, so that one set of learning rates suits any canvas size and
 primitive count, and scales stay positive.
+
+The optimiser is Adam written out here rather than an Optax chain: it is a
+few lines, it computes what ``optax.chain(scale_by_adam, scale_by_schedule,
+per-field rates)`` computes (``tests/test_fit.py`` compares the two), and a
+process that fits no longer imports Optax (0.1 s on 2 CPU cores,
+``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -12,18 +18,18 @@ from __future__ import annotations
 import functools
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import jax
 import jax.numpy as jnp
-import optax
 
 from diffbmp_jax.fitting.config import FitConfig
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.fitting.schedules import lr_multiplier
 
-__all__ = ["Theta", "to_theta", "host_theta", "initial_state", "to_params", "make_optimizer", "finite_grads", "clamp_theta"]
+__all__ = ["Theta", "AdamState", "Optimizer", "to_theta", "host_theta", "initial_state", "to_params", "make_optimizer",
+           "apply_updates", "finite_grads", "clamp_theta"]
 
 
 class Theta(NamedTuple):
@@ -33,6 +39,21 @@ class Theta(NamedTuple):
     rotation: jax.Array       # [N] radians
     opacity_logit: jax.Array  # [N]
     color_logit: jax.Array    # [N, 3]
+
+
+class AdamState(NamedTuple):
+    """Adam's state for a :class:`Theta`: steps taken and the two moments (each field's shape)."""
+    count: jax.Array  # int32 scalar
+    mu: Theta         # first moment (mean of the gradients)
+    nu: Theta         # second moment (mean of their squares)
+
+
+class Optimizer(NamedTuple):
+    """``init(theta) -> state`` and ``update(grads, state, params=None) -> (updates, state)``,
+    the calling convention of an Optax ``GradientTransformation``; add the updates with
+    :func:`apply_updates`."""
+    init: Callable
+    update: Callable
 
 
 def to_theta(p: Primitives, unit: float) -> Theta:
@@ -55,7 +76,7 @@ def host_theta(p: Primitives, unit: float) -> Theta:
     return Theta(*(jax.device_put(f.astype(np.float32)) for f in fields))
 
 
-def initial_state(optimizer: optax.GradientTransformation, theta: Theta):
+def initial_state(optimizer: Optimizer, theta: Theta):
     """``optimizer.init(theta)`` without compiling: the state's shapes from ``jax.eval_shape``, its
     values zeros (Adam's moments and every count start at 0; ``tests/test_fit.py`` compares
     the result with ``optimizer.init``)."""
@@ -69,24 +90,41 @@ def to_params(t: Theta, unit: float) -> Primitives:
                       opacity_logit=t.opacity_logit, color_logit=t.color_logit)
 
 
-def make_optimizer(cfg: FitConfig, steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: FitConfig, steps: int) -> Optimizer:
     """Adam, then the decay schedule over ``steps`` steps, then one learning rate per field.
 
     The learning rates ``cfg.lr_xy`` (position units), ``lr_scale`` (log
     scale), ``lr_rotation`` (radians), ``lr_opacity``, ``lr_color`` (logits)
-    are step sizes per step of a :class:`Theta`.
+    are step sizes per step of a :class:`Theta`. Step ``t`` (from 0) moves each
+    entry by ``-lr * schedule(t) * m / (sqrt(v) + 1e-8)``, ``m`` and ``v`` the
+    bias-corrected moments (decays ``cfg.adam_b1``, ``cfg.adam_b2``); ``steps``
+    may be a traced int32 scalar.
     """
     lrs = Theta(cfg.lr_xy, cfg.lr_scale, cfg.lr_rotation, cfg.lr_opacity, cfg.lr_color)
+    b1, b2, eps = float(cfg.adam_b1), float(cfg.adam_b2), 1e-8
+    schedule = lr_multiplier(cfg.lr_schedule, steps, cfg.lr_final, cfg.warmup_steps)
 
-    def per_field(updates, state, params=None):
+    def init(theta: Theta) -> AdamState:
+        zeros = Theta(*(jnp.zeros_like(f) for f in theta))
+        return AdamState(jnp.zeros((), jnp.int32), zeros, zeros)
+
+    def update(grads: Theta, state: AdamState, params=None):
         del params
-        return Theta(*(-lr * u for u, lr in zip(updates, lrs))), state
+        mu = Theta(*((1.0 - b1) * g + b1 * m for g, m in zip(grads, state.mu)))
+        nu = Theta(*((1.0 - b2) * g * g + b2 * v for g, v in zip(grads, state.nu)))
+        t = (state.count + 1).astype(jnp.float32)
+        keep1, keep2 = 1.0 - jnp.power(jnp.float32(b1), t), 1.0 - jnp.power(jnp.float32(b2), t)
+        factor = schedule(state.count)  # the schedule sees the steps taken before this one
+        updates = Theta(*((-lr * factor) * ((m / keep1) / (jnp.sqrt(v / keep2) + eps)).astype(m.dtype)
+                          for m, v, lr in zip(mu, nu, lrs)))
+        return updates, AdamState(state.count + 1, mu, nu)
 
-    return optax.chain(
-        optax.scale_by_adam(b1=cfg.adam_b1, b2=cfg.adam_b2),
-        optax.scale_by_schedule(lr_multiplier(cfg.lr_schedule, steps, cfg.lr_final, cfg.warmup_steps)),
-        optax.GradientTransformation(lambda params: optax.EmptyState(), per_field),
-    )
+    return Optimizer(init, update)
+
+
+def apply_updates(theta: Theta, updates: Theta) -> Theta:
+    """``theta + updates``, field by field, in each field's dtype."""
+    return Theta(*((p + u).astype(p.dtype) for p, u in zip(theta, updates)))
 
 
 def finite_grads(grads):

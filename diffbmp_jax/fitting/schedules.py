@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax.numpy as jnp
-import optax
 
 __all__ = ["LR_SCHEDULES", "lr_multiplier"]
 
 LR_SCHEDULES = ("constant", "cosine", "linear", "exponential")
 
 
-def lr_multiplier(kind: str, steps, final: float = 0.1, warmup_steps: int = 0) -> optax.Schedule:
-    """An Optax schedule of the learning-rate factor.
+def lr_multiplier(kind: str, steps, final: float = 0.1, warmup_steps: int = 0) -> Callable:
+    """A schedule of the learning-rate factor: ``count`` (steps taken, an int scalar) -> float32 factor.
 
     Args:
       kind: one of :data:`LR_SCHEDULES`; decays from 1 to ``final`` over
