@@ -7,13 +7,18 @@ folder again for the warm runs::
     python benchmarks/bench_startup.py --help-time             # `diffbmp-jax --help`, 3 runs
     python benchmarks/bench_startup.py demo                     # the CLI demo, cold then warm x2
     python benchmarks/bench_startup.py fit --bench ../shared/bench --size 512 -n 1000 --steps 300
+    python benchmarks/bench_startup.py cli-fit --bench ../shared/bench   # the same fit as `diffbmp-jax fit`
     python benchmarks/bench_startup.py demo --compiles          # what compiles, per function
     python benchmarks/bench_startup.py --maps 512,1024          # host vs compiled structure maps
 
 ``fit`` runs ``diffbmp_jax.fit`` on vangogh1 with the fingerprint stamp (the
 quality protocol's scene) and prints the wall time of the whole process, of
 the fit, and the fit's compile and step time (``FitResult.compile_time``,
-``step_time``). ``--compiles`` lists, for the cold run, the seconds JAX spent
+``step_time``), and how long the interpreter took to exit after the script's
+last line (JAX's runtime and the heap torn down). ``cli-fit`` runs the same
+scene as the command a user types (``diffbmp-jax fit ... --stamp-size 128
+--frames 0``: the target downscaled to 512 px, the PNG and ``params.npz``
+written, the console script's quick exit). ``--compiles`` lists, for the cold run, the seconds JAX spent
 tracing, lowering and compiling each function (``jax.monitoring`` spans).
 ``--profile ROWS`` runs the warm fits under cProfile and prints their
 costliest functions. ``--maps`` times, in a fresh process per size (cache off, N=1000, a random
@@ -70,7 +75,7 @@ if args["profile"]:
 print(json.dumps({"import_and_load_s": t1 - t0, "import_jax_s": t_jax - t0, "backend_start_s": t_dev - t_jax,
                   "fit_s": t2 - t1, "compile_s": r.compile_time,
                   "step_s": r.step_time, "psnr": r.psnr, "backend": jax.default_backend(),
-                  "spans": [[k[0], k[1], v] for k, v in spans.items()]}))
+                  "spans": [[k[0], k[1], v] for k, v in spans.items()], "end": time.time()}))
 """
 
 CHILD_DEMO = r"""
@@ -84,19 +89,22 @@ jax.monitoring.register_event_time_span_listener(on_span)
 from diffbmp_jax.cli.app import main
 rc = main(sys.argv[1:])
 print("SPANS " + json.dumps([[k[0], k[1], v] for k, v in spans.items()]))
-sys.exit(rc)
+import logging, os
+logging.shutdown(); sys.stdout.flush(); sys.stderr.flush()
+os._exit(rc)  # as the console script exits (diffbmp_jax.cli.app.console)
 """
 
 
-def timed(cmd, env, show_stderr: bool = False) -> tuple[float, str]:
+def timed(cmd, env, show_stderr: bool = False) -> tuple[float, str, float]:
+    """``(wall seconds, stdout, time.time() at the process's end)`` of a command."""
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, end = time.perf_counter() - t, time.time()
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])}... failed ({r.returncode}):\n{r.stderr[-3000:]}")
     if show_stderr:
         print(r.stderr, flush=True)
-    return wall, r.stdout
+    return wall, r.stdout, end
 
 
 def span_table(spans) -> str:
@@ -135,7 +143,7 @@ print(f"maps {size} px: host {t1 - t0:.2f} s | traceable: first call {t2 - t1:.2
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", choices=["demo", "fit"], default=None)
+    ap.add_argument("what", nargs="?", choices=["demo", "fit", "cli-fit"], default=None)
     ap.add_argument("--help-time", action="store_true", help="time `diffbmp-jax --help` (3 runs)")
     ap.add_argument("--compiles", action="store_true", help="per-function compile table of the cold run (fit: every run)")
     ap.add_argument("--bench", default=os.environ.get("DIFFBMP_BENCH", "../shared/bench"))
@@ -151,7 +159,7 @@ def main() -> None:
 
     if args.help_time:
         for i in range(3):
-            wall, _ = timed(["diffbmp-jax", "--help"], dict(os.environ))
+            wall, _, _ = timed(["diffbmp-jax", "--help"], dict(os.environ))
             print(f"diffbmp-jax --help: {wall:.2f} s")
     for size in filter(None, args.maps.split(",")):
         env = {**os.environ, "DIFFBMP_JAX_CACHE": "0"}
@@ -166,21 +174,32 @@ def main() -> None:
             label = "cold" if run == 0 else f"warm {run}"
             if args.what == "demo":
                 cmd = [sys.executable, "-c", CHILD_DEMO, "demo", "-o", os.path.join(out, str(run)), "--no-progress"]
-                wall, stdout = timed(cmd, env)
+                wall, stdout, _ = timed(cmd, env)
                 line = next(ln for ln in stdout.splitlines() if ln.startswith("PSNR"))
                 spans = json.loads(stdout.split("SPANS ", 1)[1])
-                print(f"demo {label}: process {wall:.1f} s | {line}")
+                print(f"demo {label}: process {wall:.2f} s | {line}")
+            elif args.what == "cli-fit":
+                bench = os.path.abspath(args.bench)
+                cmd = ["diffbmp-jax", "fit", os.path.join(bench, "targets", "vangogh1.jpg"), "--stamps",
+                       os.path.join(bench, "stamps", "fingerprint.jpg"), "-n", str(args.n), "--steps",
+                       str(args.steps), "--size", str(args.size), "--stamp-size", "128", "--frames", "0",
+                       "--no-progress", "-o", os.path.join(out, str(run))]
+                wall, stdout, _ = timed(cmd, env)
+                lines = [ln for ln in stdout.splitlines() if ln.startswith(("PSNR", "wall time"))]
+                spans = []
+                print(f"cli-fit {label}: process {wall:.2f} s | {' | '.join(lines)}")
             else:
                 profile = args.profile if run > 0 else 0  # warm runs: where the fit's own time goes
                 cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps,
                        "profile": profile}
-                wall, stdout = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env, show_stderr=bool(profile))
+                wall, stdout, end = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env,
+                                          show_stderr=bool(profile))
                 r = json.loads(stdout.strip().splitlines()[-1])
                 spans = r.pop("spans")
                 print(f"fit {label}: process {wall:.2f} s, fit {r['fit_s']:.2f} s (compiling {r['compile_s']:.2f} s, "
                       f"steps {r['step_s']:.2f} s), imports+loading {r['import_and_load_s']:.2f} s "
                       f"(import jax {r['import_jax_s']:.2f} s, backend start {r['backend_start_s']:.2f} s), "
-                      f"PSNR {r['psnr']:.2f} dB, {r['backend']}")
+                      f"exit {end - r['end']:.2f} s, PSNR {r['psnr']:.2f} dB, {r['backend']}")
             if args.compiles and (run == 0 or args.what == "fit"):
                 print(span_table(spans))
 

@@ -127,6 +127,25 @@ def test_load_target_keeps_alpha_only_when_asked(transparent_png, target_png):
     assert np.all(edge[:, 1] < 0.05), "the hidden green bled into the visible edge"
 
 
+@pytest.mark.parametrize("shape", [(600, 440), (97, 1203)])
+def test_a_large_jpeg_target_is_downscaled_as_from_its_full_size(tmp_path, shape):
+    """load_target decodes a JPEG at a reduced DCT scale before the Lanczos resize: the same size
+    as resizing the full image, and the same picture to well under a grey level."""
+    from diffbmp_jax.io.images import load_target
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([np.sin(9 * xx) * np.cos(7 * yy), np.cos(5 * xx + 3 * yy), np.sin(4 * yy)], -1)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(((img * 0.5 + 0.5) * 255).astype(np.uint8), "RGB").save(path, quality=95)
+    got = load_target(str(path), 64)
+    with Image.open(path) as im:
+        scale = 64 / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        want = np.asarray(im.convert("RGB").resize(size, Image.LANCZOS), np.float32) / 255.0
+    assert got.shape == want.shape == (size[1], size[0], 3)
+    assert 10 * np.log10(1.0 / np.mean((got - want) ** 2)) > 40.0
+
+
 def test_fit_command_keeps_the_targets_transparency(tmp_path, transparent_png, monkeypatch):
     """`diffbmp-jax fit` hands a transparent target to the fit with its alpha, as db.fit(path) reads it."""
     import diffbmp_jax.fitting.image as image

@@ -69,6 +69,30 @@ def test_jpg_mask_rules_find_the_shape(dark_disc_jpg, rule):
     assert np.asarray(atlas.rgb)[0, 16, 16, 2] > 0.6  # keeps the disc's own colour (blue)
 
 
+def test_a_large_jpeg_stamp_is_read_at_a_reduced_scale(tmp_path):
+    """A photo many times the stamp's size decodes at a DCT scale (read_rgba's draft) and comes out
+    as the full-size decode would, through load_images and load_stamps alike."""
+    from diffbmp_jax.io.images import read_rgba
+    from diffbmp_jax.stamps.raster import atlas_from_rgba, mask_from_rgba
+    yy, xx = np.mgrid[-1:1:700j, -1:1:500j]
+    img = np.stack([0.5 + 0.4 * np.sin(6 * xx), 0.5 + 0.4 * np.cos(5 * yy), np.where(xx ** 2 + yy ** 2 < 0.6, 0.1, 0.9)], -1)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray((img * 255).astype(np.uint8), "RGB").save(path, quality=95)
+    small, _ = read_rgba(path, draft=32)
+    assert small.shape[0] < 700 and min(small.shape[:2]) * 700 // 500 >= 32  # decoded smaller, not below 32
+    full, has_alpha = read_rgba(path)
+    assert full.shape == (700, 500, 4) and not has_alpha
+    rgba = np.concatenate([full[..., :3], mask_from_rgba(full, False, "luminance", (1.0, 1.0, 1.0))[..., None]], -1)
+    want = atlas_from_rgba([rgba], 16)
+    for got in (S.load_images([str(path)], size=16, mask_rule="luminance"),
+                db.load_stamps([str(path)], size=16, mask_rule="luminance")):
+        np.testing.assert_allclose(np.asarray(got.mask), np.asarray(want.mask), atol=0.03)
+        # colours where they show (premultiplied; near-transparent texels' colours are bled guesses),
+        # within JPEG's chroma blur of the disc's hard edge
+        err = np.asarray(got.rgb * got.mask[..., None]) - np.asarray(want.rgb * want.mask[..., None])
+        assert np.abs(err).max() < 0.1 and 10 * np.log10(1.0 / np.mean(err ** 2)) > 38.0
+
+
 def test_jpg_opaque_rule(dark_disc_jpg):
     m = np.asarray(S.load_stamps([dark_disc_jpg], size=32, mask_rule="opaque").mask)[0]
     assert m.min() > 0.99

@@ -7,7 +7,7 @@ from PIL import Image
 from diffbmp_jax.files import atomic_output
 from diffbmp_jax.export.common import (check_background, check_scale, check_scene, drawn_atlas, render_image,
                                        scale_scene)
-from diffbmp_jax.io.images import to_uint8
+from diffbmp_jax.io.images import PNG_LEVEL, to_uint8
 
 __all__ = ["export_png"]
 
@@ -36,5 +36,5 @@ def export_png(path, params, atlas, *, height: int, width: int, template=None, c
     with atomic_output(path) as tmp:
         img = render_image(params, atlas, template, height, width, color_blend=color_blend,
                            alpha_max=alpha_max, background=bg, backend=backend)
-        Image.fromarray(to_uint8(img), "RGB").save(tmp, format="PNG")
+        Image.fromarray(to_uint8(img), "RGB").save(tmp, format="PNG", compress_level=PNG_LEVEL)
     return str(path)

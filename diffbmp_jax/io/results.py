@@ -10,7 +10,7 @@ import numpy as np
 
 from diffbmp_jax.files import AtomicWriter, read_npz
 from diffbmp_jax.scene.primitives import FIELDS, Primitives
-from diffbmp_jax.io.images import over_white, read_rgba, to_uint8
+from diffbmp_jax.io.images import PNG_LEVEL, over_white, read_rgba, to_uint8
 from diffbmp_jax.io.video import subsample, write_frames
 
 __all__ = ["primitive_arrays", "save_params", "write_image_outputs", "SavedResult", "load_result"]
@@ -38,7 +38,7 @@ def write_image_outputs(writer: AtomicWriter, image, params, template, height: i
     (:func:`save_params` of ``params`` and the ``[N]`` ``template``) and, when
     ``frames`` (uint8) is not empty, ``progress.gif`` of at most ``max_frames``."""
     from PIL import Image
-    Image.fromarray(to_uint8(image)).save(writer.path("result.png"), format="PNG")
+    Image.fromarray(to_uint8(image)).save(writer.path("result.png"), format="PNG", compress_level=PNG_LEVEL)
     with open(writer.path("params.npz"), "wb") as fh:
         save_params(fh, {**primitive_arrays(params), "template": np.asarray(template, np.int32)},
                     height, width, color_blend)

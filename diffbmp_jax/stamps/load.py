@@ -117,7 +117,7 @@ def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None, em
                 if _is_svg(path):
                     images.append(rasterize_svg(path, size * SUPERSAMPLE, name="specs"))
                 else:
-                    rgba, has_alpha = read_rgba(path)
+                    rgba, has_alpha = read_rgba(path, draft=2 * size)  # see stamps.raster.load_images
                     mask = mask_from_rgba(rgba, has_alpha, mask_rule, background)
                     images.append(np.concatenate([rgba[..., :3], mask[..., None]], -1))
         if a is not None:

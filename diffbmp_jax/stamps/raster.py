@@ -148,7 +148,7 @@ def load_images(paths, size: int = 64, mask_rule: str = "auto", background=(1.0,
         raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
     images = []
     for path in expand_paths(paths):
-        rgba, has_alpha = read_rgba(path)
+        rgba, has_alpha = read_rgba(path, draft=2 * size)  # a big photo need not decode whole for a stamp
         mask = mask_from_rgba(rgba, has_alpha, mask_rule, background)
         images.append(np.concatenate([rgba[..., :3], mask[..., None]], -1))
     return atlas_from_rgba(images, size)
