@@ -17,7 +17,7 @@ the fit, and the fit's compile and step time (``FitResult.compile_time``,
 ``step_time``), and how long the interpreter took to exit after the script's
 last line (JAX's runtime and the heap torn down). ``cli-fit`` runs the same
 scene as the command a user types (``diffbmp-jax fit ... --stamp-size 128
---frames 0``: the target downscaled to 512 px, the PNG and ``params.npz``
+--frames 0``: the target downscaled to 512 px wide, the PNG and ``params.npz``
 written, the console script's quick exit). ``--compiles`` lists, for the cold run, the seconds JAX spent
 tracing, lowering and compiling each function (``jax.monitoring`` spans).
 ``--profile ROWS`` runs the warm fits under cProfile and prints their
@@ -180,9 +180,13 @@ def main() -> None:
                 print(f"demo {label}: process {wall:.2f} s | {line}")
             elif args.what == "cli-fit":
                 bench = os.path.abspath(args.bench)
-                cmd = ["diffbmp-jax", "fit", os.path.join(bench, "targets", "vangogh1.jpg"), "--stamps",
+                target = os.path.join(bench, "targets", "vangogh1.jpg")
+                from PIL import Image
+                with Image.open(target) as im:  # --size is the longer side; the protocol's size, the width
+                    longer = round(args.size * max(im.size) / im.width)
+                cmd = ["diffbmp-jax", "fit", target, "--stamps",
                        os.path.join(bench, "stamps", "fingerprint.jpg"), "-n", str(args.n), "--steps",
-                       str(args.steps), "--size", str(args.size), "--stamp-size", "128", "--frames", "0",
+                       str(args.steps), "--size", str(longer), "--stamp-size", "128", "--frames", "0",
                        "--no-progress", "-o", os.path.join(out, str(run))]
                 wall, stdout, _ = timed(cmd, env)
                 lines = [ln for ln in stdout.splitlines() if ln.startswith(("PSNR", "wall time"))]
