@@ -100,6 +100,41 @@ def test_the_cli_asks_for_gpu_memory_on_demand_unless_told(tmp_path, monkeypatch
     assert cli.os.environ[cli.PREALLOCATE_ENV] == "true"
 
 
+def test_the_backend_starts_beside_the_commands_loading(monkeypatch):
+    """start_backend_beside starts JAX's default backend on a thread (its devices are then known to JAX),
+    and drops an error there: the command's own first use of JAX reports it."""
+    import jax
+    from jax._src import xla_bridge
+    from diffbmp_jax.cli import app as cli_app
+    thread = cli_app.start_backend_beside()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon
+    assert xla_bridge.backends_are_initialized()
+    assert jax.devices()[0].platform == jax.default_backend()
+
+    def broken():
+        raise RuntimeError("no GPU today")
+    monkeypatch.setattr(jax, "devices", broken)
+    failed = []
+    monkeypatch.setattr(cli_app.threading, "excepthook", lambda hook_args: failed.append(hook_args))
+    thread = cli_app.start_backend_beside()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and not failed
+
+
+def test_fitting_commands_start_the_backend_unless_asked_for_the_cpu(monkeypatch, tmp_path):
+    """run() starts the backend beside the loading for auto/cuda (the default), not for --backend cpu."""
+    from diffbmp_jax.cli import app as cli_app
+    from diffbmp_jax.fitting.cache import CACHE_ENV
+    monkeypatch.setenv(CACHE_ENV, "0")  # --no-cache sets it; the test leaves the process as it found it
+    started, ran = [], []
+    monkeypatch.setattr(cli_app, "start_backend_beside", lambda: started.append(1))
+    monkeypatch.setattr(cli_app, "run_fit", lambda args: ran.append(args.backend) or {})
+    cli_app.run(["demo", "-o", str(tmp_path / "a"), "--no-cache"])
+    cli_app.run(["demo", "-o", str(tmp_path / "b"), "--no-cache", "--backend", "cpu"])
+    assert ran == [None, "cpu"] and started == [1]
+
+
 @pytest.fixture
 def transparent_png(tmp_path):
     """A 24 x 24 RGBA target: an opaque red square in a transparent (hidden green) field."""

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 
 from diffbmp_jax.assets import ASSETS
@@ -183,6 +184,28 @@ def own_process_defaults() -> None:
     os.environ.setdefault(PREALLOCATE_ENV, "false")
 
 
+def start_backend_beside() -> threading.Thread:
+    """Starts JAX's default backend on a daemon thread and returns the thread.
+
+    On a GPU that is the CUDA client's start (0.4-0.5 s on an H200,
+    ``benchmarks/RESULTS.md``), which then overlaps what the command does
+    before its first computation: importing the fitters and reading the
+    target and the stamps. JAX starts backends under a lock, so the first
+    use of a device waits for the thread rather than starting a second
+    client. An error is dropped here; the command's own first use raises it.
+    """
+    def start():
+        try:
+            import jax
+            jax.devices()
+        except Exception:  # noqa: BLE001 -- reported by the main thread's own call
+            pass
+
+    thread = threading.Thread(target=start, name="start the JAX backend", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(argv=None) -> dict:
     """Runs the command line; raises ValueError/TypeError/FileNotFoundError on bad input.
 
@@ -198,6 +221,8 @@ def run(argv=None) -> dict:
     if getattr(args, "cache", True) is False:
         os.environ[CACHE_ENV] = "0"
     enable_compilation_cache()
+    if getattr(args, "backend", None) in (None, "auto", "cuda"):  # a CPU or reference run need not start CUDA
+        start_backend_beside()
     runners = {"fit": run_fit, "demo": run_fit, "batch": batch_cli.run_batch, "text": text_cli.run_text,
                "video": video_cli.run_video, "regions": video_cli.run_regions}
     return runners[args.command](args)
