@@ -31,6 +31,23 @@ def test_descriptions_are_stable_and_tell_settings_apart():
             programs.describe(unstable)
 
 
+def test_objectives_of_other_classes_are_other_programs():
+    """Static settings compare by the objective's class too: a NamedTuple objective equal in value to
+    PIXEL_LOSS (here a subclass scoring otherwise) is not served PIXEL_LOSS's compiled program."""
+    static, data, theta = _setup()
+
+    class Halved(type(PIXEL_LOSS)):
+        def score(self, static, data, image):
+            return 0.5 * super().score(static, data, image)
+
+    other = static._replace(objective=Halved())
+    assert tuple(other) == tuple(static) and other != static and hash(other) != hash(static)
+    assert static == static._replace() and hash(static) == hash(static._replace())
+    plain = float(evaluate(static, data, theta)[1])
+    halved = float(evaluate(other, data, theta)[1])
+    np.testing.assert_allclose(halved, 0.5 * plain, rtol=1e-6)
+
+
 def test_use_folder_names_a_bad_argument():
     with pytest.raises(TypeError, match="folder must be a path"):
         programs.use_folder(3)
@@ -158,17 +175,84 @@ def test_a_folder_that_cannot_be_written_only_skips_storing(tmp_path):
         evaluate.persisted.programs.clear()
 
 
-def test_programs_on_other_devices_are_ordinary_jit_calls(tmp_path):
-    # Stored programs serve CPU devices only (on a GPU, loading them was slower than tracing).
+def _loads(fn):
+    """Runs ``fn()``; returns (its result, the number of stored programs loaded meanwhile)."""
+    loads = []
+
+    def on_load(event, start, end, **kw):
+        if event == programs.LOAD_EVENT:
+            loads.append(end - start)
+
+    jax.monitoring.register_event_time_span_listener(on_load)
+    try:
+        out = jax.block_until_ready(fn())
+    finally:
+        jax.monitoring.unregister_event_time_span_listener(on_load)
+    return out, len(loads)
+
+
+def test_a_program_loads_once_for_arrays_that_programs_made(tmp_path, on_cpu):
+    """The memory of loaded programs is keyed by shapes, dtypes and weak types: arguments that
+    are the outputs of other programs (as a fit's carry is, chunk after chunk) find the program
+    already loaded."""
     static, data, theta = _setup()
-    gpu = [d for d in jax.devices() if d.platform != "cpu"]
-    if not gpu:
-        pytest.skip("no accelerator in this process")
+    store = evaluate.persisted
     programs.use_folder(tmp_path)
     try:
-        with jax.default_device(gpu[0]):
-            jax.block_until_ready(evaluate(static, data, theta))
+        store.programs.clear()
+        jax.block_until_ready(evaluate(static, data, theta))  # compiles and stores
+        store.programs.clear()  # as in a new process
+
+        def chain():
+            out, t = None, theta
+            for _ in range(3):
+                out = evaluate(static, data, t)
+                t = jax.tree.map(lambda a: a + 0.0, t)  # made by a program, committed to the device
+            return out
+        _, loads = _loads(chain)
+        assert loads == 1 and len(store) == 1
+    finally:
+        programs.use_folder(None)
+        store.programs.clear()
+
+
+def test_arrays_in_host_memory_are_ordinary_jit_calls(tmp_path, on_cpu):
+    static, data, theta = _setup()
+    host = jax.devices("cpu")[0].memory("pinned_host") if "pinned_host" in [
+        m.kind for m in jax.devices("cpu")[0].addressable_memories()] else None
+    if host is None:
+        pytest.skip("no pinned host memory on this backend")
+    pinned = jax.device_put(theta, jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0], memory_kind="pinned_host"))
+    programs.use_folder(tmp_path)
+    try:
+        assert evaluate.persisted((static, data, pinned), {}) is NotImplemented
         assert not list(tmp_path.iterdir())
     finally:
         programs.use_folder(None)
         evaluate.persisted.programs.clear()
+
+
+@pytest.mark.gpu
+def test_a_stored_program_serves_a_gpu_too(tmp_path):
+    """On a GPU the stored program is loaded without tracing, once, and renders as the plain
+    compilation does (to float rounding: two compilations may fuse differently)."""
+    gpu = [d for d in jax.devices() if d.platform != "cpu"]
+    if not gpu:
+        pytest.skip("no accelerator in this process")
+    store = evaluate.persisted
+    with jax.default_device(gpu[0]):
+        static, data, theta = _setup()
+        expected = jax.block_until_ready(evaluate(static, data, theta))  # no folder: plain jax.jit
+        programs.use_folder(tmp_path)
+        try:
+            store.programs.clear()
+            jax.block_until_ready(evaluate(static, data, theta))
+            assert len(list(tmp_path.glob("evaluate-*.bin"))) == 1
+            store.programs.clear()
+            (again, traced), loads = _loads(lambda: _traced(lambda: evaluate(static, data, theta)))
+            assert "evaluate" not in traced and loads == 1
+            np.testing.assert_allclose(np.asarray(again[0]), np.asarray(expected[0]), atol=1e-5)
+        finally:
+            programs.use_folder(None)
+            store.programs.clear()
+

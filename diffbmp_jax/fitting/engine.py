@@ -83,6 +83,20 @@ class Static(NamedTuple):
     temporal_weight: float = 0.0  # weight (>= 0) of the parameter-motion penalty
     constrained: bool = False    # project onto Data.region after every step
 
+    # Compiled programs are cached by their static arguments' equality. A tuple compares by
+    # value only, so two objectives of different classes with equal fields (a NamedTuple
+    # objective like PIXEL_LOSS and a user's subclass of it) would share one program:
+    # the objective's class is part of the key.
+    def __eq__(self, other):
+        return (type(other) is type(self) and type(other.objective) is type(self.objective)
+                and tuple.__eq__(self, other))
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash((tuple(self), type(self.objective)))
+
 
 class Region(NamedTuple):
     """Per-group lookup tables confining primitives (see :mod:`diffbmp_jax.tasks.regions`)."""

@@ -13,14 +13,17 @@ the ``DIFFBMP_*`` environment variables) -- and loads it without tracing
 
 Only functions compiled through :func:`diffbmp_jax.rendering.compiling.jit`
 with ``persist=True`` use it, only while :func:`use_folder` has set a folder
-(the fits do, with the compilation cache), only on a CPU device (on the H200
-loading the two programs of a fit took 2 s, against 0.5 s for tracing,
-lowering and JAX's own cache, and the chunks called as compiled objects ran
-at half speed, ``benchmarks/RESULTS.md``), and only for calls whose static
+(the fits do, with the compilation cache), and only for calls whose static
 arguments have a stable description (numbers, strings, module-level
 functions of this package, named tuples and dataclasses of those) and whose
-arrays live on the default device; any other call is an ordinary
-``jax.jit`` call. An entry that cannot be read or loaded is compiled again and
+arrays live in the default device's own memory; any other call is an
+ordinary ``jax.jit`` call. A program loaded (or compiled) once is kept in
+memory under the call's shapes, dtypes and weak types: not under JAX's full
+abstract values, which on a GPU told a program's output arrays apart from
+its inputs and so loaded the program again for every chunk of a fit (24
+loads of 0.25 s in a 300-step fit on the H200, where a warm fit now loads
+one and takes 0.84-0.89 s against 1.28 s through JAX's cache,
+``benchmarks/RESULTS.md``). An entry that cannot be read or loaded is compiled again and
 rewritten; a folder that cannot be written is only not written.
 """
 
@@ -168,6 +171,12 @@ def default_device():
     return chosen if chosen is not None else jax.devices()[0]
 
 
+def _shape_key(leaf) -> tuple:
+    """What of an argument's abstract value picks its program: shape, dtype, weak type."""
+    aval = jax.typeof(leaf)
+    return aval.shape, aval.dtype, aval.weak_type
+
+
 class Persisted:
     """The stored-program path of a ``jit`` function (see the module docstring).
 
@@ -194,15 +203,14 @@ class Persisted:
         if folder is None or kwargs or jax.config.jax_disable_jit:
             return NotImplemented
         default = default_device()
-        if default.platform != "cpu":
-            return NotImplemented
         statics = tuple(args[i] for i in self.static_argnums)
         dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
         for leaf in leaves:
-            if isinstance(leaf, jax.Array) and leaf.devices() != {default}:
+            if isinstance(leaf, jax.Array) and (leaf.devices() != {default}
+                                                or leaf.sharding.memory_kind not in (None, "device")):
                 return NotImplemented
-        memory_key = (statics, tree, tuple(jax.typeof(leaf) for leaf in leaves), default)
+        memory_key = (statics, tree, tuple(_shape_key(leaf) for leaf in leaves), default)
         program = self.programs.get(memory_key)
         if program is None:
             if memory_key in self._ordinary:
