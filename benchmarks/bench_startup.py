@@ -12,7 +12,8 @@ folder again for the warm runs::
     python benchmarks/bench_startup.py --maps 512,1024          # host vs compiled structure maps
 
 ``fit`` runs ``diffbmp_jax.fit`` on vangogh1 with the fingerprint stamp (the
-quality protocol's scene) and prints the wall time of the whole process, of
+quality protocol's scene, 512 px wide; the target read by ``db.io.load_target``,
+or with ``--loader protocol`` by the protocol's full-size Lanczos resize) and prints the wall time of the whole process, of
 the fit, and the fit's compile and step time (``FitResult.compile_time``,
 ``step_time``), and how long the interpreter took to exit after the script's
 last line (JAX's runtime and the heap torn down). ``cli-fit`` runs the same
@@ -58,7 +59,14 @@ sys.path.insert(0, args["here"])
 import quality
 scene = {s.name: s for s in quality.SCENES}["vangogh1-fp-300"]._replace(width=args["size"], num=args["n"],
                                                                           steps=args["steps"])
-target = quality.load_target(scene, quality.Path(args["bench"]))
+if args["loader"] == "protocol":  # the quality protocol's: a Lanczos resize of the full-size photo
+    target = quality.load_target(scene, quality.Path(args["bench"]))
+else:  # the library's reader, as a user of db.fit would read a photo at a size
+    from PIL import Image
+    path = quality.Path(args["bench"]) / "targets" / scene.target
+    with Image.open(path) as im:
+        longer = round(scene.width * max(im.size) / im.width)
+    target = db.io.load_target(path, longer)
 atlas = quality.load_atlas(scene, quality.Path(args["bench"]), 128)
 t1 = time.perf_counter()
 if args["profile"]:
@@ -154,6 +162,8 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
                     help="fit: cProfile the warm runs' fit call and print its ROWS costliest functions (cumulative)")
     ap.add_argument("--maps", default="", help="comma list of sizes: host vs traceable structure maps")
+    ap.add_argument("--loader", choices=["library", "protocol"], default="library",
+                    help="fit: read the target with db.io.load_target (default) or the quality protocol's loader")
     args = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
 
@@ -195,7 +205,7 @@ def main() -> None:
             else:
                 profile = args.profile if run > 0 else 0  # warm runs: where the fit's own time goes
                 cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps,
-                       "profile": profile}
+                       "profile": profile, "loader": args.loader}
                 wall, stdout, end = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env,
                                           show_stderr=bool(profile))
                 r = json.loads(stdout.strip().splitlines()[-1])
