@@ -86,6 +86,22 @@ def _traced(fn):
     return out, names
 
 
+def _loads(fn):
+    """Runs ``fn()``; returns (its result, the number of stored programs loaded meanwhile)."""
+    loads = []
+
+    def on_load(event, start, end, **kw):
+        if event == programs.LOAD_EVENT:
+            loads.append(end - start)
+
+    jax.monitoring.register_event_time_span_listener(on_load)
+    try:
+        out = jax.block_until_ready(fn())
+    finally:
+        jax.monitoring.unregister_event_time_span_listener(on_load)
+    return out, len(loads)
+
+
 def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_path, on_cpu):
     static, data, theta = _setup()
     expected = jax.block_until_ready(evaluate(static, data, theta))  # no folder: a plain jax.jit call
@@ -97,18 +113,8 @@ def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_pa
         entries = list(tmp_path.glob("evaluate-*.bin"))
         assert len(entries) == 1
         store.programs.clear()  # as in a new process
-        loads = []
-
-        def on_load(event, start, end, **kw):
-            if event == programs.LOAD_EVENT:
-                loads.append(end - start)
-
-        jax.monitoring.register_event_time_span_listener(on_load)
-        try:
-            again, traced = _traced(lambda: evaluate(static, data, theta))
-        finally:
-            jax.monitoring.unregister_event_time_span_listener(on_load)
-        assert "evaluate" not in traced and len(loads) == 1
+        (again, traced), loads = _loads(lambda: _traced(lambda: evaluate(static, data, theta)))
+        assert "evaluate" not in traced and loads == 1
         assert len(store) == 1
         for out in (first, again):
             for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected)):
@@ -175,22 +181,6 @@ def test_a_folder_that_cannot_be_written_only_skips_storing(tmp_path):
         evaluate.persisted.programs.clear()
 
 
-def _loads(fn):
-    """Runs ``fn()``; returns (its result, the number of stored programs loaded meanwhile)."""
-    loads = []
-
-    def on_load(event, start, end, **kw):
-        if event == programs.LOAD_EVENT:
-            loads.append(end - start)
-
-    jax.monitoring.register_event_time_span_listener(on_load)
-    try:
-        out = jax.block_until_ready(fn())
-    finally:
-        jax.monitoring.unregister_event_time_span_listener(on_load)
-    return out, len(loads)
-
-
 def test_a_program_loads_once_for_arrays_that_programs_made(tmp_path, on_cpu):
     """The memory of loaded programs is keyed by shapes, dtypes and weak types: arguments that
     are the outputs of other programs (as a fit's carry is, chunk after chunk) find the program
@@ -218,11 +208,10 @@ def test_a_program_loads_once_for_arrays_that_programs_made(tmp_path, on_cpu):
 
 def test_arrays_in_host_memory_are_ordinary_jit_calls(tmp_path, on_cpu):
     static, data, theta = _setup()
-    host = jax.devices("cpu")[0].memory("pinned_host") if "pinned_host" in [
-        m.kind for m in jax.devices("cpu")[0].addressable_memories()] else None
-    if host is None:
+    cpu = jax.devices("cpu")[0]
+    if "pinned_host" not in [m.kind for m in cpu.addressable_memories()]:
         pytest.skip("no pinned host memory on this backend")
-    pinned = jax.device_put(theta, jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0], memory_kind="pinned_host"))
+    pinned = jax.device_put(theta, jax.sharding.SingleDeviceSharding(cpu, memory_kind="pinned_host"))
     programs.use_folder(tmp_path)
     try:
         assert evaluate.persisted((static, data, pinned), {}) is NotImplemented
