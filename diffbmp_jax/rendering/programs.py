@@ -21,7 +21,7 @@ ordinary ``jax.jit`` call. A program loaded (or compiled) once is kept in
 memory under the call's shapes, dtypes and weak types: not under JAX's full
 abstract values, which on a GPU told a program's output arrays apart from
 its inputs and so loaded the program again for every chunk of a fit (24
-loads of 0.25 s in a 300-step fit on the H200, where a warm fit now loads
+loads of 0.22-0.30 s in a 300-step fit on the H200, where a warm fit now loads
 one and takes 0.84-0.89 s against 1.28 s through JAX's cache,
 ``benchmarks/RESULTS.md``). An entry that cannot be read or loaded is compiled again and
 rewritten; a folder that cannot be written is only not written.
