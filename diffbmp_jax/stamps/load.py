@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffbmp_jax.io.images import IMAGE_SUFFIXES, expand_paths_with, read_rgba
+from diffbmp_jax.io.images import IMAGE_SUFFIXES, expand_paths_with
 from diffbmp_jax.stamps.emoji import atlas_from_emoji, split_graphemes
-from diffbmp_jax.stamps.raster import (MASK_RULES, SUPERSAMPLE, atlas_from_rgba, check_stamp_size,
-                                       mask_from_rgba)
+from diffbmp_jax.stamps.raster import MASK_RULES, SUPERSAMPLE, atlas_from_rgba, check_stamp_size, read_stamp
 from diffbmp_jax.stamps.svg import SVG_SUFFIXES, rasterize_svg
 from diffbmp_jax.stamps.text import atlas_from_text, split_text
 
@@ -117,9 +116,7 @@ def load_stamps(specs, size: int = 64, mask_rule: str = "auto", *, font=None, em
                 if _is_svg(path):
                     images.append(rasterize_svg(path, size * SUPERSAMPLE, name="specs"))
                 else:
-                    rgba, has_alpha = read_rgba(path, draft=2 * size)  # see stamps.raster.load_images
-                    mask = mask_from_rgba(rgba, has_alpha, mask_rule, background)
-                    images.append(np.concatenate([rgba[..., :3], mask[..., None]], -1))
+                    images.append(read_stamp(path, size, mask_rule, background))
         if a is not None:
             # Already fitted: append as RGBA squares (refitting a square is exact).
             sq = np.concatenate([np.asarray(a.rgb), np.asarray(a.mask)[..., None]], -1)

@@ -146,9 +146,16 @@ def load_images(paths, size: int = 64, mask_rule: str = "auto", background=(1.0,
     size = check_stamp_size(size)
     if mask_rule not in MASK_RULES:
         raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
-    images = []
-    for path in expand_paths(paths):
-        rgba, has_alpha = read_rgba(path, draft=2 * size)  # a big photo need not decode whole for a stamp
-        mask = mask_from_rgba(rgba, has_alpha, mask_rule, background)
-        images.append(np.concatenate([rgba[..., :3], mask[..., None]], -1))
-    return atlas_from_rgba(images, size)
+    return atlas_from_rgba([read_stamp(path, size, mask_rule, background) for path in expand_paths(paths)], size)
+
+
+def read_stamp(path, size: int, mask_rule: str, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """One raster stamp file as float32 ``[h, w, 4]``: its colours, and its coverage by ``mask_rule``
+    (:func:`mask_from_rgba`) in the alpha channel, for :func:`atlas_from_rgba` at ``size`` pixels.
+
+    A big photo need not decode whole for a stamp: a JPEG is read at a reduced DCT scale keeping
+    twice ``size`` (:func:`diffbmp_jax.io.images.draft_for`).
+    """
+    rgba, has_alpha = read_rgba(path, draft=2 * size)
+    mask = mask_from_rgba(rgba, has_alpha, mask_rule, background)
+    return np.concatenate([rgba[..., :3], mask[..., None]], -1)
