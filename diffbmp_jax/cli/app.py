@@ -194,16 +194,9 @@ def start_backend_beside() -> threading.Thread:
     use of a device waits for the thread rather than starting a second
     client. An error is dropped here; the command's own first use raises it.
     """
-    def start():
-        try:
-            import jax
-            jax.devices()
-        except Exception:  # noqa: BLE001 -- reported by the main thread's own call
-            pass
-
-    thread = threading.Thread(target=start, name="start the JAX backend", daemon=True)
-    thread.start()
-    return thread
+    import jax  # here, not at the top: --help imports neither JAX nor the fitters
+    from diffbmp_jax.fitting.loop import compile_beside
+    return compile_beside(jax.devices)
 
 
 def run(argv=None) -> dict:

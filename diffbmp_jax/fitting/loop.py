@@ -127,12 +127,15 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
 
 
 def compile_beside(fn: Callable, *args) -> threading.Thread:
-    """Calls ``fn(*args)`` once on a daemon thread, for its compilation, and returns the thread.
+    """Calls ``fn(*args)`` once on a daemon thread, for what the call leaves behind (a compiled
+    program, a started backend), and returns the thread.
 
     XLA compiles with the interpreter's lock released, so a program the fit
     needs later (the logging render) compiles on another core while the main
-    thread compiles the chunk of steps; the later call finds it compiled. Its
-    result is dropped, and so is any error: the real call raises it again.
+    thread compiles the chunk of steps; the later call finds it compiled (the
+    command line starts the JAX backend the same way,
+    :func:`diffbmp_jax.cli.app.start_backend_beside`). Its result is dropped,
+    and so is any error: the real call raises it again.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
