@@ -62,11 +62,7 @@ scene = {s.name: s for s in quality.SCENES}["vangogh1-fp-300"]._replace(width=ar
 if args["loader"] == "protocol":  # the quality protocol's: a Lanczos resize of the full-size photo
     target = quality.load_target(scene, quality.Path(args["bench"]))
 else:  # the library's reader, as a user of db.fit would read a photo at a size
-    from PIL import Image
-    path = quality.Path(args["bench"]) / "targets" / scene.target
-    with Image.open(path) as im:
-        longer = round(scene.width * max(im.size) / im.width)
-    target = db.io.load_target(path, longer)
+    target = db.io.load_target(quality.Path(args["bench"]) / "targets" / scene.target, args["longer"])
 atlas = quality.load_atlas(scene, quality.Path(args["bench"]), 128)
 t1 = time.perf_counter()
 if args["profile"]:
@@ -113,6 +109,14 @@ def timed(cmd, env, show_stderr: bool = False) -> tuple[float, str, float]:
     if show_stderr:
         print(r.stderr, flush=True)
     return wall, r.stdout, end
+
+
+def longer_side(args) -> int:
+    """The longer side (pixels) that makes vangogh1 ``args.size`` wide: the protocol sizes a scene by
+    its width, the library's reader and ``--size`` by the longer side."""
+    from PIL import Image
+    with Image.open(os.path.join(args.bench, "targets", "vangogh1.jpg")) as im:
+        return round(args.size * max(im.size) / im.width)
 
 
 def span_table(spans) -> str:
@@ -191,12 +195,9 @@ def main() -> None:
             elif args.what == "cli-fit":
                 bench = os.path.abspath(args.bench)
                 target = os.path.join(bench, "targets", "vangogh1.jpg")
-                from PIL import Image
-                with Image.open(target) as im:  # --size is the longer side; the protocol's size, the width
-                    longer = round(args.size * max(im.size) / im.width)
                 cmd = ["diffbmp-jax", "fit", target, "--stamps",
                        os.path.join(bench, "stamps", "fingerprint.jpg"), "-n", str(args.n), "--steps",
-                       str(args.steps), "--size", str(longer), "--stamp-size", "128", "--frames", "0",
+                       str(args.steps), "--size", str(longer_side(args)), "--stamp-size", "128", "--frames", "0",
                        "--no-progress", "-o", os.path.join(out, str(run))]
                 wall, stdout, _ = timed(cmd, env)
                 lines = [ln for ln in stdout.splitlines() if ln.startswith(("PSNR", "wall time"))]
@@ -205,7 +206,7 @@ def main() -> None:
             else:
                 profile = args.profile if run > 0 else 0  # warm runs: where the fit's own time goes
                 cfg = {"here": here, "bench": args.bench, "size": args.size, "n": args.n, "steps": args.steps,
-                       "profile": profile, "loader": args.loader}
+                       "profile": profile, "loader": args.loader, "longer": longer_side(args)}
                 wall, stdout, end = timed([sys.executable, "-c", CHILD_FIT, json.dumps(cfg)], env,
                                           show_stderr=bool(profile))
                 r = json.loads(stdout.strip().splitlines()[-1])
