@@ -165,6 +165,36 @@ def test_long_tile_lists_sorted_in_windows(monkeypatch):
         assert rel_err(getattr(binned[2], f), getattr(walked[2], f)) < GRAD_TOL, f
 
 
+def test_ordered_and_sorted_binning_agree():
+    """Small calls bin in order (a block per tile walks the rectangles), larger ones
+    fill by atomics and sort: both must give the same lists, hence the same bits.
+
+    4,096 primitives on 256^2 take the ordered path (render.cu's kOrderedMaxPrims);
+    one more primitive, off the canvas (no tile), sends the same scene down the sorting path.
+    """
+    rng = np.random.default_rng(105)
+    atlas = random_atlas(rng, num=3, h=9, w=12)
+    n, size = 4096, 256
+    params = random_scene(rng, n, size, size, scale=(2.0, 20.0))
+    params = off_texel_edges(params, atlas, size, size)
+    extra = db.Primitives.create(np.array([[-5000.0, -5000.0]]), np.array([3.0]), np.array([0.3]),
+                                 np.array([0.5]), np.array([[0.5, 0.5, 0.5]]))
+    more = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, extra)
+    rng_w = np.random.default_rng(6)
+    wc = jnp.asarray(rng_w.normal(size=(size, size, 3)), jnp.float32)
+    wa = jnp.asarray(rng_w.normal(size=(size, size)), jnp.float32)
+    gpu = jax.devices("gpu")[0]
+    ordered = _run("cuda", gpu, params, atlas, size, size, wc, wa, color_blend=0.5)
+    sorted_ = _run("cuda", gpu, more, atlas, size, size, wc, wa, color_blend=0.5)
+    np.testing.assert_array_equal(ordered[0], sorted_[0])
+    np.testing.assert_array_equal(ordered[1], sorted_[1])
+    assert float(np.mean(ordered[1])) > 0.5  # a covered canvas, many lists per tile
+    for f in FIELDS:
+        g_more = np.asarray(getattr(sorted_[2], f))
+        assert rel_err(getattr(ordered[2], f), g_more[:n]) < GRAD_TOL, f
+        assert np.all(g_more[n:] == 0), f
+
+
 def test_jit_auto_picks_cuda():
     rng = np.random.default_rng(104)
     atlas = random_atlas(rng)
