@@ -21,6 +21,10 @@
 //   6. forward_kernel / backward_kernel: one 16x16 block per (tile, scene);
 //                        the backward's warps skip candidates that none of
 //                        their pixels can see (warps_to_visit).
+// Small calls (tiles x primitives up to 2^21, at most 4,096 primitives a
+// scene) bin in order instead: setup without counts, ordered_bin_kernel
+// counting each tile's list, the scan, ordered_bin_kernel writing the lists
+// already sorted (no cursors, fill or sort).
 // Steps 1-5 run in the forward, into its `lists` result (workspace.h), which
 // the backward takes back as an argument and reads instead of binning again;
 // when the caller left `lists` empty, each call bins into a `workspace` result
@@ -136,6 +140,11 @@ __global__ void zero_fields_kernel(float* __restrict__ xy, float* __restrict__ s
   color[3 * i] = color[3 * i + 1] = color[3 * i + 2] = 0.0f;
 }
 
+// A tile start clamped to the pair capacity (the tile kernels' and the sort's ranges).
+__device__ __forceinline__ int clamp_start(unsigned long long start, long long capacity) {
+  return (int)(start < (unsigned long long)capacity ? start : (unsigned long long)capacity);
+}
+
 // Write cursors (= tile starts) and tile ranges clamped to the capacity, so
 // that the segmented sort never leaves the pair buffers even on overflow.
 __global__ void prepare_kernel(int num_tiles, const unsigned long long* __restrict__ starts,
@@ -145,7 +154,7 @@ __global__ void prepare_kernel(int num_tiles, const unsigned long long* __restri
   if (t > num_tiles) return;
   const unsigned long long s = starts[t];
   if (t < num_tiles) cursor[t] = s;
-  clamped[t] = (int)(s < (unsigned long long)capacity ? s : (unsigned long long)capacity);
+  clamped[t] = clamp_start(s, capacity);
 }
 
 // Appends each primitive's index (within its scene) to the lists of the
@@ -194,14 +203,11 @@ __global__ void __launch_bounds__(kBinBlock)
   __shared__ int warp_count[kBinWarps];
   const int64_t t = blockIdx.x;  // (scene, tile)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const unsigned long long cap = capacity;
   if (t == 0 && tid == 0) {  // the entry after the last tile
-    if (kWrite) {
-      const unsigned long long s = starts[all_tiles];
-      clamped[all_tiles] = (int)(s < cap ? s : cap);
-    } else {
+    if (kWrite)
+      clamped[all_tiles] = clamp_start(starts[all_tiles], capacity);
+    else
       counts[all_tiles] = 0;
-    }
   }
   const int64_t scene = t / num_tiles;
   const int tile = (int)(t - scene * num_tiles);
@@ -234,7 +240,7 @@ __global__ void __launch_bounds__(kBinBlock)
       }
       if (hit) {
         const unsigned long long pos = at + before + __popc(ballot & ((1u << lane) - 1u));
-        if (pos < cap) ids[pos] = base + kBinBlock * u + tid;
+        if (pos < (unsigned long long)capacity) ids[pos] = base + kBinBlock * u + tid;
       }
       at += total;
       __syncthreads();  // warp_count is rewritten next
@@ -242,7 +248,7 @@ __global__ void __launch_bounds__(kBinBlock)
   }
   if (tid == 0) {
     if (kWrite)
-      clamped[t] = (int)(start < cap ? start : cap);
+      clamped[t] = clamp_start(start, capacity);
     else
       counts[t] = at;
   }
@@ -250,9 +256,9 @@ __global__ void __launch_bounds__(kBinBlock)
 
 // The ordered binning serves a call when its tiles x primitives, all scenes
 // together, is at most kOrderedUpTo (512^2 has 1,024 tiles) and a scene has at
-// most kOrderedMaxPrims primitives (each warp walks them all): its work grows
-// with that product, the sorting path's with the pairs (16 scenes of 512^2 /
-// 1,000 primitives took 4 % longer a step through the ordered binning).
+// most kOrderedMaxPrims primitives (each tile's block walks them all): its work
+// grows with that product, the sorting path's with the pairs (16 scenes of
+// 512^2 / 1,000 primitives took 4 % longer a step through its first form).
 constexpr int64_t kOrderedUpTo = int64_t(1) << 21;
 constexpr int kOrderedMaxPrims = 4096;
 
@@ -679,6 +685,19 @@ ffi::Error reuse(Memory lists, int N, int64_t scenes, int num_tiles, long long c
   return ffi::Error::Success();
 }
 
+// setup_kernel over `total` primitives, a warp or a thread each (kWarpEachUpTo).
+template <typename AT, bool kCount>
+void launch_setup(cudaStream_t stream, const DevInputs<AT>& in, int64_t total, int H, int W,
+                  int tiles_x, int num_tiles, Prim* prims, TileRect* rects,
+                  unsigned long long* counts) {
+  if (total <= kWarpEachUpTo)
+    setup_kernel<AT, true, kCount><<<grid_for(32 * total, 256), 256, 0, stream>>>(
+        in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
+  else
+    setup_kernel<AT, false, kCount><<<grid_for(total, 256), 256, 0, stream>>>(
+        in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
+}
+
 // Setup + binning (steps 1-5 of the header) for every scene of the batch, in
 // `mem`; on success `L` and `prims` point into it.
 template <typename AT>
@@ -705,23 +724,15 @@ ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInp
   if (!ordered)
     DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
   if (total > 0) {
-    if (ordered && total <= kWarpEachUpTo)  // no counts: the ordered pass counts
-      setup_kernel<AT, true, false><<<grid_for(32 * total, 256), 256, 0, stream>>>(
-          in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
-    else if (ordered)
-      setup_kernel<AT, false, false><<<grid_for(total, 256), 256, 0, stream>>>(
-          in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
-    else if (total <= kWarpEachUpTo)
-      setup_kernel<AT, true><<<grid_for(32 * total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
-                                                                          num_tiles, prims, rects, counts);
+    if (ordered)  // no counts: the ordered pass counts
+      launch_setup<AT, false>(stream, in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
     else
-      setup_kernel<AT, false><<<grid_for(total, 256), 256, 0, stream>>>(in, total, H, W, tiles_x,
-                                                                       num_tiles, prims, rects, counts);
+      launch_setup<AT, true>(stream, in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
     DB_CUDA_LAUNCHED(setup_kernel);
   }
   if (ordered) {
-    ordered_bin_kernel<false><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(N, all_tiles, tiles_x, num_tiles, rects,
-                                                           counts, starts, capacity, clamped, ids);
+    ordered_bin_kernel<false><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(
+        N, all_tiles, tiles_x, num_tiles, rects, counts, starts, capacity, clamped, ids);
     DB_CUDA_LAUNCHED(ordered_bin_kernel);
   }
   size_t scan_bytes = 0;
@@ -734,8 +745,8 @@ ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInp
   DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(base + w.scan, scan_bytes, counts, starts,
                                             (int)all_tiles + 1, stream));
   if (ordered) {
-    ordered_bin_kernel<true><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(N, all_tiles, tiles_x, num_tiles, rects,
-                                                          counts, starts, capacity, clamped, ids);
+    ordered_bin_kernel<true><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(
+        N, all_tiles, tiles_x, num_tiles, rects, counts, starts, capacity, clamped, ids);
     DB_CUDA_LAUNCHED(ordered_bin_kernel);
     return ffi::Error::Success();
   }
