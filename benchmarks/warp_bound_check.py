@@ -39,17 +39,16 @@ def main() -> None:
     scale = np.exp(rng.uniform(np.log(0.05), np.log(3000), m)).astype(f32)
     rot = rng.uniform(-np.pi, np.pi, m).astype(f32)
     inv, cos, sin = (f32(1) / scale).astype(f32), np.cos(rot).astype(f32), np.sin(rot).astype(f32)
+    kc, ks = (half * inv * cos).astype(f32), (half * inv * sin).astype(f32)  # setup_prim's
 
     def to_bitmap(px, py):  # render_common.h's to_bitmap, in float32
-        dx, dy = ((px - x) * inv).astype(f32), ((py - y) * inv).astype(f32)
-        u, v = (cos * dx - sin * dy).astype(f32), (sin * dx + cos * dy).astype(f32)
-        return (u * half + off_x).astype(f32), (v * half + off_y).astype(f32)
+        dx, dy = (px - x).astype(f32), (py - y).astype(f32)
+        return ((kc * dx - ks * dy) + off_x).astype(f32), ((ks * dx + kc * dy) + off_y).astype(f32)
 
-    k = (half * inv).astype(f32)
-    ac, as_ = np.abs(cos) * k, np.abs(sin) * k
+    ac, as_ = np.abs(kc), np.abs(ks)
     rx, ry = (f32(3.5) * ac + f32(1.5) * as_).astype(f32), (f32(3.5) * as_ + f32(1.5) * ac).astype(f32)
     fx0, fy0 = to_bitmap((tx * 16).astype(f32) + f32(3.5), (ty * 16).astype(f32) + f32(1.5))
-    c, s = (cos * k).astype(f32), (sin * k).astype(f32)
+    c, s = kc, ks
     skipped_wrongly = kept = needed = 0
     for w in range(8):
         ox, oy = f32((w & 1) * 8), f32((w >> 1) * 4)

@@ -98,22 +98,24 @@ Binning bin(const Inputs& in, int H, int W) {
 
 // The pixel columns [lo, hi] of one tile row where a primitive may have a
 // sample inside its bitmap; empty when lo > hi. Along a row the bitmap
-// coordinates are affine in x, so the columns where |u| < hu and |v| < hv
-// (inside(), in (u, v) terms) form one interval, found by clipping the
-// segment between the row's end pixels against that box. The box is widened
-// by a relative 1e-4 and the interval by a pixel on each side, so rounding
-// never drops a column: inside() still decides every pixel in the span, and
-// skipping the others changes no result.
+// coordinates are affine in x, so the columns where fx in (-1, w) and fy in
+// (-1, h) (inside()), i.e. |fx - off_x| < (w + 1) / 2 and |fy - off_y| < (h + 1) / 2,
+// form one interval, found by clipping the segment between the row's end
+// pixels against that box. The box is widened by a relative 1e-4 and the
+// interval by a pixel on each side, so rounding never drops a column:
+// inside() still decides every pixel in the span, and skipping the others
+// changes no result.
 struct Span {
   int lo, hi;
 };
 
 inline Span row_span(const Prim& p, const AtlasDims& ad, int py, int x0, int x1) {
-  const float hu = ((float)ad.w + 1.0f) / (2.0f * ad.half) * 1.0001f + 1e-5f;
-  const float hv = ((float)ad.h + 1.0f) / (2.0f * ad.half) * 1.0001f + 1e-5f;
-  float u0, v0, u1, v1, fx, fy;
-  to_bitmap(p, ad, (float)x0, (float)py, u0, v0, fx, fy);
-  to_bitmap(p, ad, (float)x1, (float)py, u1, v1, fx, fy);
+  const float hu = ((float)ad.w + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
+  const float hv = ((float)ad.h + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
+  float fx0, fy0, fx1, fy1;
+  to_bitmap(p, ad, (float)x0, (float)py, fx0, fy0);
+  to_bitmap(p, ad, (float)x1, (float)py, fx1, fy1);
+  const float u0 = fx0 - ad.off_x, v0 = fy0 - ad.off_y, u1 = fx1 - ad.off_x, v1 = fy1 - ad.off_y;
   float t0 = 0.0f, t1 = 1.0f;  // the part of the segment inside the box
   auto clip = [&](float a, float b, float h) {  // keep t with |a + t (b - a)| < h
     const float d = b - a;
@@ -194,8 +196,8 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
       for (int px = sp.lo; px <= sp.hi; ++px) {
         const int i = px - x0;
         if (stopped[i] >= 0) continue;  // terminated early in front of this primitive
-        float u, v, fx, fy;
-        to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+        float fx, fy;
+        to_bitmap(p, in.ad, (float)px, (float)py, fx, fy);
         if (!inside(in.ad, fx, fy)) continue;
         const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
         if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, C[i], T[i])) continue;
@@ -273,12 +275,12 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
         for (int px = sp.lo; px <= sp.hi; ++px) {
           const int i = px - x0;
           if (n < first[i]) continue;
-          float u, v, fx, fy;
-          to_bitmap(p, in.ad, (float)px, (float)py, u, v, fx, fy);
+          float fx, fy;
+          to_bitmap(p, in.ad, (float)px, (float)py, fx, fy);
           if (!inside(in.ad, fx, fy)) continue;
           const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
           AtlasSampleGrad ag;
-          if (!backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb, atlas_grad, dC[i],
+          if (!backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb, atlas_grad, dC[i],
                                dT[i], T_final[i], T_after[i], B[i], g, ag))
             continue;
           if (atlas_grad) {

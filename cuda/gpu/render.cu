@@ -324,14 +324,13 @@ struct Batch {
 // the primitive's pixel box) measured no faster (RESULTS.md, issue 17).
 __device__ unsigned warps_to_visit(const Prim& p, const AtlasDims& ad, int tile_x, int tile_y) {
   static_assert(kTile == 16 && kWarps == 8, "warps of 8 x 4 pixels, as tile_pixel");
-  const float k = ad.half * p.inv_scale;
-  const float ac = fabsf(p.cos_r) * k, as = fabsf(p.sin_r) * k;
+  const float ac = fabsf(p.kc), as = fabsf(p.ks);
   const float rx = 3.5f * ac + 1.5f * as, ry = 3.5f * as + 1.5f * ac;
   // Warp 0's centre, then steps of 8 pixels in x and 4 in y (per pixel,
-  // d(fx, fy)/dpx = (cos, sin) k and d(fx, fy)/dpy = (-sin, cos) k).
-  float u, v, fx0, fy0;
-  to_bitmap(p, ad, (float)(tile_x * kTile) + 3.5f, (float)(tile_y * kTile) + 1.5f, u, v, fx0, fy0);
-  const float c = p.cos_r * k, s = p.sin_r * k;
+  // d(fx, fy)/dpx = (kc, ks) and d(fx, fy)/dpy = (-ks, kc)).
+  float fx0, fy0;
+  to_bitmap(p, ad, (float)(tile_x * kTile) + 3.5f, (float)(tile_y * kTile) + 1.5f, fx0, fy0);
+  const float c = p.kc, s = p.ks;
   unsigned bits = 0;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) {
@@ -429,8 +428,8 @@ __global__ void __launch_bounds__(kBlock)
     if (done) continue;
     for (int i = m - 1; i >= 0; --i) {  // front (top) to back
       const Prim& p = s.prim[i];
-      float u, v, fx, fy;
-      to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
+      float fx, fy;
+      to_bitmap(p, in.ad, fpx, fpy, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
       if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb != 0, C, T)) continue;
@@ -594,12 +593,12 @@ __global__ void __launch_bounds__(kBlock, 4)
         bool hit = false;
         if (active && n >= stop_n) {
           const Prim& p = s.prim[i];
-          float u, v, fx, fy;
-          to_bitmap(p, in.ad, fpx, fpy, u, v, fx, fy);
+          float fx, fy;
+          to_bitmap(p, in.ad, fpx, fpy, fx, fy);
           if (inside(in.ad, fx, fy)) {
             const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
             AtlasSampleGrad ag;
-            hit = backward_sample(p, in.ad, in.mask, in.rgb, t, u, v, k, alpha_max, use_rgb != 0,
+            hit = backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb != 0,
                                   atlas_grad != 0, dC, dT, T_final, T_after, B, g, ag);
             if (hit && atlas_grad) {
               for (int q = 0; q < 4; ++q) {
