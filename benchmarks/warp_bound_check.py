@@ -48,11 +48,10 @@ def main() -> None:
     ac, as_ = np.abs(kc), np.abs(ks)
     rx, ry = (f32(3.5) * ac + f32(1.5) * as_).astype(f32), (f32(3.5) * as_ + f32(1.5) * ac).astype(f32)
     fx0, fy0 = to_bitmap((tx * 16).astype(f32) + f32(3.5), (ty * 16).astype(f32) + f32(1.5))
-    c, s = kc, ks
     skipped_wrongly = kept = needed = 0
     for w in range(8):
         ox, oy = f32((w & 1) * 8), f32((w >> 1) * 4)
-        fx, fy = (fx0 + ox * c - oy * s).astype(f32), (fy0 + ox * s + oy * c).astype(f32)
+        fx, fy = (fx0 + ox * kc - oy * ks).astype(f32), (fy0 + ox * ks + oy * kc).astype(f32)
         margin = (f32(1e-3) + f32(1e-5) * (np.abs(fx) + np.abs(fy) + rx + ry)).astype(f32)
         seen = (fx - rx - margin < bw) & (fx + rx + margin > -1) & (fy - ry - margin < bh) & (fy + ry + margin > -1)
         inside = np.zeros(m, bool)

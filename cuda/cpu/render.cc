@@ -110,12 +110,12 @@ struct Span {
 };
 
 inline Span row_span(const Prim& p, const AtlasDims& ad, int py, int x0, int x1) {
-  const float hu = ((float)ad.w + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
-  const float hv = ((float)ad.h + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
+  // Half-widths of the box around the bitmap's centre, in texels.
+  const float hx = ((float)ad.w + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
+  const float hy = ((float)ad.h + 1.0f) * 0.5f * 1.0001f + 1e-5f * ad.half;
   float fx0, fy0, fx1, fy1;
   to_bitmap(p, ad, (float)x0, (float)py, fx0, fy0);
   to_bitmap(p, ad, (float)x1, (float)py, fx1, fy1);
-  const float u0 = fx0 - ad.off_x, v0 = fy0 - ad.off_y, u1 = fx1 - ad.off_x, v1 = fy1 - ad.off_y;
   float t0 = 0.0f, t1 = 1.0f;  // the part of the segment inside the box
   auto clip = [&](float a, float b, float h) {  // keep t with |a + t (b - a)| < h
     const float d = b - a;
@@ -128,8 +128,8 @@ inline Span row_span(const Prim& p, const AtlasDims& ad, int py, int x0, int x1)
     t0 = std::max(t0, ta);
     t1 = std::min(t1, tb);
   };
-  clip(u0, u1, hu);
-  clip(v0, v1, hv);
+  clip(fx0 - ad.off_x, fx1 - ad.off_x, hx);
+  clip(fy0 - ad.off_y, fy1 - ad.off_y, hy);
   if (!(t0 <= t1)) return {1, 0};
   const float len = (float)(x1 - x0);
   return {std::max(x0, (int)std::floor(x0 + t0 * len) - 1),

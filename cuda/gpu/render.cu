@@ -330,12 +330,11 @@ __device__ unsigned warps_to_visit(const Prim& p, const AtlasDims& ad, int tile_
   // d(fx, fy)/dpx = (kc, ks) and d(fx, fy)/dpy = (-ks, kc)).
   float fx0, fy0;
   to_bitmap(p, ad, (float)(tile_x * kTile) + 3.5f, (float)(tile_y * kTile) + 1.5f, fx0, fy0);
-  const float c = p.kc, s = p.ks;
   unsigned bits = 0;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) {
     const float ox = (float)((w & 1) * 8), oy = (float)((w >> 1) * 4);
-    const float fx = fx0 + ox * c - oy * s, fy = fy0 + ox * s + oy * c;
+    const float fx = fx0 + ox * p.kc - oy * p.ks, fy = fy0 + ox * p.ks + oy * p.kc;
     const float m = 1e-3f + 1e-5f * (fabsf(fx) + fabsf(fy) + rx + ry);
     const bool seen = fx - rx - m < (float)ad.w && fx + rx + m > -1.0f &&
                       fy - ry - m < (float)ad.h && fy + ry + m > -1.0f;
