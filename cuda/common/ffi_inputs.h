@@ -27,7 +27,7 @@ template <typename T>
 struct BatchedPtr {
   const T* p;
   BatchStride st;
-  DB_HD const T* at(const BatchLayout& L, int64_t b) const { return p + batch_offset(L, st, b); }
+  DB_HD const T* at(const BatchIndex& b) const { return p + batch_offset(st, b); }
 };
 
 // The arguments of every scene of a batched call.
@@ -37,16 +37,17 @@ struct BatchedInputs {
   BatchLayout layout;
   BatchStride xy, scale, rotation, opacity_logit, color_logit, tmpl, mask, rgb;
 
-  DB_HD SceneInputs<AT> scene(int64_t b) const {
+  DB_HD SceneInputs<AT> scene(int64_t b) const { return scene(batch_index(layout, b)); }
+  DB_HD SceneInputs<AT> scene(const BatchIndex& b) const {
     SceneInputs<AT> s = base;
-    s.xy += batch_offset(layout, xy, b);
-    s.scale += batch_offset(layout, scale, b);
-    s.rotation += batch_offset(layout, rotation, b);
-    s.opacity_logit += batch_offset(layout, opacity_logit, b);
-    s.color_logit += batch_offset(layout, color_logit, b);
-    s.tmpl += batch_offset(layout, tmpl, b);
-    s.mask += batch_offset(layout, mask, b);
-    s.rgb += batch_offset(layout, rgb, b);
+    s.xy += batch_offset(xy, b);
+    s.scale += batch_offset(scale, b);
+    s.rotation += batch_offset(rotation, b);
+    s.opacity_logit += batch_offset(opacity_logit, b);
+    s.color_logit += batch_offset(color_logit, b);
+    s.tmpl += batch_offset(tmpl, b);
+    s.mask += batch_offset(mask, b);
+    s.rgb += batch_offset(rgb, b);
     return s;
   }
 };

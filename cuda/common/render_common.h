@@ -55,8 +55,10 @@
 
 #if defined(__CUDACC__)
 #define DB_HD __host__ __device__ __forceinline__
+#define DB_UNROLL _Pragma("unroll")
 #else
 #define DB_HD inline
+#define DB_UNROLL
 #endif
 
 namespace diffbmp {
@@ -70,14 +72,18 @@ constexpr int kTile = 16;                   // tile side in pixels
 constexpr float kMinTransmittance = 1e-6f;  // early termination threshold
 constexpr float kMaxAlpha = 0.999f;         // keeps 1 - a away from 0 for any input
 
-// Per-primitive quantities computed once per render.
-struct Prim {
+// Per-primitive quantities computed once per render. Three 16-byte groups,
+// so the tile kernels read one from shared memory in three vector loads: what
+// the per-pixel test needs (centre and map), what compositing needs (opacity,
+// tint), the rest.
+struct alignas(16) Prim {
   float x, y;       // centre, pixels
-  float inv_scale;  // 1 / scale
   float kc, ks;     // L/2 cos(r) / scale, L/2 sin(r) / scale: bitmap texels per pixel
   float opacity;    // sigmoid(opacity_logit)
   float tint[3];    // sigmoid(color_logit)
+  float inv_scale;  // 1 / scale
   int tmpl;         // bitmap id, -1 if the primitive is invisible
+  int pad_[2];
 };
 
 // Inclusive pixel bounding box; empty when x0 > x1 or y0 > y1.

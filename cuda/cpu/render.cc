@@ -386,8 +386,9 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
   const int N = in.base.N;
   for_each_scene(scenes, [&](int64_t b, int threads) {
     std::vector<float> grads((size_t)N * kGradFields);
-    backward(in.scene(b), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, threads,
-             trans_b.at(L, b), stop_b.at(L, b), d_color_b.at(L, b), d_trans_b.at(L, b),
+    const BatchIndex at = batch_index(L, b);
+    backward(in.scene(at), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, threads,
+             trans_b.at(at), stop_b.at(at), d_color_b.at(at), d_trans_b.at(at),
              grads.data(), want_atlas ? d_mask->typed_data() + atlas_elems * b : nullptr,
              want_atlas && use_rgb ? d_rgb->typed_data() + 3 * atlas_elems * b : nullptr);
     float *gxy = d_xy->typed_data() + 2 * (int64_t)N * b, *gs = d_scale->typed_data() + N * b,
