@@ -394,7 +394,7 @@ __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restric
 
 // Five resident blocks an SM, as its 48 registers give anyway: with the bound
 // stated, ptxas keeps the pixel centre in registers instead of re-deriving it
-// from threadIdx for every candidate (7 instructions a candidate test).
+// from threadIdx for every candidate (7 more instructions in each candidate test).
 template <typename AT>
 __global__ void __launch_bounds__(kBlock, 5)
     forward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
