@@ -51,6 +51,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -85,6 +86,8 @@ struct alignas(16) Prim {
   int tmpl;         // bitmap id, -1 if the primitive is invisible
   int pad_[2];
 };
+static_assert(sizeof(Prim) == 48 && offsetof(Prim, opacity) == 16 && offsetof(Prim, inv_scale) == 32,
+              "Prim's three 16-byte groups (the tile kernels' vector loads)");
 
 // Inclusive pixel bounding box; empty when x0 > x1 or y0 > y1.
 struct Box {
