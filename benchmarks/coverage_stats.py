@@ -7,7 +7,13 @@ For the first scene of bench_scale.py (structure-aware start, 512², N=1000,
   falls inside the bitmap (``inside()`` of the kernels);
 * for a few warp shapes (pixels per warp of a 16 x 16 tile): the share of
   (warp, candidate) pairs with at least one sample inside -- the pairs a
-  warp cannot skip -- and, among those, the share of lanes with a sample.
+  warp cannot skip -- and, among those, the share of lanes with a sample;
+* for the kernels' 8 x 4 warps, with the atlas the fit's first step samples
+  (mip levels, masks blurred at the starting sigma): the (warp, candidate)
+  pairs with a sample inside and with a non-zero sample (the latter are the
+  only ones whose work changes anything), and the most samples any one lane
+  of each warp has -- the bound of a walk in which each lane took its own
+  next candidate instead of the warp taking them together.
 
     python benchmarks/coverage_stats.py [--size 512] [--n 1000]
 
@@ -27,23 +33,77 @@ import jax
 TILE = 16
 
 
-def scene(size: int, n: int):
+def scene(size: int, n: int, with_atlas: bool = False):
+    """``(xy, scale, rotation, h, w)`` of the start (float64), and with ``with_atlas`` also the
+    padded masks ``[P', h + 2, w + 2]`` the first step samples and each primitive's bitmap id."""
     import diffbmp_jax as db
     from diffbmp_jax.assets import ASSETS
     from diffbmp_jax.fitting.config import resolve_config
     from diffbmp_jax.fitting.image import prepare
     from diffbmp_jax.fitting.optim import to_params
+    from diffbmp_jax.rendering import mipmap
+    from diffbmp_jax.rendering.blur import annealed_blur
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_scale import targets
 
     atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
     cfg = resolve_config(None, {})
-    static, _, carry = prepare(targets(1, size)[0], atlas, num_primitives=n, steps=1,
-                                key=jax.random.key(0), config=cfg)
+    static, data, carry = prepare(targets(1, size)[0], atlas, num_primitives=n, steps=1,
+                                  key=jax.random.key(0), config=cfg)
     p = to_params(carry[0], static.unit)
     h, w = atlas.mask.shape[1:]
-    return (np.asarray(p.xy, np.float64), np.asarray(p.scale, np.float64),
-            np.asarray(p.rotation, np.float64), h, w)
+    out = (np.asarray(p.xy, np.float64), np.asarray(p.scale, np.float64),
+           np.asarray(p.rotation, np.float64), h, w)
+    if not with_atlas:
+        return out
+    blur = annealed_blur(0, 100, cfg.blur_sigma, cfg.blur_anneal, max(h, w))
+    mask, _, template = mipmap.lod_scene(p.scale, atlas.mask, None, data.template, blur)
+    padded = np.pad(np.asarray(mask), ((0, 0), (1, 1), (1, 1)))
+    return out + (padded, np.asarray(template))
+
+
+def sample_stats(size: int, n: int) -> None:
+    """Prints the 8 x 4 warps' (warp, candidate) pairs with a sample inside, with a non-zero
+    sample, and the sum over warps of the most samples one lane has (module docstring)."""
+    xy, s, r, bh, bw, mask, template = scene(size, n, with_atlas=True)
+    x0, x1, y0, y1 = screen_boxes(xy, s, r, bh, bw, size)
+    half = 0.5 * max(bh, bw)
+    warps = (size // 4, size // 8)
+    pairs = {"inside": np.zeros(warps, np.int64), "non-zero": np.zeros(warps, np.int64)}
+    per_pixel = {"inside": np.zeros((size, size), np.int64), "non-zero": np.zeros((size, size), np.int64)}
+    for i in range(len(s)):
+        xs = np.arange(x0[i] // TILE * TILE, (x1[i] // TILE + 1) * TILE)
+        ys = np.arange(y0[i] // TILE * TILE, (y1[i] // TILE + 1) * TILE)
+        X, Y = np.meshgrid(xs, ys)
+        kc, ks = half / s[i] * np.cos(r[i]), half / s[i] * np.sin(r[i])
+        fx = kc * (X - xy[i, 0]) - ks * (Y - xy[i, 1]) + bw / 2 - 0.5  # to_bitmap
+        fy = ks * (X - xy[i, 0]) + kc * (Y - xy[i, 1]) + bh / 2 - 0.5
+        ins = (fx > -1) & (fx < bw) & (fy > -1) & (fy < bh)
+        tx = np.floor(np.clip(fx, -1, bw - 1e-3)).astype(int) + 1  # padded tap (x0, y0)
+        ty = np.floor(np.clip(fy, -1, bh - 1e-3)).astype(int) + 1
+        m = mask[template[i]]
+        nonzero = ins & ((m[ty, tx] != 0) | (m[ty, tx + 1] != 0) | (m[ty + 1, tx] != 0) | (m[ty + 1, tx + 1] != 0))
+        for key, hit in (("inside", ins), ("non-zero", nonzero)):
+            per_pixel[key][ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1] += hit
+            seen = hit.reshape(len(ys) // 4, 4, len(xs) // 8, 8).any(axis=(1, 3))
+            pairs[key][ys[0] // 4:ys[-1] // 4 + 1, xs[0] // 8:xs[-1] // 8 + 1] += seen
+    print(f"\n8 x 4 warps, the first step's atlas ({mask.shape[0]} level bitmaps, blurred):")
+    print(f"{'samples':>10s} {'(warp, candidate) pairs':>24s} {'lane samples / 32':>18s} {'most in one lane, summed':>25s}")
+    for key in pairs:
+        most = per_pixel[key].reshape(warps[0], 4, warps[1], 8).max(axis=(1, 3)).sum()
+        print(f"{key:>10s} {pairs[key].sum():24d} {per_pixel[key].sum() / 32:18.0f} {most:25d}")
+
+
+def screen_boxes(xy, s, r, bh, bw, size):
+    """Inclusive pixel boxes ``(x0, x1, y0, y1)`` as setup_prim computes them (1 pixel of slack)."""
+    half = 0.5 * max(bh, bw)
+    hu, hv = (bw + 1) / (2 * half), (bh + 1) / (2 * half)
+    ac, as_ = np.abs(np.cos(r)), np.abs(np.sin(r))
+    ex, ey = s * (ac * hu + as_ * hv) + 1, s * (as_ * hu + ac * hv) + 1
+    return (np.clip(np.ceil(xy[:, 0] - ex), 0, size - 1).astype(int),
+            np.clip(np.floor(xy[:, 0] + ex), 0, size - 1).astype(int),
+            np.clip(np.ceil(xy[:, 1] - ey), 0, size - 1).astype(int),
+            np.clip(np.floor(xy[:, 1] + ey), 0, size - 1).astype(int))
 
 
 def main():
@@ -55,13 +115,7 @@ def main():
     size = args.size
     half = 0.5 * max(bh, bw)
     hu, hv = (bw + 1) / (2 * half), (bh + 1) / (2 * half)
-    # Screen boxes as setup_prim computes them (1 pixel of slack), in tiles.
-    ac, as_ = np.abs(np.cos(r)), np.abs(np.sin(r))
-    ex, ey = s * (ac * hu + as_ * hv) + 1, s * (as_ * hu + ac * hv) + 1
-    x0 = np.clip(np.ceil(xy[:, 0] - ex), 0, size - 1).astype(int)
-    x1 = np.clip(np.floor(xy[:, 0] + ex), 0, size - 1).astype(int)
-    y0 = np.clip(np.ceil(xy[:, 1] - ey), 0, size - 1).astype(int)
-    y1 = np.clip(np.floor(xy[:, 1] + ey), 0, size - 1).astype(int)
+    x0, x1, y0, y1 = screen_boxes(xy, s, r, bh, bw, size)
     shapes = [(16, 2), (8, 4), (4, 8)]
     evals = inside_evals = 0
     warp_pairs = {sh: 0 for sh in shapes}
@@ -89,6 +143,7 @@ def main():
     for wx, wy in shapes:
         print(f"{f'{wx} x {wy}':>16s} {warp_hits[(wx, wy)] / warp_pairs[(wx, wy)]:28.1%} "
               f"{lanes[(wx, wy)] / warp_hits[(wx, wy)] / 32:20.1%}")
+    sample_stats(size, args.n)
 
 
 if __name__ == "__main__":
