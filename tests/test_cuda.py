@@ -230,8 +230,9 @@ def _batch(rng, scenes, n, height, width):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *ps)
 
 
-def _vmapped_and_loop(params, atlas, template, height, width, atlas_axis=None, **kw):
-    """vmap'd render + grads on the GPU, and the same scene by scene."""
+def _vmapped_and_loop(params, atlas, template, height, width, atlas_axis=None, atlas_too=True, **kw):
+    """vmap'd render + grads on the GPU, and the same scene by scene; the atlas's gradient
+    is None unless ``atlas_too``."""
     gpu = jax.devices("gpu")[0]
     rng = np.random.default_rng(7)
     wc = jnp.asarray(rng.normal(size=(height, width, 3)), jnp.float32)
@@ -241,7 +242,12 @@ def _vmapped_and_loop(params, atlas, template, height, width, atlas_axis=None, *
         c, al = db.render(p, a, height=height, width=width, template=t, backend="cuda", **kw)
         return jnp.sum(c * wc) + jnp.sum(al * wa), (c, al)
 
-    grad = jax.grad(value, argnums=(0, 1), has_aux=True)
+    def grad(p, a, t):  # ((d params, d atlas or None), (colour, alpha))
+        if atlas_too:
+            return jax.grad(value, argnums=(0, 1), has_aux=True)(p, a, t)
+        g, aux = jax.grad(value, has_aux=True)(p, a, t)
+        return (g, None), aux
+
     with jax.default_device(gpu):
         (gp, ga), (c, al) = jax.jit(jax.vmap(grad, in_axes=(0, atlas_axis, 0)))(params, atlas, template)
         loop = []
@@ -251,16 +257,19 @@ def _vmapped_and_loop(params, atlas, template, height, width, atlas_axis=None, *
     return (gp, ga, c, al), loop
 
 
+@pytest.mark.parametrize("color_blend, atlas_too", [(0.4, True), (0.0, False)])
 @pytest.mark.parametrize("budget", [None, "0"])
-def test_vmap_one_launch_equals_loop(monkeypatch, budget):
-    """Batched kernels (binned, and the all-primitives fallback) equal one render per scene."""
+def test_vmap_one_launch_equals_loop(monkeypatch, budget, color_blend, atlas_too):
+    """Batched kernels (binned, and the all-primitives fallback) equal one render per scene:
+    with rgb and the atlas differentiated, and as fits call them (neither)."""
     if budget is not None:
         monkeypatch.setenv("DIFFBMP_CUDA_MAX_PAIRS", budget)
     rng = np.random.default_rng(110)
     atlas = random_atlas(rng, num=3, h=9, w=7)
     params = _batch(rng, 5, 60, 37, 45)
     template = jnp.asarray(rng.integers(0, 3, (5, 60)), jnp.int32)
-    (gp, _, c, al), loop = _vmapped_and_loop(params, atlas, template, 37, 45, color_blend=0.4)
+    (gp, _, c, al), loop = _vmapped_and_loop(params, atlas, template, 37, 45, atlas_too=atlas_too,
+                                             color_blend=color_blend)
     for b, ((gp_b, _), (c_b, al_b)) in enumerate(loop):
         assert rel_err(c[b], c_b) < 1e-6 and rel_err(al[b], al_b) < 1e-6
         for f in FIELDS:
@@ -269,7 +278,7 @@ def test_vmap_one_launch_equals_loop(monkeypatch, budget):
     cpu = jax.devices("cpu")[0]
     with jax.default_device(cpu):
         c_cpu, _ = jax.vmap(lambda p, t: db.render(p, jax.device_put(atlas, cpu), height=37, width=45, template=t,
-                                                   backend="cpu", color_blend=0.4))(
+                                                   backend="cpu", color_blend=color_blend))(
             jax.device_put(params, cpu), jax.device_put(template, cpu))
     assert rel_err(c, c_cpu) < FWD_TOL
 
