@@ -33,7 +33,8 @@ behind XLA kernel names the timeline lists. ``--sequence setup_kernel`` also
 lists one step's launches in order, with the GPU's idle time before each (where
 in the step the GPU waits), ``--gaps K`` the K longest idle times and what
 surrounds them; ``--trace-out DIR`` keeps the trace for ``--trace-in FILE``
-to summarise again elsewhere. ``--no-respawn`` fits with ``prune_every=0``.
+to summarise again elsewhere. ``--no-respawn`` fits with ``prune_every=0``; ``--option
+KEY=VALUE`` sets a FitConfig field (``--option color_blend=0.4``: the kernels' rgb path).
 
 Seen on the H100 machines: ``render`` profiled fine under Nsight Compute three
 times out of three; ``step`` did not (a segfault, then out-of-memory from
@@ -67,7 +68,11 @@ def workloads(args):
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_scale import targets
 
-    cfg = resolve_config(None, {"log_every": args.steps, **({"prune_every": 0} if args.no_respawn else {})})
+    options = {"log_every": args.steps, **({"prune_every": 0} if args.no_respawn else {})}
+    for item in args.option:  # e.g. color_blend=0.4: the kernels' rgb path
+        key, _, value = item.partition("=")
+        options[key] = type(getattr(resolve_config(None, {}), key))(value)
+    cfg = resolve_config(None, options)
     atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
     b = max(args.batch, 1)
     imgs = targets(b, args.size)
@@ -321,6 +326,8 @@ def main():
     ap.add_argument("--sequence", default="", metavar="KERNEL",
                     help="with --timeline: list one period of the launch sequence, from one KERNEL to the next")
     ap.add_argument("--no-respawn", action="store_true", help="fit with prune_every=0")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a FitConfig field for the 'step' workload (repeatable), e.g. color_blend=0.4")
     ap.add_argument("--hlo", default="", help="comma list of fusion-name prefixes whose compiled HLO to print")
     ap.add_argument("--parse", help="an ncu --csv log to summarise instead of running")
     args = ap.parse_args()
