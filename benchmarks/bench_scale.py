@@ -33,6 +33,7 @@ import diffbmp_jax as db
 from diffbmp_jax.fitting import batch as B
 from diffbmp_jax.assets import ASSETS
 from diffbmp_jax.fitting.config import resolve_config
+from diffbmp_jax.fitting import engine
 from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
 from diffbmp_jax.fitting.image import prepare
 from diffbmp_jax.fitting.loop import run_chunk
@@ -115,6 +116,9 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
     return rows
 
 
+_AHEAD = (engine.AHEAD,) if hasattr(engine, "AHEAD") else ()  # (older trees, timed beside this one, have none)
+
+
 def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
     """1. ``seq`` single-scene loops (that of db.fit), one after another; returns scene-steps/s."""
     singles = []
@@ -122,12 +126,12 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
         s_static, s_data, s_carry = prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True))  # compile
+    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True, *_AHEAD))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True)
+            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *_AHEAD)
             jax.block_until_ready(out)  # one fit after another
         return out
 

@@ -61,7 +61,10 @@ def workloads(args):
     from diffbmp_jax.fitting import batch as B
     from diffbmp_jax.assets import ASSETS
     from diffbmp_jax.fitting.config import resolve_config
+    from diffbmp_jax.fitting import engine
     from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+    ahead = (getattr(engine, "AHEAD", None),)  # (older trees, timed beside this one, have none)
+    ahead = ahead if ahead[0] is not None else ()
     from diffbmp_jax.fitting.image import prepare
     from diffbmp_jax.fitting.loop import run_chunk
     from diffbmp_jax.fitting.optim import to_params
@@ -81,8 +84,8 @@ def workloads(args):
         s_static, s_data, s_carry = prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True)
-        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True).compile().as_text()
+        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *ahead)
+        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *ahead).compile().as_text()
         return out
     static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 
 import diffbmp_jax as db
-from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+from diffbmp_jax.fitting.engine import AHEAD, RESPAWN, step as fit_step
 from diffbmp_jax.fitting.image import prepare
 from diffbmp_jax.fitting.config import resolve_config
-from diffbmp_jax.fitting.loop import Periodic, run_chunk, scan_steps
+from diffbmp_jax.fitting.loop import Ahead, Periodic, run_chunk, scan_steps
 from fit_scenes import shape_atlas
 
 
@@ -85,6 +85,37 @@ def test_scan_steps_matches_a_python_loop(steps, chunk, every, until, branch_pas
     assert int(carry[1]) == steps  # steps past the end changed nothing
 
 
+def toy_entries(static, data, ts, steps):
+    return {"x": ts * 10 + data, "pad": jnp.zeros((ts.shape[0], 3), jnp.int32)}  # 16 bytes an entry
+
+
+TOY_AHEAD = Ahead(toy_entries, lambda data, x: x["x"])
+
+
+@pytest.mark.parametrize("branch_past_end", [False, True])
+@pytest.mark.parametrize("max_bytes", [16, 32, 50, 1 << 20])
+@pytest.mark.parametrize("steps,chunk,every", [(12, 5, 5), (30, 10, 4), (14, 10, 0)])
+def test_ahead_gives_each_step_its_entry(steps, chunk, every, max_bytes, branch_past_end):
+    """Steps computed ahead in blocks (of 1 or 2 steps or the whole group, as max_bytes allows: the
+    largest divisor of the group within it)
+    see the entry of their own step index: the loop of a step that reads 10 t + 3 as its data."""
+    static = Toy(steps, chunk, every, 99)
+    ahead = TOY_AHEAD._replace(max_bytes=max_bytes)
+    carry = (jnp.asarray(1, jnp.int32), jnp.asarray(0, jnp.int32))
+    s, n = 1, 0
+    for start in range(0, steps, chunk):
+        ts = start + jnp.arange(chunk, dtype=jnp.int32)
+        carry, (loss, aux) = jax.jit(lambda c, ts: scan_steps(toy_step, static, jnp.int32(3), c, ts, jnp.int32(steps),
+                                                              TOY, branch_past_end=branch_past_end, ahead=ahead))(
+            carry, ts)
+        for t in range(start, min(start + chunk, steps)):
+            s, n = s + t * (10 * t + 3), n + 1
+            if every and (t + 1) % every == 0:
+                s *= 2
+        np.testing.assert_array_equal(np.asarray(loss), [t if t < steps else np.nan for t in range(start, start + chunk)])
+        assert (int(carry[0]), int(carry[1])) == (s, n)
+
+
 def test_run_chunk_is_scan_steps():
     static = Toy(12, 5, 5, 99)
     args = (jnp.asarray(3, jnp.int32), (jnp.int32(1), jnp.int32(0)), jnp.int32(10), jnp.int32(12))
@@ -121,6 +152,59 @@ def test_fit_chunk_has_one_branch():
                                    config=cfg)
     text = chunk_of.lower(fit_step, static, data, carry, jnp.int32(0), jnp.int32(10), RESPAWN, False).as_text()
     assert _branches(text) == 1
+    with_ahead = jax.jit(lambda d, c: scan_steps(fit_step, static, d, c, jnp.arange(5, dtype=jnp.int32), jnp.int32(10),
+                                                 RESPAWN, branch_past_end=False, ahead=AHEAD))
+    assert _branches(with_ahead.lower(data, carry).as_text()) == 1  # the atlases computed ahead add none
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("colours", [False, True])
+def test_step_atlases_are_each_steps_own(colours, antialias):
+    """canvas.step_atlases, the atlases of a block of steps in one batched pass: entry i is what
+    step ts[i] filters for itself (its annealed blur, its levels), also past the annealing's end."""
+    from diffbmp_jax.fitting.canvas import step_atlases
+    from diffbmp_jax.rendering.blur import annealed_blur
+    from diffbmp_jax.rendering.mipmap import prefilter
+    rng = np.random.default_rng(4)
+    atlas = db.Atlas.from_arrays(rng.random((3, 16, 16)).astype(np.float32), rng.random((3, 16, 16, 3)))
+    cfg = resolve_config(None, {"antialias": antialias, "color_blend": 0.5 if colours else 0.0, "blur_sigma": 1.5})
+    ts = jnp.asarray([0, 5, 11, 19], jnp.int32)
+    stacked = jax.jit(lambda ts: step_atlases(cfg, atlas, ts, jnp.int32(20)))(ts)
+    for i, t in enumerate(np.asarray(ts)):
+        own = prefilter(atlas.mask, atlas.rgb if colours else None, annealed_blur(t, 20, 1.5, cfg.blur_anneal, 16),
+                        antialias)
+        for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(stacked)):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), atol=1e-6)
+    assert (stacked.rgb is None) != colours
+    assert not np.allclose(stacked.mask[0], stacked.mask[3], atol=1e-3)  # the blur anneals
+
+
+@pytest.mark.parametrize("colours", [False, True])
+def test_fit_chunk_with_atlases_ahead_matches_filtering_per_step(colours):
+    """The fit's chunks with each step's filtered atlas computed ahead (engine.AHEAD) fit as the
+    chunks whose steps filter it themselves: the first loss to float rounding, then the same
+    curve (Adam's normalised first steps carry rounding-sized gradient differences a little
+    further), the same respawns."""
+    rng = np.random.default_rng(3)
+    target = rng.uniform(size=(24, 24, 3)).astype(np.float32)
+    atlas = db.Atlas.from_arrays(rng.random((2, 16, 16)).astype(np.float32), rng.random((2, 16, 16, 3)))
+    cfg = resolve_config(None, {"log_every": 10, "prune_every": 5, "backend": "reference", "antialias": True,
+                                "color_blend": 0.5 if colours else 0.0, "blur_sigma": 1.5})
+    static, data, carry = prepare(target, atlas, num_primitives=8, steps=20, key=jax.random.key(0), config=cfg)
+    outs = []
+    for ahead in (None, AHEAD):
+        c, losses, counts = carry, [], []
+        for start in (0, 10):
+            c, (loss, count) = run_chunk(fit_step, static, data, c, jnp.int32(start), jnp.int32(20), RESPAWN, True,
+                                         ahead)
+            losses.append(np.asarray(loss))
+            counts.append(np.asarray(count))
+        outs.append((np.concatenate(losses), np.concatenate(counts)))
+    (l0, n0), (l1, n1) = outs
+    np.testing.assert_allclose(l1[0], l0[0], rtol=1e-6)
+    np.testing.assert_allclose(l1, l0, rtol=5e-3)
+    assert l1[-1] < 0.9 * l1[0]  # it fits
+    np.testing.assert_array_equal(n1, n0)
 
 
 def test_respawn_still_runs_in_fit():

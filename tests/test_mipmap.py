@@ -213,3 +213,51 @@ def test_fit_config_and_export_follow_antialias(tmp_path):
         img = np.asarray(Image.open(path), np.float32) / 255
         c, a = db.render(params, atlas, height=16, width=28, antialias=aa)
         np.testing.assert_allclose(img, np.asarray(db.composite(c, a, 1.0)), atol=0.51 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("colours", [False, True])
+def test_prefiltered_atlas_renders_as_filtering_in_the_call(antialias, colours):
+    """render(prefiltered=prefilter(...)) draws what render(mask_blur=...) draws, and its gradient
+    reaches the atlas through the prefilter: the fit's steps filter their atlas ahead this way."""
+    rng = np.random.default_rng(7)
+    atlas = db.Atlas.from_arrays(rng.random((2, 16, 16)).astype(np.float32), rng.random((2, 16, 16, 3)))
+    params = db.Primitives.create(xy=rng.uniform(4, 28, (12, 2)), scale=rng.uniform(1, 9, 12),
+                                  rotation=rng.uniform(-3, 3, 12), opacity=0.7, color=rng.random((12, 3)))
+    mb = blur.MaskBlur(jnp.float32(0.8), 3)
+    kw = dict(height=32, width=32, backend="reference", antialias=antialias, color_blend=0.5 if colours else 0.0)
+    rgb = atlas.rgb if colours else None
+
+    def both(mask):
+        a = db.Atlas(mask=mask, rgb=atlas.rgb)
+        ahead = db.render(params, a, prefiltered=mipmap.prefilter(mask, rgb, mb, antialias), **kw)
+        return ahead, db.render(params, a, mask_blur=mb, **kw)
+
+    (c1, a1), (c0, a0) = both(atlas.mask)
+    assert float(jnp.max(a0)) > 0.5  # something is drawn
+    np.testing.assert_allclose(np.asarray(c1), np.asarray(c0), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a1), np.asarray(a0), atol=1e-6)
+    g1, g0 = (jax.grad(lambda m, k=k: jnp.sum(both(m)[k][0] * np.linspace(0, 1, 3)))(atlas.mask) for k in (0, 1))
+    assert float(jnp.max(jnp.abs(g0))) > 0
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), atol=1e-6)
+    if antialias:  # 16 texels: three levels stacked per bitmap
+        assert mipmap.prefilter(atlas.mask, rgb, mb, antialias).mask.shape == (2 * mipmap.num_levels(16), 16, 16)
+
+
+def test_prefiltered_argument_is_checked():
+    rng = np.random.default_rng(8)
+    atlas = db.Atlas.from_arrays(rng.random((2, 16, 16)).astype(np.float32), rng.random((2, 16, 16, 3)))
+    params = db.Primitives.create(xy=[[8.0, 8.0]], scale=4.0)
+    kw = dict(height=16, width=16, backend="reference", antialias=True)
+    levels = mipmap.prefilter(atlas.mask, None, None, True)
+    with pytest.raises(TypeError, match="prefiltered must be None or a diffbmp_jax.rendering.mipmap.Prefiltered"):
+        db.render(params, atlas, prefiltered=tuple(levels), **kw)
+    with pytest.raises(ValueError, match="mask_blur must be None when prefiltered is given"):
+        db.render(params, atlas, prefiltered=levels, mask_blur=blur.MaskBlur(1.0, 3), **kw)
+    with pytest.raises(ValueError, match=r"prefiltered.mask must have shape \(2, 16, 16\)"):
+        db.render(params, atlas, prefiltered=levels, **{**kw, "antialias": False})
+    with pytest.raises(ValueError, match="prefiltered.rgb is None, but color_blend > 0"):
+        db.render(params, atlas, prefiltered=levels, color_blend=0.5, **kw)
+    with_rgb = mipmap.prefilter(atlas.mask, atlas.rgb, None, True)
+    with pytest.raises(ValueError, match="prefiltered.rgb must have shape"):
+        db.render(params, atlas, prefiltered=with_rgb._replace(rgb=with_rgb.rgb[:2]), color_blend=0.5, **kw)

@@ -20,13 +20,14 @@ import jax.numpy as jnp
 
 from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.rendering.blur import MaskBlur, annealed_blur
+from diffbmp_jax.rendering.mipmap import Prefiltered, prefilter
 from diffbmp_jax.fitting.config import BACKGROUNDS, FitConfig
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.rendering.api import composite, render
 from diffbmp_jax.validation import as_target
 
 __all__ = ["BACKGROUNDS", "background", "render_over", "check_background_image", "resolve_background",
-           "target_over"]
+           "target_over", "step_canvas", "step_atlases", "step_target"]
 
 
 def resolve_background(cfg: FitConfig, transparent: bool) -> FitConfig:
@@ -82,16 +83,19 @@ def uniform_bytes(key, height: int, width: int) -> jax.Array:
 
 
 def render_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, height: int,
-                width: int, blur: MaskBlur | None = None) -> jax.Array:
+                width: int, blur: MaskBlur | None = None, prefiltered: Prefiltered | None = None) -> jax.Array:
     """``[H, W, 3]`` render of ``params`` (pixel units) over ``bg`` (``[H, W, 3]`` or ``[3]``).
 
     ``template`` is the ``[N]`` int32 bitmap id per primitive; ``cfg`` gives
     ``color_blend``, ``alpha_max``, ``antialias`` and ``backend``; ``blur`` the
-    masks' blur (a step's :func:`step_canvas`), None for the sharp atlas. Not clipped to [0, 1].
+    masks' blur (a step's :func:`step_canvas`), None for the sharp atlas;
+    ``prefiltered``, if given, the atlas already filtered for that blur
+    (:func:`step_atlases`), which ``blur`` then is not applied again. Not clipped to [0, 1].
     """
     color, alpha = render(params, atlas, height=height, width=width, template=template,
                           color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend,
-                          antialias=cfg.antialias, mask_blur=blur)
+                          antialias=cfg.antialias, mask_blur=None if prefiltered is not None else blur,
+                          prefiltered=prefiltered)
     return composite(color, alpha, bg)
 
 
@@ -127,6 +131,26 @@ def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps, height: i
     blur = annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal,
                          max(atlas.mask.shape[-2:]))
     return blur, background(cfg.background, k_bg, height, width, bg_image), k_rest
+
+
+def step_atlases(cfg: FitConfig, atlas: Atlas, ts, steps) -> Prefiltered:
+    """The atlas as steps ``ts`` (``[S]`` int32, traced) of a run of ``steps`` sample it, stacked:
+    :class:`~diffbmp_jax.rendering.mipmap.Prefiltered` with leaves ``[S, ...]``.
+
+    Entry ``i`` is what step ``ts[i]`` would filter for itself (its annealed
+    blur, :func:`step_canvas`, and ``cfg.antialias``; colours when
+    ``cfg.color_blend > 0``), all computed in one batched pass: on a GPU the
+    products of a block of steps in two launches instead of two a step.
+    """
+    mask = jnp.asarray(atlas.mask, jnp.float32)
+    rgb = jnp.asarray(atlas.rgb, jnp.float32) if cfg.color_blend > 0 else None
+    side = max(mask.shape[-2:])
+
+    def one(t):
+        blur = annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal, side)
+        return prefilter(mask, rgb, blur, cfg.antialias)
+
+    return jax.vmap(one)(ts)
 
 
 def step_target(cfg: FitConfig, target, alpha, bg, bg_image, height: int, width: int) -> jax.Array:

@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.rendering.compiling import jit
-from diffbmp_jax.fitting.canvas import background, render_over, step_canvas, step_target
+from diffbmp_jax.fitting.canvas import background, render_over, step_atlases, step_canvas, step_target
 from diffbmp_jax.fitting.config import FitConfig
-from diffbmp_jax.fitting.loop import run_chunk, scan_steps
+from diffbmp_jax.fitting.loop import Ahead, run_chunk, scan_steps
 from diffbmp_jax.fitting.losses import combined_loss
 from diffbmp_jax.fitting.metrics import psnr
 from diffbmp_jax.fitting.optim import Theta, apply_updates, clamp_theta, finite_grads, make_optimizer, to_params
@@ -47,7 +47,7 @@ from diffbmp_jax.fitting.respawn import per_primitive, respawn, schedule as resp
 from diffbmp_jax.scene.atlas import Atlas
 
 __all__ = ["PixelLoss", "PIXEL_LOSS", "Static", "Data", "Region", "BATCHED_FIELDS", "step", "respawn_after",
-           "RESPAWN", "periodic", "evaluate", "project", "run_fit_chunk", "run_steps", "run_steps_batched",
+           "RESPAWN", "AHEAD", "periodic", "evaluate", "project", "run_fit_chunk", "run_steps", "run_steps_batched",
            "stack_data", "render_theta"]
 
 
@@ -122,17 +122,21 @@ class Data(NamedTuple):
     free: Any = None           # [N] float32: 1 = optimised, 0 = frozen; None = all optimised
     region: Any = None         # Region, or None when not constrained
     extra: Any = None          # what the objective reads besides (e.g. CLIP weights, prompt embeddings)
+    prefiltered: Any = None    # the atlas as this step samples it (mipmap.Prefiltered), computed ahead by
+                               # AHEAD for a block of steps; None: the step filters the atlas itself
 
 
 # Fields of Data that differ between the frames of a batched video window.
 BATCHED_FIELDS = ("target", "guide_scale", "guide_angle", "key", "free")
 
 
-def render_theta(static: Static, theta: Theta, atlas: Atlas, template, bg, blur=None) -> jax.Array:
+def render_theta(static: Static, theta: Theta, atlas: Atlas, template, bg, blur=None,
+                 prefiltered=None) -> jax.Array:
     """``[H, W, 3]`` render of ``theta`` over ``bg`` with the settings of ``static.cfg`` (not clipped);
-    ``blur``: the masks' blur of a step (:func:`~diffbmp_jax.fitting.canvas.step_canvas`), None for sharp."""
+    ``blur``: the masks' blur of a step (:func:`~diffbmp_jax.fitting.canvas.step_canvas`), None for sharp;
+    ``prefiltered``: the atlas already filtered for it (``Data.prefiltered``), or None."""
     return render_over(static.cfg, to_params(theta, static.unit), atlas, template, bg, static.height,
-                       static.width, blur)
+                       static.width, blur, prefiltered)
 
 
 def project(static: Static, region: Region, theta: Theta) -> Theta:
@@ -188,7 +192,7 @@ def step(static: Static, data: Data, carry, t, steps):
                                                           data.bg_image, h, w)
 
     def loss_fn(th):
-        image = render_theta(static, th, data.atlas, data.template, bg, blur)
+        image = render_theta(static, th, data.atlas, data.template, bg, blur, data.prefiltered)
         loss = static.objective.loss(static, data, image, target, key)
         if static.temporal_weight > 0:
             loss = loss + static.temporal_weight * _motion(th, carry[2])
@@ -231,6 +235,18 @@ def respawn_after(static: Static, data: Data, carry, t, steps):
 RESPAWN = respawn_schedule(respawn_after)
 
 
+def _with_atlas(data: Data, prefiltered) -> Data:
+    return data._replace(prefiltered=prefiltered)
+
+
+def _step_atlases(static: Static, data: Data, ts, steps):
+    return step_atlases(static.cfg, data.atlas, ts, steps)
+
+
+#: Each step's filtered atlas (annealed blur, mip levels) computed ahead, for a block of steps at once.
+AHEAD = Ahead(_step_atlases, _with_atlas)
+
+
 def periodic(static: Static):
     """The periodic operation of a run: :data:`RESPAWN` when the objective has a per-pixel error, else None."""
     return RESPAWN if static.objective.per_pixel else None
@@ -251,7 +267,7 @@ def run_fit_chunk(static: Static, data: Data, carry, start, steps, full: bool = 
     """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars; ``full``:
     the chunk ends by ``steps``, see :func:`diffbmp_jax.fitting.loop.run_chunk`):
     ``(carry, (losses [chunk], respawn counts [chunk]))``."""
-    return run_chunk(step, static, data, carry, start, steps, periodic(static), full)
+    return run_chunk(step, static, data, carry, start, steps, periodic(static), full, AHEAD)
 
 
 def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
@@ -259,7 +275,8 @@ def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
     if static.temporal_weight > 0:
         carry += (anchor,)
     ts = jnp.arange(static.chunk, dtype=jnp.int32)
-    carry, (loss, _) = scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic(static))
+    carry, (loss, _) = scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic(static),
+                                  ahead=AHEAD)
     return carry[0], loss
 
 

@@ -18,6 +18,11 @@ at all -- and an operation that runs every few steps (:class:`Periodic`,
 e.g. respawning invisible primitives) runs *between* groups of steps, under
 one ``lax.cond`` per group: the chunk is scanned as groups of
 ``gcd(chunk, every)`` steps.
+
+What every step computes from its step index alone (a fit's atlas, filtered
+for that step's annealed blur) can be computed ahead, for a block of steps in
+one batched pass (:class:`Ahead`): on a GPU, a few launches a block instead of
+a few a step.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import jax.numpy as jnp
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.timing import FitClock, current_clock
 
-__all__ = ["Periodic", "scan_steps", "run_chunk", "run_chunks", "record", "progress_bar"]
+__all__ = ["Periodic", "Ahead", "scan_steps", "run_chunk", "run_chunks", "record", "progress_bar"]
 
 
 class Periodic(NamedTuple):
@@ -50,6 +55,28 @@ class Periodic(NamedTuple):
     every: Callable[[Any], int]
     due: Callable[[Any, jax.Array], jax.Array]
     apply: Callable
+
+
+class Ahead(NamedTuple):
+    """Inputs of consecutive steps computed together, ahead of them.
+
+    ``compute(static, data, ts, steps)`` returns a pytree whose leaves have the
+    leading axis ``len(ts)`` (entry ``i`` for step ``ts[i]``; ``ts`` are traced
+    int32 step indices, ``steps`` the run's length); ``attach(data, x)`` returns
+    the ``data`` a step sees, given its entry ``x``. The entries of a block of
+    steps are computed at once, in blocks of at most ``max_bytes`` of entries
+    (one step at a time when a single entry is larger). A :class:`Periodic`
+    operation is not given an entry: it computes what it needs itself.
+    """
+    compute: Callable
+    attach: Callable
+    max_bytes: int = 64 << 20
+
+
+def _block_length(length: int, entry_bytes: int, max_bytes: int) -> int:
+    """The largest divisor of ``length`` whose entries fit in ``max_bytes`` (at least 1)."""
+    most = max(1, max_bytes // max(1, entry_bytes))
+    return max(d for d in range(1, length + 1) if length % d == 0 and d <= most)
 
 
 def _like(new, old):
@@ -69,7 +96,7 @@ def _past_end(shapes):
 
 
 def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodic | None = None, *,
-               branch_past_end: bool | None = None, past_end: bool = True):
+               branch_past_end: bool | None = None, past_end: bool = True, ahead: Ahead | None = None):
     """Runs ``step(static, data, carry, t, steps)`` for the consecutive step indices ``ts`` (``[L]``).
 
     ``steps`` is the run's length (an int32 scalar, may be traced: schedules
@@ -79,7 +106,9 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     ``lax.cond`` if ``branch_past_end`` (default: on the CPU backend), else
     computed and discarded. ``past_end=False`` promises that every ``t`` is
     below ``steps`` (a full chunk): then nothing is masked or branched around
-    (on a GPU the masks were a dozen small kernels per step).
+    (on a GPU the masks were a dozen small kernels per step). With ``ahead``,
+    step ``t`` is given ``ahead.attach(data, x_t)``, its entry computed ahead
+    (:class:`Ahead`).
     Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
     """
     length = int(ts.shape[0])
@@ -88,22 +117,38 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     if branch_past_end is None:
         branch_past_end = jax.default_backend() == "cpu"
 
-    def stepped(c, t):
-        new, out = step(static, data, c, t, steps)
+    def stepped(c, t, d):
+        new, out = step(static, d, c, t, steps)
         return _like(new, c), out
 
-    def one(c, t):
+    def one(c, t, d):
         if not past_end:
-            return stepped(c, t)
+            return stepped(c, t, d)
         live = t < steps
         if branch_past_end:
-            shapes = jax.eval_shape(lambda c: stepped(c, t)[1], c)
-            return jax.lax.cond(live, lambda c: stepped(c, t), lambda c: (c, _past_end(shapes)), c)
-        new, (loss, aux) = stepped(c, t)
+            shapes = jax.eval_shape(lambda c: stepped(c, t, d)[1], c)
+            return jax.lax.cond(live, lambda c: stepped(c, t, d), lambda c: (c, _past_end(shapes)), c)
+        new, (loss, aux) = stepped(c, t, d)
         return _where(live, new, c), (jnp.where(live, loss, jnp.nan), _where(live, aux, jnp.zeros_like(aux)))
 
+    def run_block(c, tb):  # consecutive steps, their entries computed ahead in one pass
+        xs = ahead.compute(static, data, tb, steps)
+        return jax.lax.scan(lambda c, tx: one(c, tx[0], ahead.attach(data, tx[1])), c, (tb, xs))
+
+    def scan_group(c, tg):
+        if ahead is None:
+            return jax.lax.scan(lambda c, t: one(c, t, data), c, tg)
+        g = int(tg.shape[0])
+        entry = jax.eval_shape(lambda: ahead.compute(static, data, tg[:1], steps))
+        block = _block_length(g, sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(entry)),
+                              ahead.max_bytes)
+        if block == g:
+            return run_block(c, tg)
+        c, (loss, aux) = jax.lax.scan(run_block, c, tg.reshape(g // block, block))
+        return c, (loss.reshape((g,) + loss.shape[2:]), aux.reshape((g,) + aux.shape[2:]))
+
     def run_group(c, tg):
-        c, (loss, aux) = jax.lax.scan(one, c, tg)
+        c, (loss, aux) = scan_group(c, tg)
         if every > 0:
             t = tg[-1]
             due = ((t + 1) % every == 0) & (t < steps) & periodic.due(static, t, steps)
@@ -151,19 +196,20 @@ def compile_beside(fn: Callable, *args) -> threading.Thread:
     return thread
 
 
-@functools.partial(jit, static_argnums=(0, 1, 6, 7), persist=True)
+@functools.partial(jit, static_argnums=(0, 1, 6, 7, 8), persist=True)
 def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None,
-              full: bool = False):
+              full: bool = False, ahead: Ahead | None = None):
     """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).
 
-    ``step`` and ``periodic`` must be hashable (module-level functions), as
+    ``step``, ``periodic`` and ``ahead`` must be hashable (module-level functions), as
     must ``static`` (a NamedTuple of settings). ``full``: every step of the
     chunk is below ``steps`` (``start + chunk <= steps``), so none is masked
     (:func:`run_chunks` says which; a fit compiles the masked variant only for
     a last, partial chunk). Returns ``(carry, (losses [chunk], aux [chunk]))``.
     """
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
-    return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic, past_end=not full)
+    return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic, past_end=not full,
+                      ahead=ahead)
 
 
 class _NoBar:

@@ -19,7 +19,7 @@ from diffbmp_jax.rendering.reference import render_reference
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
 __all__ = ["render", "composite", "default_template", "available_backends", "check_scene", "check_params",
-           "check_template", "BACKENDS"]
+           "check_template", "check_prefiltered", "BACKENDS"]
 
 
 def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
@@ -109,7 +109,8 @@ def check_scene(params, atlas, *, height, width, template=None, color_blend=0.0,
 
 def render(params: Primitives, atlas: Atlas, *, height: int, width: int, template=None,
            color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto",
-           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False, mask_blur=None):
+           atlas_grad: bool = False, atlas_bf16: bool = False, antialias: bool = False, mask_blur=None,
+           prefiltered=None):
     """Renders ``N`` bitmap primitives onto an ``H x W`` canvas (docs/DESIGN.md §1).
 
     Args:
@@ -146,6 +147,13 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         padding) before sampling -- the soft rasterisation of fits, whose std
         anneals to 0. With ``antialias`` the blur is folded into the levels'
         filters (:mod:`diffbmp_jax.rendering.mipmap`).
+      prefiltered: None, or the atlas as this call samples it, computed ahead
+        (:func:`~diffbmp_jax.rendering.mipmap.prefilter` of ``atlas``, the
+        ``mask_blur`` and ``antialias`` meant, with the atlas' rgb when
+        ``color_blend > 0``), e.g. once for many renders, or for many steps of
+        a fit in one batched pass. ``mask_blur`` must then be None (it is in
+        ``prefiltered``); the gradient reaches ``atlas`` only through
+        ``prefiltered``.
 
     Returns:
       ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
@@ -163,9 +171,14 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     use_rgb = color_blend > 0.0
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
+    if prefiltered is not None:
+        prefiltered = check_prefiltered(prefiltered, atlas, antialias=antialias, use_rgb=use_rgb,
+                                        mask_blur=mask_blur)
     if antialias:
-        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, mask_blur)
+        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, mask_blur, prefiltered)
         p = mask.shape[0]
+    elif prefiltered is not None:
+        mask, rgb = prefiltered
     else:
         mask = mipmap.blur_masks(mask, mask_blur)
 
@@ -205,6 +218,26 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
                     for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
         color, trans = jax.lax.platform_dependent(**branches, default=reference)
     return color, 1.0 - trans
+
+
+def check_prefiltered(prefiltered, atlas: Atlas, *, antialias: bool, use_rgb: bool, mask_blur) -> mipmap.Prefiltered:
+    """Validates :func:`render`'s ``prefiltered`` against its atlas and settings; returns float32
+    ``Prefiltered(mask, rgb)`` (rgb None unless ``use_rgb``)."""
+    if not isinstance(prefiltered, mipmap.Prefiltered):
+        raise TypeError("prefiltered must be None or a diffbmp_jax.rendering.mipmap.Prefiltered "
+                        f"(mipmap.prefilter's result), got {type(prefiltered).__name__}")
+    if mask_blur is not None:
+        raise ValueError("mask_blur must be None when prefiltered is given (the blur is part of prefiltered)")
+    p, h, w = (int(d) for d in jnp.shape(atlas.mask))
+    levels = mipmap.num_levels(max(h, w)) if antialias else 1
+    V.check_shape("prefiltered.mask", prefiltered.mask, (p * levels, h, w))
+    if not use_rgb:
+        return mipmap.Prefiltered(jnp.asarray(prefiltered.mask, jnp.float32), None)
+    if prefiltered.rgb is None:
+        raise ValueError("prefiltered.rgb is None, but color_blend > 0 samples the bitmaps' colours: "
+                         "prefilter the atlas with its rgb")
+    V.check_shape("prefiltered.rgb", prefiltered.rgb, (p * levels, h, w, 3))
+    return mipmap.Prefiltered(jnp.asarray(prefiltered.mask, jnp.float32), jnp.asarray(prefiltered.rgb, jnp.float32))
 
 
 def available_backends() -> list[str]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import jax
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 from diffbmp_jax.rendering.blur import MaskBlur, times_blur
 
 __all__ = ["num_levels", "resize_matrix", "level_filters", "level_matrices", "blur_masks", "pyramid",
-           "level_template", "lod_scene"]
+           "level_template", "Prefiltered", "prefilter", "lod_scene"]
 
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 products (no TF32 on GPUs)
 
@@ -185,8 +186,32 @@ def level_template(scale: jax.Array, template: jax.Array, side: int, levels: int
     return jnp.where(valid, template * levels + level, -1).astype(jnp.int32)
 
 
+class Prefiltered(NamedTuple):
+    """An atlas as the kernels sample it, filtered ahead of :func:`diffbmp_jax.render` (:func:`prefilter`).
+
+    ``mask [P * L, h, w]`` and ``rgb [P * L, h, w, 3]`` or None: the ``L``
+    levels of :func:`pyramid` (``L = num_levels(max(h, w))`` with antialiasing,
+    else 1), the masks blurred by the blur they were made with. A fit's steps
+    draw one each, computed for a block of steps in one batched pass ahead of
+    them (:func:`diffbmp_jax.fitting.canvas.step_atlases`).
+    """
+    mask: jax.Array
+    rgb: Any = None
+
+
+def prefilter(mask: jax.Array, rgb: jax.Array | None, blur: MaskBlur | None = None,
+              antialias: bool = True) -> Prefiltered:
+    """What :func:`diffbmp_jax.render` samples for atlas ``mask [P, h, w]`` / ``rgb [P, h, w, 3]`` (or None),
+    mask blur ``blur`` and ``antialias``: its levels (:func:`pyramid`), or the blurred masks alone
+    when ``antialias`` is off or the bitmaps are too small for a second level."""
+    levels = num_levels(max(mask.shape[1:])) if antialias else 1
+    if levels == 1:
+        return Prefiltered(blur_masks(mask, blur), rgb)
+    return Prefiltered(*pyramid(mask, rgb, levels, blur))
+
+
 def lod_scene(scale: jax.Array, mask: jax.Array, rgb: jax.Array | None, template: jax.Array,
-              blur: MaskBlur | None = None):
+              blur: MaskBlur | None = None, prefiltered: Prefiltered | None = None):
     """What the plain sampler must see to draw a scene antialiased.
 
     Args:
@@ -195,16 +220,18 @@ def lod_scene(scale: jax.Array, mask: jax.Array, rgb: jax.Array | None, template
       mask, rgb: the atlas, ``[P, h, w]`` and ``[P, h, w, 3]`` or None.
       template: ``[N]`` int32 ids in ``[0, P)``.
       blur: the masks' blur (soft rasterisation), folded into the levels' filters; or None.
+      prefiltered: :func:`prefilter`'s result for ``mask``, ``rgb`` and ``blur``,
+        when computed ahead (then not computed here).
 
     Returns:
       ``(mask, rgb, template)``: :func:`pyramid`'s atlas and
       :func:`level_template`'s ids, or the (blurred) inputs when the bitmaps
       are too small for a second level.
     """
+    if prefiltered is None:
+        prefiltered = prefilter(mask, rgb, blur)
     side = max(mask.shape[1:])
     levels = num_levels(side)
-    if levels == 1:
-        return blur_masks(mask, blur), rgb, template
-    template = level_template(scale, template, side, levels, mask.shape[0])
-    mask, rgb = pyramid(mask, rgb, levels, blur)
-    return mask, rgb, template
+    if levels > 1:
+        template = level_template(scale, template, side, levels, mask.shape[0])
+    return prefiltered.mask, prefiltered.rgb, template
