@@ -8,7 +8,9 @@
 # The unpatched tree is the variant "base". CMD runs from /tmp with the build on
 # PYTHONPATH and $REPO set to this repository (an editable install of the
 # package in the same Python would be imported instead: its finder comes
-# before PYTHONPATH), e.g.
+# before PYTHONPATH). The scripts CMD names are this tree's, run against every
+# build: a name they import that an older build lacks fails that build's run
+# (profile_step.py and bench_scale.py pass engine.AHEAD only where it exists). E.g.
 #   bash benchmarks/run_variants.sh \
 #     'python3 $REPO/benchmarks/profile_step.py --batch 16 --time --timeline' \
 #     w8x4=patches/8x4.patch
