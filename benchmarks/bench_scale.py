@@ -116,7 +116,9 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
     return rows
 
 
-_AHEAD = (engine.AHEAD,) if hasattr(engine, "AHEAD") else ()  # (older trees, timed beside this one, have none)
+# run_chunk's trailing arguments as engine.run_fit_chunk passes them (the fits' own chunk); older
+# trees, timed beside this one by run_variants.sh, have none.
+CHUNK_EXTRAS = (engine.AHEAD,) if hasattr(engine, "AHEAD") else ()
 
 
 def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
@@ -126,12 +128,12 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
         s_static, s_data, s_carry = prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True, *_AHEAD))  # compile
+    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *_AHEAD)
+            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS)
             jax.block_until_ready(out)  # one fit after another
         return out
 

@@ -44,6 +44,7 @@ profiled processes run back to back); ``--timeline`` worked for both every time.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import re
 import sys
@@ -61,21 +62,21 @@ def workloads(args):
     from diffbmp_jax.fitting import batch as B
     from diffbmp_jax.assets import ASSETS
     from diffbmp_jax.fitting.config import resolve_config
-    from diffbmp_jax.fitting import engine
     from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
-    ahead = (getattr(engine, "AHEAD", None),)  # (older trees, timed beside this one, have none)
-    ahead = ahead if ahead[0] is not None else ()
     from diffbmp_jax.fitting.image import prepare
     from diffbmp_jax.fitting.loop import run_chunk
     from diffbmp_jax.fitting.optim import to_params
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_scale import targets
+    from bench_scale import CHUNK_EXTRAS, targets
 
     options = {"log_every": args.steps, **({"prune_every": 0} if args.no_respawn else {})}
     for item in args.option:  # e.g. color_blend=0.4: the kernels' rgb path
         key, _, value = item.partition("=")
-        options[key] = type(getattr(resolve_config(None, {}), key))(value)
-    cfg = resolve_config(None, options)
+        try:
+            options[key] = ast.literal_eval(value)  # numbers, True / False
+        except (ValueError, SyntaxError):
+            options[key] = value  # a name, e.g. lr_schedule=cosine
+    cfg = resolve_config(None, options)  # names unknown fields
     atlas = db.load_stamps([str(ASSETS / "stamps")], size=64)
     b = max(args.batch, 1)
     imgs = targets(b, args.size)
@@ -84,8 +85,8 @@ def workloads(args):
         s_static, s_data, s_carry = prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *ahead)
-        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *ahead).compile().as_text()
+        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS)
+        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS).compile().as_text()
         return out
     static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,

@@ -27,7 +27,7 @@ from diffbmp_jax.rendering.api import composite, render
 from diffbmp_jax.validation import as_target
 
 __all__ = ["BACKGROUNDS", "background", "render_over", "check_background_image", "resolve_background",
-           "target_over", "step_canvas", "step_atlases", "step_target"]
+           "target_over", "step_canvas", "step_blur", "step_atlases", "step_target"]
 
 
 def resolve_background(cfg: FitConfig, transparent: bool) -> FitConfig:
@@ -128,9 +128,14 @@ def step_canvas(cfg: FitConfig, atlas: Atlas, bg_image, key, t, steps, height: i
     the step's other randomness.
     """
     k_bg, k_rest = jax.random.split(jax.random.fold_in(key, t))
-    blur = annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal,
+    return step_blur(cfg, atlas, t, steps), background(cfg.background, k_bg, height, width, bg_image), k_rest
+
+
+def step_blur(cfg: FitConfig, atlas: Atlas, t, steps) -> MaskBlur | None:
+    """The masks' blur step ``t`` of a run of ``steps`` renders with: the annealed soft-rasterisation
+    sigma (:func:`~diffbmp_jax.rendering.blur.annealed_blur`), None without soft rasterisation."""
+    return annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal,
                          max(atlas.mask.shape[-2:]))
-    return blur, background(cfg.background, k_bg, height, width, bg_image), k_rest
 
 
 def step_atlases(cfg: FitConfig, atlas: Atlas, ts, steps) -> Prefiltered:
@@ -138,19 +143,13 @@ def step_atlases(cfg: FitConfig, atlas: Atlas, ts, steps) -> Prefiltered:
     :class:`~diffbmp_jax.rendering.mipmap.Prefiltered` with leaves ``[S, ...]``.
 
     Entry ``i`` is what step ``ts[i]`` would filter for itself (its annealed
-    blur, :func:`step_canvas`, and ``cfg.antialias``; colours when
+    blur, :func:`step_blur`, and ``cfg.antialias``; colours when
     ``cfg.color_blend > 0``), all computed in one batched pass: on a GPU the
     products of a block of steps in two launches instead of two a step.
     """
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if cfg.color_blend > 0 else None
-    side = max(mask.shape[-2:])
-
-    def one(t):
-        blur = annealed_blur(t, steps, cfg.blur_sigma if cfg.soft_raster else 0.0, cfg.blur_anneal, side)
-        return prefilter(mask, rgb, blur, cfg.antialias)
-
-    return jax.vmap(one)(ts)
+    return jax.vmap(lambda t: prefilter(mask, rgb, step_blur(cfg, atlas, t, steps), cfg.antialias))(ts)
 
 
 def step_target(cfg: FitConfig, target, alpha, bg, bg_image, height: int, width: int) -> jax.Array:
