@@ -395,10 +395,12 @@ __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restric
 // Five resident blocks an SM, as its 48 registers give anyway: with the bound
 // stated, ptxas keeps the pixel centre in registers instead of re-deriving it
 // from threadIdx for every candidate (7 more instructions in each candidate test).
-template <typename AT>
+// kRgb: the bitmaps' colours blended in (color_blend > 0); a template argument, so
+// that the usual call spends no register or branch on the colour path.
+template <typename AT, bool kRgb>
 __global__ void __launch_bounds__(kBlock, 5)
     forward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
-                   int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
+                   int tiles_x, int H, int W, float k, float alpha_max,
                    float* __restrict__ color, float* __restrict__ trans,
                    int32_t* __restrict__ stop) {
   __shared__ Batch s;
@@ -434,7 +436,7 @@ __global__ void __launch_bounds__(kBlock, 5)
       to_bitmap(p, in.ad, fpx, fpy, fx, fy);
       if (!inside(in.ad, fx, fy)) continue;
       const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb != 0, C, T)) continue;
+      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, kRgb, C, T)) continue;
       if (T < kMinTransmittance) {
         stopped = s.id[i];
         done = true;
@@ -512,11 +514,18 @@ struct PixelInputs {
 
 // At most 64 registers (4 resident blocks per SM instead of 3 at 80 registers,
 // a few bytes spilled): measured faster on the H100 (benchmarks/RESULTS.md).
-template <typename AT>
+//
+// kPlain: the fits' usual call, without the colour path and without atlas
+// gradients, compiled with both known to be off (no register or branch spent on
+// them; 5-7 % faster steps on the H100, RESULTS.md stop 34). Otherwise both are
+// run-time flags.
+template <typename AT, bool kPlain>
 __global__ void __launch_bounds__(kBlock, 4)
     backward_kernel(DevInputs<AT> batch, TileLists lists, const Prim* __restrict__ all_prims,
-                    int tiles_x, int H, int W, float k, float alpha_max, int use_rgb,
-                    int atlas_grad, PixelInputs pixels, GradOut all_out) {
+                    int tiles_x, int H, int W, float k, float alpha_max, int use_rgb_flag,
+                    int atlas_grad_flag, PixelInputs pixels, GradOut all_out) {
+  const bool use_rgb = !kPlain && use_rgb_flag != 0;
+  const bool atlas_grad = !kPlain && atlas_grad_flag != 0;
   __shared__ Batch s;
   __shared__ int s_start;
   // Block (tile, scene): everything below is that scene's.
@@ -600,8 +609,8 @@ __global__ void __launch_bounds__(kBlock, 4)
           if (inside(in.ad, fx, fy)) {
             const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
             AtlasSampleGrad ag;
-            hit = backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb != 0,
-                                  atlas_grad != 0, dC, dT, T_final, T_after, B, g, ag);
+            hit = backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb,
+                                  atlas_grad, dC, dT, T_final, T_after, B, g, ag);
             if (hit && atlas_grad) {
               for (int q = 0; q < 4; ++q) {
                 atomicAdd(out.mask + tap_index(t, q), ag.mask * tap_weight(t, q));
@@ -805,9 +814,9 @@ ffi::Error ForwardImpl(cudaStream_t stream,
       err.failure())
     return err;
   const dim3 grid(tiles_x * tiles_y, (unsigned)layout.count);
-  forward_kernel<AT><<<grid, kBlock, 0, stream>>>(
-      in, L, prims, tiles_x, H, W, color_blend, alpha_max, use_rgb, color->typed_data(),
-      trans->typed_data(), stop->typed_data());
+  auto* kernel = use_rgb ? forward_kernel<AT, true> : forward_kernel<AT, false>;
+  kernel<<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend, alpha_max,
+                                      color->typed_data(), trans->typed_data(), stop->typed_data());
   DB_CUDA_LAUNCHED(forward_kernel);
   return ffi::Error::Success();
 }
@@ -892,9 +901,10 @@ ffi::Error BackwardImpl(cudaStream_t stream,
     return err;
   }
   const dim3 grid(num_tiles, (unsigned)scenes);
-  backward_kernel<AT><<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend,
-                                                   alpha_max, use_rgb, want_atlas ? 1 : 0,
-                                                   pixels, out);
+  // The fits' call (no colours, atlas not differentiated) runs the plain form.
+  auto* kernel = use_rgb || want_atlas ? backward_kernel<AT, false> : backward_kernel<AT, true>;
+  kernel<<<grid, kBlock, 0, stream>>>(in, L, prims, tiles_x, H, W, color_blend, alpha_max, use_rgb,
+                                      want_atlas ? 1 : 0, pixels, out);
   DB_CUDA_LAUNCHED(backward_kernel);
   return ffi::Error::Success();
 }
