@@ -22,9 +22,9 @@
 //                        the backward's warps skip candidates that none of
 //                        their pixels can see (warps_to_visit).
 // Small calls (tiles x primitives up to 2^21, at most 4,096 primitives a
-// scene) bin in order instead: setup without counts, ordered_bin_kernel
-// counting each tile's list, the scan, ordered_bin_kernel writing the lists
-// already sorted (no cursors, fill or sort).
+// scene, a row of N pair slots per tile within the capacity) bin in order
+// instead: setup without counts, then ordered_bin_kernel writing each tile's
+// list already sorted into a row of its own (no scan, cursors, fill or sort).
 // Steps 1-5 run in the forward, into its `lists` result (workspace.h), which
 // the backward takes back as an argument and reads instead of binning again;
 // when the caller left `lists` empty, each call bins into a `workspace` result
@@ -181,40 +181,34 @@ __global__ void fill_kernel(int N, int64_t total, int tiles_x, int num_tiles,
   }
 }
 
-// Ordered binning, for calls where tiles x primitives is small: a block per
-// (scene, tile) walks its scene's tile rectangles in index order, a rectangle
-// per thread and kBinBlock x kBinUnroll at a time, and keeps those covering
-// its tile. The count pass writes each tile's count (no atomics, no zeroing);
-// after the exclusive sum, the write pass appends the kept ids at the tile's
-// start in ascending order (each warp's ballot, placed after the warps before
-// it) -- the lists the sorting path produces, without the fill's atomics, the
-// cursors or the sorts: 5 launches instead of 8. (A warp per tile left the
-// GPU nearly empty at 512^2: 4.4 us a pass.)
+// Ordered binning, for calls where tiles x primitives is small (ordered_binning):
+// each (scene, tile) owns a row of N slots of `ids`, so a block per tile walks
+// its scene's tile rectangles in index order, a rectangle per thread and
+// kBinBlock x kBinUnroll at a time, and writes those covering its tile into
+// its own row, ascending (each warp's ballot, placed after the warps before
+// it); the row's first and one-past-last slots go to `starts` and `ends`. One
+// launch after the setup: no counts, scan, cursors, atomics or sort. (A warp
+// per tile left the GPU nearly empty at 512^2: 4.4 us a pass; a count pass,
+// a scan and a write pass into packed lists took 10-11 us, RESULTS.md.)
 constexpr int kBinBlock = 256;
 constexpr int kBinUnroll = 4;
 
-template <bool kWrite>
 __global__ void __launch_bounds__(kBinBlock)
-    ordered_bin_kernel(int N, int64_t all_tiles, int tiles_x, int num_tiles,
-                       const TileRect* __restrict__ rects, unsigned long long* __restrict__ counts,
-                       const unsigned long long* __restrict__ starts, long long capacity,
-                       int* __restrict__ clamped, int32_t* __restrict__ ids) {
+    ordered_bin_kernel(int N, int num_tiles, int tiles_x, const TileRect* __restrict__ rects,
+                       int* __restrict__ starts, int* __restrict__ ends,
+                       unsigned long long* __restrict__ total_pairs, int32_t* __restrict__ ids) {
   constexpr int kBinWarps = kBinBlock / 32;
   __shared__ int warp_count[kBinWarps];
   const int64_t t = blockIdx.x;  // (scene, tile)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (t == 0 && tid == 0) {  // the entry after the last tile
-    if (kWrite)
-      clamped[all_tiles] = clamp_start(starts[all_tiles], capacity);
-    else
-      counts[all_tiles] = 0;
-  }
+  // The pair count the tile kernels test against the capacity: every row fits.
+  if (t == 0 && tid == 0) *total_pairs = 0;
   const int64_t scene = t / num_tiles;
   const int tile = (int)(t - scene * num_tiles);
   const int tx = tile % tiles_x, ty = tile / tiles_x;
   const TileRect* r = rects + scene * N;
-  const unsigned long long start = kWrite ? starts[t] : 0ull;
-  unsigned long long at = start;  // the same in every thread
+  const int row = (int)(t * N);  // < 2^31: tiles x N is at most kOrderedUpTo
+  int at = row;                  // the same in every thread
   for (int base = 0; base < N; base += kBinBlock * kBinUnroll) {
     TileRect q[kBinUnroll];  // loads first: they, not the tests, are the latency
 #pragma unroll
@@ -225,10 +219,6 @@ __global__ void __launch_bounds__(kBinBlock)
 #pragma unroll
     for (int u = 0; u < kBinUnroll; ++u) {
       const bool hit = q[u].x0 <= tx && tx <= q[u].x1 && q[u].y0 <= ty && ty <= q[u].y1;
-      if (!kWrite) {
-        at += __syncthreads_count(hit);
-        continue;
-      }
       const unsigned ballot = __ballot_sync(0xffffffffu, hit);
       if (lane == 0) warp_count[warp] = __popc(ballot);
       __syncthreads();
@@ -238,19 +228,14 @@ __global__ void __launch_bounds__(kBinBlock)
         before += w < warp ? warp_count[w] : 0;
         total += warp_count[w];
       }
-      if (hit) {
-        const unsigned long long pos = at + before + __popc(ballot & ((1u << lane) - 1u));
-        if (pos < (unsigned long long)capacity) ids[pos] = base + kBinBlock * u + tid;
-      }
+      if (hit) ids[at + before + __popc(ballot & ((1u << lane) - 1u))] = base + kBinBlock * u + tid;
       at += total;
       __syncthreads();  // warp_count is rewritten next
     }
   }
   if (tid == 0) {
-    if (kWrite)
-      clamped[t] = clamp_start(start, capacity);
-    else
-      counts[t] = at;
+    starts[t] = row;
+    ends[t] = at;
   }
 }
 
@@ -261,6 +246,13 @@ __global__ void __launch_bounds__(kBinBlock)
 // 512^2 / 1,000 primitives took 4 % longer a step through its first form).
 constexpr int64_t kOrderedUpTo = int64_t(1) << 21;
 constexpr int kOrderedMaxPrims = 4096;
+
+// Whether a call of `all_tiles` tiles (all scenes) and N primitives a scene bins
+// in order: small enough, and a row of N pair slots for every tile fits in the
+// capacity (lowering.py's pair_capacity gives every pair room when that is cheap).
+inline bool ordered_binning(int N, int64_t all_tiles, long long capacity) {
+  return N <= kOrderedMaxPrims && all_tiles * N <= kOrderedUpTo && all_tiles * N <= capacity;
+}
 
 // The pixel of this thread in its tile: each warp covers 8 x 4 pixels (not
 // 16 x 2), which on fitted scenes leaves fewer (warp, primitive) pairs with
@@ -273,11 +265,13 @@ __device__ __forceinline__ void tile_pixel(int tile_x, int tile_y, int& px, int&
 }
 
 // Where a tile block reads its candidate primitives: the binned list
-// ids[starts[t] .. starts[t+1]) (ascending), or, when the pair count *total
+// ids[starts[t] .. ends[t]) (ascending; ends = starts + 1 for the sorting
+// path's packed lists, a row's end for the ordered binning's), or, when the pair count *total
 // (of all scenes) exceeded the capacity, indices [0, N) filtered by tile
 // rectangle. `rects` is the block's scene's; `starts` spans every scene.
 struct TileLists {
   const int* starts;                  // [scenes * tiles + 1], clamped to the capacity
+  const int* ends;                    // [scenes * tiles]
   const int32_t* ids;                 // [capacity]
   const unsigned long long* total;    // pair count, on the device
   long long capacity;
@@ -295,7 +289,7 @@ __device__ __forceinline__ TileLists scene_lists(TileLists L, int64_t scene) {
 __device__ bool tile_range(const TileLists& L, int tile, int& begin, int& end) {
   if (*L.total <= (unsigned long long)L.capacity) {
     begin = L.starts[tile];
-    end = L.starts[tile + 1];
+    end = L.ends[tile];
     return true;
   }
   begin = 0;
@@ -673,6 +667,8 @@ void lists_at(char* base, const WorkspaceLayout& w, int N, int64_t all_tiles, lo
   L.N = N;
   L.rects = reinterpret_cast<TileRect*>(base + w.rects);
   L.starts = reinterpret_cast<int*>(base + w.clamped);
+  L.ends = ordered_binning(N, all_tiles, capacity) ? reinterpret_cast<int*>(base + w.ends)
+                                                   : L.starts + 1;
   L.ids = reinterpret_cast<int32_t*>(base + w.ids);
   L.total = reinterpret_cast<unsigned long long*>(base + w.starts) + all_tiles;
   L.capacity = capacity;
@@ -729,21 +725,22 @@ ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInp
   auto* clamped = reinterpret_cast<int*>(base + w.clamped);
   auto* unsorted = reinterpret_cast<int32_t*>(base + w.unsorted);
   auto* ids = reinterpret_cast<int32_t*>(base + w.ids);
-  // Ordered binning for small scenes (no atomics, no sort), else count, fill and sort.
-  const bool ordered = N <= kOrderedMaxPrims && all_tiles * N <= kOrderedUpTo;
-  if (!ordered)
-    DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
-  if (total > 0) {
-    if (ordered)  // no counts: the ordered pass counts
+  // Ordered binning for small scenes (one pass, no atomics, no sort), else count, fill and sort.
+  if (ordered_binning(N, all_tiles, capacity)) {
+    if (total > 0) {
       launch_setup<AT, false>(stream, in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
-    else
-      launch_setup<AT, true>(stream, in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
-    DB_CUDA_LAUNCHED(setup_kernel);
-  }
-  if (ordered) {
-    ordered_bin_kernel<false><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(
-        N, all_tiles, tiles_x, num_tiles, rects, counts, starts, capacity, clamped, ids);
+      DB_CUDA_LAUNCHED(setup_kernel);
+    }
+    ordered_bin_kernel<<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(
+        N, num_tiles, tiles_x, rects, clamped, reinterpret_cast<int*>(base + w.ends),
+        starts + all_tiles, ids);
     DB_CUDA_LAUNCHED(ordered_bin_kernel);
+    return ffi::Error::Success();
+  }
+  DB_CUDA_TRY(cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * (all_tiles + 1), stream));
+  if (total > 0) {
+    launch_setup<AT, true>(stream, in, total, H, W, tiles_x, num_tiles, prims, rects, counts);
+    DB_CUDA_LAUNCHED(setup_kernel);
   }
   size_t scan_bytes = 0;
   DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, starts,
@@ -754,12 +751,6 @@ ffi::Error bin(cudaStream_t stream, Memory mem, long long capacity, const DevInp
                                 std::to_string(w.scan_bytes) + " (workspace.h's scan_room)");
   DB_CUDA_TRY(cub::DeviceScan::ExclusiveSum(base + w.scan, scan_bytes, counts, starts,
                                             (int)all_tiles + 1, stream));
-  if (ordered) {
-    ordered_bin_kernel<true><<<(unsigned)all_tiles, kBinBlock, 0, stream>>>(
-        N, all_tiles, tiles_x, num_tiles, rects, counts, starts, capacity, clamped, ids);
-    DB_CUDA_LAUNCHED(ordered_bin_kernel);
-    return ffi::Error::Success();
-  }
   prepare_kernel<<<grid_for(all_tiles + 1, 256), 256, 0, stream>>>((int)all_tiles, starts,
                                                                    capacity, cursor, clamped);
   DB_CUDA_LAUNCHED(prepare_kernel);

@@ -19,6 +19,7 @@
 //   u64      starts         tiles + 1   exclusive sum of counts (the last: the pair count)
 //   u64      cursor         tiles       write cursors of fill_kernel
 //   int      clamped        tiles + 1   starts clamped to the capacity
+//   int      ends           tiles       where each list ends (the ordered binning's rows)
 //   int32    unsorted, ids  pairs each  tile lists before and after sorting
 //   char     scan           the exclusive sum's temporaries (a bound, checked)
 #pragma once
@@ -48,7 +49,7 @@ inline size_t align_workspace(size_t n) {
 inline size_t scan_room(int64_t items) { return 4096 + 16 * (size_t)((items + 31) / 32); }
 
 struct WorkspaceLayout {
-  size_t prims, rects, counts, starts, cursor, clamped, unsorted, ids, scan;  // byte offsets
+  size_t prims, rects, counts, starts, cursor, clamped, ends, unsorted, ids, scan;  // byte offsets
   size_t scan_bytes;  // room at `scan`
   size_t bytes;       // the buffer's size, alignment slack included
 };
@@ -67,6 +68,7 @@ inline WorkspaceLayout workspace_layout(int64_t prims, int64_t tiles, int64_t pa
   w.starts = part(sizeof(unsigned long long) * (size_t)(tiles + 1));
   w.cursor = part(sizeof(unsigned long long) * (size_t)tiles);
   w.clamped = part(sizeof(int) * (size_t)(tiles + 1));
+  w.ends = part(sizeof(int) * (size_t)tiles);
   w.unsorted = part(sizeof(int32_t) * (size_t)pairs);
   w.ids = part(sizeof(int32_t) * (size_t)pairs);
   w.scan_bytes = scan_room(tiles + 1);
