@@ -244,6 +244,16 @@ DB_HD float tap_weight(const Taps& t, int q) {
   return ((q & 1) ? t.tx : 1.0f - t.tx) * ((q >> 1) ? t.ty : 1.0f - t.ty);
 }
 
+// One texel of the atlas: on the GPU through the read-only data cache.
+template <typename TI>
+DB_HD TI texel(const TI* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
 // Value and (d/dfx, d/dfy) of a single-channel image with `stride` channels.
 // `TI` is the atlas storage type: float, or a 16-bit float type convertible to
 // float (the CUDA half-precision atlas); arithmetic is always float.
@@ -252,8 +262,8 @@ DB_HD void sample(const TI* img, int stride, int channel, const Taps& t, float& 
                   float& dfx, float& dfy) {
   const TI* row0 = img + (int64_t)t.i00 * stride + channel;
   const TI* row1 = row0 + (int64_t)t.pitch * stride;
-  const float q0 = (float)row0[0], q1 = (float)row0[stride];
-  const float q2 = (float)row1[0], q3 = (float)row1[stride];
+  const float q0 = (float)texel(row0), q1 = (float)texel(row0 + stride);
+  const float q2 = (float)texel(row1), q3 = (float)texel(row1 + stride);
   val = tap_weight(t, 0) * q0 + tap_weight(t, 1) * q1 + tap_weight(t, 2) * q2 +
         tap_weight(t, 3) * q3;
   dfx = (1.0f - t.ty) * (q1 - q0) + t.ty * (q3 - q2);
@@ -264,8 +274,8 @@ template <typename TI>
 DB_HD float sample_value(const TI* img, int stride, int channel, const Taps& t) {
   const TI* row0 = img + (int64_t)t.i00 * stride + channel;
   const TI* row1 = row0 + (int64_t)t.pitch * stride;
-  const float top = (1.0f - t.tx) * (float)row0[0] + t.tx * (float)row0[stride];
-  const float bottom = (1.0f - t.tx) * (float)row1[0] + t.tx * (float)row1[stride];
+  const float top = (1.0f - t.tx) * (float)texel(row0) + t.tx * (float)texel(row0 + stride);
+  const float bottom = (1.0f - t.tx) * (float)texel(row1) + t.tx * (float)texel(row1 + stride);
   return (1.0f - t.ty) * top + t.ty * bottom;
 }
 

@@ -386,6 +386,16 @@ __device__ int load_batch(const TileLists& L, bool binned, const Prim* __restric
   return total;
 }
 
+// `p` as a value the compiler cannot see through: it then keeps the scene's
+// atlas pointer in one register pair and forms each texel row's address with
+// one wide multiply-add, instead of re-adding the scene's offset to the
+// base (two 64-bit adds, a sign extension and a shift per row).
+template <typename T>
+__device__ __forceinline__ const T* opaque(const T* p) {
+  asm("mov.b64 %0, %0;" : "+l"(p));
+  return p;
+}
+
 // Five resident blocks an SM, as its 48 registers give anyway: with the bound
 // stated, ptxas keeps the pixel centre in registers instead of re-deriving it
 // from threadIdx for every candidate (7 more instructions in each candidate test).
@@ -401,7 +411,9 @@ __global__ void __launch_bounds__(kBlock, 5)
   // Block (tile, scene): everything below is that scene's.
   const int64_t scene = blockIdx.y;
   const int num_tiles = gridDim.x;
-  const SceneInputs<AT> in = batch.scene(scene);
+  SceneInputs<AT> in = batch.scene(scene);
+  in.mask = opaque(in.mask);
+  in.rgb = opaque(in.rgb);
   const TileLists L = scene_lists(lists, scene);
   const Prim* prims = all_prims + scene * in.N;
   const int64_t pix0 = scene * H * W;
@@ -526,7 +538,9 @@ __global__ void __launch_bounds__(kBlock, 4)
   const int64_t scene = blockIdx.y;
   const int num_tiles = gridDim.x;
   const BatchIndex at = batch_index(batch.layout, scene);
-  const SceneInputs<AT> in = batch.scene(at);
+  SceneInputs<AT> in = batch.scene(at);
+  in.mask = opaque(in.mask);
+  in.rgb = opaque(in.rgb);
   const TileLists L = scene_lists(lists, scene);
   const Prim* prims = all_prims + scene * in.N;
   const float* __restrict__ trans = pixels.trans.at(at);
