@@ -117,8 +117,8 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
 
 
 # run_chunk's trailing arguments as engine.run_fit_chunk passes them (the fits' own chunk); older
-# trees, timed beside this one by run_variants.sh, have none.
-CHUNK_EXTRAS = (engine.AHEAD,) if hasattr(engine, "AHEAD") else ()
+# trees, timed beside this one by run_variants.sh, lack the later ones.
+CHUNK_EXTRAS = tuple(getattr(engine, n) for n in ("AHEAD", "PACKED") if hasattr(engine, n))
 
 
 def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:

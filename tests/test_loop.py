@@ -334,3 +334,28 @@ def test_progress_bar_off_creates_no_tqdm():
     out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "DIFFBMP_JAX_CACHE": "0"})
     assert "STEPS [0, 1, 2] TQDM []" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_packed_carry_steps_as_the_fields_do():
+    """engine.PACKED (theta and Adam's moments as one [N, 8] array each between chunk ends) gives the
+    steps of the per-field carry: pack/unpack are inverses, and a chunk with respawn in either form
+    ends with the same parameters, losses and respawns (to float rounding)."""
+    from diffbmp_jax.fitting.engine import PACKED
+    from diffbmp_jax.fitting.optim import pack, unpack
+    rng = np.random.default_rng(5)
+    target = rng.uniform(size=(24, 24, 3)).astype(np.float32)
+    cfg = resolve_config(None, {"log_every": 10, "prune_every": 5, "backend": "reference"})
+    static, data, carry = prepare(target, shape_atlas(8), num_primitives=8, steps=10, key=jax.random.key(0),
+                                   config=cfg)
+    theta = carry[0]
+    for a, b in zip(jax.tree.leaves(unpack(pack(theta))), jax.tree.leaves(theta)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert pack(theta).shape == (8, 8)
+    outs = [run_chunk(fit_step, static, data, carry, jnp.int32(0), jnp.int32(10), RESPAWN, True, AHEAD, form)
+            for form in (None, PACKED)]
+    (c0, (l0, n0)), (c1, (l1, n1)) = outs
+    assert isinstance(c1[0], type(theta))  # the caller gets its own form back
+    np.testing.assert_allclose(np.asarray(l1), np.asarray(l0), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(n1), np.asarray(n0))
+    for a, b in zip(jax.tree.leaves(c1), jax.tree.leaves(c0)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -42,7 +42,7 @@ from diffbmp_jax.scene.atlas import Atlas
 from diffbmp_jax.fitting.cache import enable_compilation_cache
 from diffbmp_jax.fitting.canvas import resolve_background
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
-from diffbmp_jax.fitting.engine import AHEAD, Data, Static, evaluate, periodic, step
+from diffbmp_jax.fitting.engine import AHEAD, PACKED, Data, Static, evaluate, periodic, step
 from diffbmp_jax.fitting.image import FitResult, prepare
 from diffbmp_jax.fitting.loop import run_chunks, scan_steps
 from diffbmp_jax.fitting.metrics import score_ssim
@@ -155,7 +155,7 @@ def run_batch_chunk(static: Static, mesh: Mesh, scenes: Data, atlas: Atlas, carr
             spawn = spawn._replace(apply=over_scenes(spawn.apply))
         ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
         return scan_steps(over_scenes(step), static, _local(scenes, atlas), carry, ts, steps, spawn,
-                          past_end=not full, ahead=AHEAD)
+                          past_end=not full, ahead=AHEAD, form=PACKED)
 
     # check_vma=False: nothing here communicates across devices, and the FFI
     # calls inside have no rule for shard_map's replication checker.

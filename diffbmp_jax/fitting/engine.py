@@ -39,15 +39,16 @@ import jax.numpy as jnp
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.canvas import background, render_over, step_atlases, step_canvas, step_target
 from diffbmp_jax.fitting.config import FitConfig
-from diffbmp_jax.fitting.loop import Ahead, run_chunk, scan_steps
+from diffbmp_jax.fitting.loop import Ahead, CarryForm, run_chunk, scan_steps
 from diffbmp_jax.fitting.losses import combined_loss
 from diffbmp_jax.fitting.metrics import psnr
-from diffbmp_jax.fitting.optim import Theta, apply_updates, clamp_theta, finite_grads, make_optimizer, to_params
+from diffbmp_jax.fitting.optim import (AdamState, Theta, apply_updates, clamp_packed, clamp_theta, finite_grads,
+                                       make_optimizer, pack, to_params, unpack)
 from diffbmp_jax.fitting.respawn import per_primitive, respawn, schedule as respawn_schedule
 from diffbmp_jax.scene.atlas import Atlas
 
 __all__ = ["PixelLoss", "PIXEL_LOSS", "Static", "Data", "Region", "BATCHED_FIELDS", "step", "respawn_after",
-           "RESPAWN", "AHEAD", "periodic", "evaluate", "project", "run_fit_chunk", "run_steps", "run_steps_batched",
+           "RESPAWN", "AHEAD", "PACKED", "periodic", "evaluate", "project", "run_fit_chunk", "run_steps", "run_steps_batched",
            "stack_data", "render_theta"]
 
 
@@ -187,11 +188,13 @@ def step(static: Static, data: Data, carry, t, steps):
     cfg, h, w = static.cfg, static.height, static.width
     opt = make_optimizer(cfg, steps)
     theta, opt_state = carry[0], carry[1]
+    packed = not isinstance(theta, Theta)  # the carry's PACKED form: theta [N, 8]
     blur, bg, key = step_canvas(cfg, data.atlas, data.bg_image, data.key, t, steps, h, w)
     target = None if data.target is None else step_target(cfg, data.target, data.target_alpha, bg,
                                                           data.bg_image, h, w)
 
     def loss_fn(th):
+        th = unpack(th) if packed else th
         image = render_theta(static, th, data.atlas, data.template, bg, blur, data.prefiltered)
         loss = static.objective.loss(static, data, image, target, key)
         if static.temporal_weight > 0:
@@ -202,10 +205,17 @@ def step(static: Static, data: Data, carry, t, steps):
     updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
     if data.free is not None:  # masked update: frozen primitives get a zero update
         updates = jax.tree_util.tree_map(lambda u: u * per_primitive(data.free, u), updates)
-    new = clamp_theta(apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
-    if static.constrained:
-        new = project(static, data.region, new)
-    return (_keep_frozen(data, new, theta), opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
+    if packed:
+        new = clamp_packed(theta + updates, cfg, float(max(h, w)), static.unit)
+        if static.constrained:
+            new = pack(project(static, data.region, unpack(new)))
+        new = new if data.free is None else jnp.where(per_primitive(data.free > 0, new), new, theta)
+    else:
+        new = clamp_theta(apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
+        if static.constrained:
+            new = project(static, data.region, new)
+        new = _keep_frozen(data, new, theta)
+    return (new, opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
 
 
 def respawn_after(static: Static, data: Data, carry, t, steps):
@@ -247,6 +257,20 @@ def _step_atlases(static: Static, data: Data, ts, steps):
 AHEAD = Ahead(_step_atlases, _with_atlas)
 
 
+def _packed_carry(carry):
+    theta, state = carry[0], carry[1]
+    return (pack(theta), AdamState(state.count, pack(state.mu), pack(state.nu))) + tuple(carry[2:])
+
+
+def _theta_carry(carry):
+    theta, state = carry[0], carry[1]
+    return (unpack(theta), AdamState(state.count, unpack(state.mu), unpack(state.nu))) + tuple(carry[2:])
+
+
+#: The steps' carry with theta and Adam's moments packed (optim.pack): one elementwise update a step.
+PACKED = CarryForm(_packed_carry, _theta_carry)
+
+
 def periodic(static: Static):
     """The periodic operation of a run: :data:`RESPAWN` when the objective has a per-pixel error, else None."""
     return RESPAWN if static.objective.per_pixel else None
@@ -267,7 +291,7 @@ def run_fit_chunk(static: Static, data: Data, carry, start, steps, full: bool = 
     """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars; ``full``:
     the chunk ends by ``steps``, see :func:`diffbmp_jax.fitting.loop.run_chunk`):
     ``(carry, (losses [chunk], respawn counts [chunk]))``."""
-    return run_chunk(step, static, data, carry, start, steps, periodic(static), full, AHEAD)
+    return run_chunk(step, static, data, carry, start, steps, periodic(static), full, AHEAD, PACKED)
 
 
 def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
@@ -276,7 +300,7 @@ def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
         carry += (anchor,)
     ts = jnp.arange(static.chunk, dtype=jnp.int32)
     carry, (loss, _) = scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic(static),
-                                  ahead=AHEAD)
+                                  ahead=AHEAD, form=PACKED)
     return carry[0], loss
 
 

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from diffbmp_jax.rendering.compiling import jit
 from diffbmp_jax.fitting.timing import FitClock, current_clock
 
-__all__ = ["Periodic", "Ahead", "scan_steps", "run_chunk", "run_chunks", "record", "progress_bar"]
+__all__ = ["Periodic", "Ahead", "CarryForm", "scan_steps", "run_chunk", "run_chunks", "record", "progress_bar"]
 
 
 class Periodic(NamedTuple):
@@ -73,6 +73,14 @@ class Ahead(NamedTuple):
     max_bytes: int = 64 << 20
 
 
+class CarryForm(NamedTuple):
+    """The form the steps keep their carry in between chunk ends: ``inner(carry)`` converts the
+    caller's carry for the steps, ``outer(inner_carry)`` back (at the chunk's end and around a
+    :class:`Periodic` operation, which sees the caller's form)."""
+    inner: Callable
+    outer: Callable
+
+
 def _block_length(length: int, entry_bytes: int, max_bytes: int) -> int:
     """The largest divisor of ``length`` whose entries fit in ``max_bytes`` (at least 1)."""
     most = max(1, max_bytes // max(1, entry_bytes))
@@ -96,7 +104,8 @@ def _past_end(shapes):
 
 
 def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodic | None = None, *,
-               branch_past_end: bool | None = None, past_end: bool = True, ahead: Ahead | None = None):
+               branch_past_end: bool | None = None, past_end: bool = True, ahead: Ahead | None = None,
+               form: CarryForm | None = None):
     """Runs ``step(static, data, carry, t, steps)`` for the consecutive step indices ``ts`` (``[L]``).
 
     ``steps`` is the run's length (an int32 scalar, may be traced: schedules
@@ -108,7 +117,7 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
     below ``steps`` (a full chunk): then nothing is masked or branched around
     (on a GPU the masks were a dozen small kernels per step). With ``ahead``,
     step ``t`` is given ``ahead.attach(data, x_t)``, its entry computed ahead
-    (:class:`Ahead`).
+    (:class:`Ahead`). With ``form``, the steps see ``form.inner(carry)`` (:class:`CarryForm`).
     Returns ``(carry, (losses [L, ...], aux [L, ...]))``.
     """
     length = int(ts.shape[0])
@@ -160,6 +169,18 @@ def scan_steps(step: Callable, static, data, carry, ts, steps, periodic: Periodi
             aux = aux.at[-1].add(count)
         return c, (loss, aux)
 
+    if form is not None:  # the steps in the inner form; the periodic operation in the caller's
+        if periodic is not None:
+            outer_apply = periodic.apply
+
+            def inner_apply(st, d, c, t, n):
+                new, count = outer_apply(st, d, form.outer(c), t, n)
+                return form.inner(new), count
+
+            periodic = periodic._replace(apply=inner_apply)
+        carry, out = scan_steps(step, static, data, form.inner(carry), ts, steps, periodic,
+                                branch_past_end=branch_past_end, past_end=past_end, ahead=ahead)
+        return form.outer(carry), out
     if group == length:
         return run_group(carry, ts)
     def guarded_group(c, tg):  # a group wholly past the end is skipped
@@ -196,9 +217,9 @@ def compile_beside(fn: Callable, *args) -> threading.Thread:
     return thread
 
 
-@functools.partial(jit, static_argnums=(0, 1, 6, 7, 8), persist=True)
+@functools.partial(jit, static_argnums=(0, 1, 6, 7, 8, 9), persist=True)
 def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Periodic | None = None,
-              full: bool = False, ahead: Ahead | None = None):
+              full: bool = False, ahead: Ahead | None = None, form: CarryForm | None = None):
     """Runs ``static.chunk`` steps ``t = start, start + 1, ...`` of a run of ``steps`` (see :func:`scan_steps`).
 
     ``step``, ``periodic`` and ``ahead`` must be hashable (module-level functions), as
@@ -209,7 +230,7 @@ def run_chunk(step: Callable, static, data, carry, start, steps, periodic: Perio
     """
     ts = start + jnp.arange(static.chunk, dtype=jnp.int32)
     return scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic, past_end=not full,
-                      ahead=ahead)
+                      ahead=ahead, form=form)
 
 
 class _NoBar:
