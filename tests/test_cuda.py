@@ -140,6 +140,28 @@ def test_all_primitives_fallback(monkeypatch, budget):
     compare(params, atlas, 50, 70, 103, color_blend=0.5)
 
 
+def test_ordered_rows_need_room_for_every_pair(monkeypatch):
+    """The ordered binning gives every tile a row of N pair slots: with a pair budget one short of
+    tiles x N the same call bins through the sorting path instead (its lists packed, the pair
+    count still within the budget), and both give the same bits."""
+    rng = np.random.default_rng(112)
+    atlas = random_atlas(rng, num=2, h=9, w=7)
+    n, height, width = 150, 50, 70
+    params = random_scene(rng, n, height, width)
+    rng_w = np.random.default_rng(7)
+    wc = jnp.asarray(rng_w.normal(size=(height, width, 3)), jnp.float32)
+    wa = jnp.asarray(rng_w.normal(size=(height, width)), jnp.float32)
+    gpu = jax.devices("gpu")[0]
+    rows = _run("cuda", gpu, params, atlas, height, width, wc, wa, color_blend=0.5)
+    tiles = -(-height // 16) * -(-width // 16)
+    monkeypatch.setenv("DIFFBMP_CUDA_MAX_PAIRS", str(tiles * n - 1))
+    packed = _run("cuda", gpu, params, atlas, height, width, wc, wa, color_blend=0.5)
+    np.testing.assert_array_equal(rows[0], packed[0])
+    np.testing.assert_array_equal(rows[1], packed[1])
+    for f in FIELDS:
+        assert rel_err(getattr(rows[2], f), getattr(packed[2], f)) < GRAD_TOL, f
+
+
 def test_long_tile_lists_sorted_in_windows(monkeypatch):
     """A tile list longer than the bitmap window of the large-segment sort (2^18 keys).
 
