@@ -171,16 +171,17 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
     use_rgb = color_blend > 0.0
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
+    # The atlas as the kernels sample it: given (computed ahead), or filtered here.
     if prefiltered is not None:
         prefiltered = check_prefiltered(prefiltered, atlas, antialias=antialias, use_rgb=use_rgb,
                                         mask_blur=mask_blur)
-    if antialias:
-        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, mask_blur, prefiltered)
-        p = mask.shape[0]
-    elif prefiltered is not None:
-        mask, rgb = prefiltered
     else:
-        mask = mipmap.blur_masks(mask, mask_blur)
+        prefiltered = mipmap.prefilter(mask, rgb, mask_blur, antialias)
+    if antialias:  # the primitives' ids into the levels
+        mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, prefiltered=prefiltered)
+    else:
+        mask, rgb = prefiltered
+    p = mask.shape[0]
 
     if n == 0:
         return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)
