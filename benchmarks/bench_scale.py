@@ -34,9 +34,7 @@ from diffbmp_jax.fitting import batch as B
 from diffbmp_jax.assets import ASSETS
 from diffbmp_jax.fitting.config import resolve_config
 from diffbmp_jax.fitting import engine
-from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
 from diffbmp_jax.fitting.image import prepare
-from diffbmp_jax.fitting.loop import run_chunk
 from diffbmp_jax.fitting.optim import to_params
 
 
@@ -116,11 +114,6 @@ def breakdown(args, imgs, atlas, device, sizes) -> list[dict]:
     return rows
 
 
-# run_chunk's trailing arguments as engine.run_fit_chunk passes them (the fits' own chunk); older
-# trees, timed beside this one by run_variants.sh, lack the later ones.
-CHUNK_EXTRAS = tuple(getattr(engine, n) for n in ("AHEAD", "PACKED") if hasattr(engine, n))
-
-
 def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
     """1. ``seq`` single-scene loops (that of db.fit), one after another; returns scene-steps/s."""
     singles = []
@@ -128,12 +121,12 @@ def sequential_fits(args, imgs, atlas, cfg, seq, result) -> float:
         s_static, s_data, s_carry = prepare(imgs[b], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(b), config=cfg)
         singles.append((s_static, jax.device_put(s_data), jax.device_put(s_carry)))
-    jax.block_until_ready(run_chunk(fit_step, *singles[0], np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS))  # compile
+    jax.block_until_ready(engine.run_fit_chunk(*singles[0], np.int32(0), np.int32(args.steps), True))  # compile
 
     def sequential():
         out = None
         for s_static, s_data, s_carry in singles:
-            out = run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS)
+            out = engine.run_fit_chunk(s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), True)
             jax.block_until_ready(out)  # one fit after another
         return out
 

@@ -62,12 +62,11 @@ def workloads(args):
     from diffbmp_jax.fitting import batch as B
     from diffbmp_jax.assets import ASSETS
     from diffbmp_jax.fitting.config import resolve_config
-    from diffbmp_jax.fitting.engine import RESPAWN, step as fit_step
+    from diffbmp_jax.fitting.engine import run_fit_chunk
     from diffbmp_jax.fitting.image import prepare
-    from diffbmp_jax.fitting.loop import run_chunk
     from diffbmp_jax.fitting.optim import to_params
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_scale import CHUNK_EXTRAS, targets
+    from bench_scale import targets
 
     options = {"log_every": args.steps, **({"prune_every": 0} if args.no_respawn else {})}
     for item in args.option:  # e.g. color_blend=0.4: the kernels' rgb path
@@ -85,8 +84,9 @@ def workloads(args):
         s_static, s_data, s_carry = prepare(imgs[0], atlas, num_primitives=args.n, steps=args.steps,
                                              key=jax.random.key(0), config=cfg)
         s_data, s_carry = jax.device_put(s_data), jax.device_put(s_carry)
-        out["step"] = lambda: run_chunk(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS)
-        out["step"].hlo = lambda: run_chunk.lower(fit_step, s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), RESPAWN, True, *CHUNK_EXTRAS).compile().as_text()
+        chunk_args = (s_static, s_data, s_carry, np.int32(0), np.int32(args.steps), True)
+        out["step"] = lambda: run_fit_chunk(*chunk_args)  # the chunk db.fit runs
+        out["step"].hlo = lambda: jax.jit(run_fit_chunk, static_argnums=(0, 5)).lower(*chunk_args).compile().as_text()
         return out
     static, scenes, shared, carry = B.host_batch(
         list(imgs), atlas, num_primitives=args.n, steps=args.steps, key=jax.random.key(0), config=cfg,

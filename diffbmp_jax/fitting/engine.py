@@ -268,6 +268,10 @@ def _theta_carry(carry):
 
 
 #: The steps' carry with theta and Adam's moments packed (optim.pack): one elementwise update a step.
+#: It pays where a step updates many scenes' rows (fit_batch, run_steps_batched: one fusion for
+#: B x N rows instead of one per field); a single scene's steps keep the per-field carry, where
+#: slicing the packed rows for the render and concatenating their gradients cost more than the
+#: fusions saved (RESULTS.md, stop 36).
 PACKED = CarryForm(_packed_carry, _theta_carry)
 
 
@@ -291,16 +295,16 @@ def run_fit_chunk(static: Static, data: Data, carry, start, steps, full: bool = 
     """``static.chunk`` steps from step ``start`` of a run of ``steps`` (int32 scalars; ``full``:
     the chunk ends by ``steps``, see :func:`diffbmp_jax.fitting.loop.run_chunk`):
     ``(carry, (losses [chunk], respawn counts [chunk]))``."""
-    return run_chunk(step, static, data, carry, start, steps, periodic(static), full, AHEAD, PACKED)
+    return run_chunk(step, static, data, carry, start, steps, periodic(static), full, AHEAD)
 
 
-def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps):
+def _run_all(static: Static, data: Data, theta: Theta, anchor: Theta, steps, form: CarryForm | None = None):
     carry = (theta, make_optimizer(static.cfg, steps).init(theta))
     if static.temporal_weight > 0:
         carry += (anchor,)
     ts = jnp.arange(static.chunk, dtype=jnp.int32)
     carry, (loss, _) = scan_steps(step, static, data, carry, ts, jnp.asarray(steps, jnp.int32), periodic(static),
-                                  ahead=AHEAD, form=PACKED)
+                                  ahead=AHEAD, form=form)
     return carry[0], loss
 
 
@@ -327,7 +331,7 @@ def run_steps_batched(static: Static, data: Data, theta: Theta, anchor: Theta, s
     the other fields (atlas, template, ...) and ``steps`` are shared. Returns
     ``(theta [K, ...], losses [K, static.chunk])``."""
     axes = Data(**{f: (0 if f in BATCHED_FIELDS else None) for f in Data._fields})
-    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an, steps), in_axes=(axes, 0, 0))(
+    return jax.vmap(lambda d, th, an: _run_all(static, d, th, an, steps, PACKED), in_axes=(axes, 0, 0))(
         data, theta, anchor)
 
 
