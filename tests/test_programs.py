@@ -8,8 +8,10 @@ import pytest
 
 import diffbmp_jax as db
 from diffbmp_jax.fitting.config import FitConfig, resolve_config
-from diffbmp_jax.fitting.engine import PIXEL_LOSS, Static, evaluate
+from diffbmp_jax.fitting.engine import AHEAD, PIXEL_LOSS, RESPAWN, Static, evaluate, step as fit_step
 from diffbmp_jax.fitting.image import prepare
+from diffbmp_jax.fitting.loop import run_chunk
+from diffbmp_jax.fitting.optim import make_optimizer
 from diffbmp_jax.rendering import programs
 from diffbmp_jax.rendering.compiling import jit
 
@@ -123,6 +125,30 @@ def test_a_stored_program_loads_without_tracing_and_gives_the_same_result(tmp_pa
         s2, d2, t2 = _setup(n=7)
         jax.block_until_ready(evaluate(s2, d2, t2))
         assert len(list(tmp_path.glob("evaluate-*.bin"))) == 2
+    finally:
+        programs.use_folder(None)
+        store.programs.clear()
+
+
+def test_a_call_leaving_trailing_arguments_at_their_defaults_is_the_spelled_out_call(tmp_path, on_cpu):
+    """run_chunk's last static arguments have defaults: a call leaving them out (as a single
+    scene's fit does with ``form``) is stored and keyed as the call that passes them."""
+    static, data, theta = _setup()
+    carry = (theta, make_optimizer(static.cfg, 5).init(theta))
+    short = (fit_step, static, data, carry, np.int32(0), np.int32(5), RESPAWN, True, AHEAD)
+    expected = jax.block_until_ready(run_chunk(*short))  # no folder: a plain jax.jit call
+    store = run_chunk.persisted
+    programs.use_folder(tmp_path)
+    try:
+        store.programs.clear()
+        stored = jax.block_until_ready(run_chunk(*short))
+        assert len(list(tmp_path.glob("run_chunk-*.bin"))) == 1 and len(store) == 1
+        store.programs.clear()  # as in a new process
+        spelled, loads = _loads(lambda: run_chunk(*short, None))
+        assert loads == 1 and len(list(tmp_path.glob("run_chunk-*.bin"))) == 1
+        for out in (stored, spelled):
+            for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected)):
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     finally:
         programs.use_folder(None)
         store.programs.clear()

@@ -33,6 +33,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import threading
@@ -191,6 +192,10 @@ class Persisted:
         self.top = top
         self.compiler_options = dict(compiler_options)
         self.static_argnums = tuple(static_argnums)
+        # The positional parameters' defaults (inspect.Parameter.empty where none): a call that
+        # leaves trailing arguments out is keyed and compiled as the call that spells them out.
+        self.defaults = tuple(p.default for p in inspect.signature(fun).parameters.values()
+                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
         self.programs: dict = {}  # memory key -> compiled program
         self._ordinary: set = set()  # memory keys whose statics have no stable description
         self._lock = threading.Lock()
@@ -202,6 +207,9 @@ class Persisted:
         folder = current_folder()
         if folder is None or kwargs or jax.config.jax_disable_jit:
             return NotImplemented
+        args = tuple(args) + self.defaults[len(args):]
+        if any(a is inspect.Parameter.empty for a in args):
+            return NotImplemented  # an argument missing: jax.jit's call names it
         default = default_device()
         statics = tuple(args[i] for i in self.static_argnums)
         dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
