@@ -164,12 +164,13 @@ def project(static: Static, region: Region, theta: Theta) -> Theta:
     return theta._replace(xy=jnp.stack([x, y], -1) / unit, log_scale=log_scale)
 
 
-def _keep_frozen(data: Data, new: Theta, old: Theta) -> Theta:
-    """Frozen primitives keep their exact bits (clipping, projection and respawn must not touch them)."""
+def _keep_frozen(data: Data, new, old):
+    """Frozen primitives keep their exact bits (clipping, projection and respawn must not touch them);
+    ``new`` and ``old`` are :class:`Theta` or packed (:func:`~diffbmp_jax.fitting.optim.pack`)."""
     if data.free is None:
         return new
     keep = data.free > 0
-    return Theta(*(jnp.where(per_primitive(keep, a), a, b) for a, b in zip(new, old)))
+    return jax.tree.map(lambda a, b: jnp.where(per_primitive(keep, a), a, b), new, old)
 
 
 def _motion(theta: Theta, anchor: Theta):
@@ -205,17 +206,11 @@ def step(static: Static, data: Data, carry, t, steps):
     updates, opt_state = opt.update(finite_grads(grads), opt_state, theta)
     if data.free is not None:  # masked update: frozen primitives get a zero update
         updates = jax.tree_util.tree_map(lambda u: u * per_primitive(data.free, u), updates)
-    if packed:
-        new = clamp_packed(theta + updates, cfg, float(max(h, w)), static.unit)
-        if static.constrained:
-            new = pack(project(static, data.region, unpack(new)))
-        new = new if data.free is None else jnp.where(per_primitive(data.free > 0, new), new, theta)
-    else:
-        new = clamp_theta(apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
-        if static.constrained:
-            new = project(static, data.region, new)
-        new = _keep_frozen(data, new, theta)
-    return (new, opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
+    clamp = clamp_packed if packed else clamp_theta
+    new = clamp(apply_updates(theta, updates), cfg, float(max(h, w)), static.unit)
+    if static.constrained:
+        new = pack(project(static, data.region, unpack(new))) if packed else project(static, data.region, new)
+    return (_keep_frozen(data, new, theta), opt_state) + tuple(carry[2:]), (loss, jnp.zeros((), jnp.int32))
 
 
 def respawn_after(static: Static, data: Data, carry, t, steps):

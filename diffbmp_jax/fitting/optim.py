@@ -134,27 +134,25 @@ def make_optimizer(cfg: FitConfig, steps: int) -> Optimizer:
     def update(grads, state: AdamState, params=None):
         """``grads`` a :class:`Theta` (moments too), or one packed array (:func:`pack`; moments too)."""
         del params
-        rates = lrs if isinstance(grads, Theta) else (packed_lrs,)
-        fields = grads if isinstance(grads, Theta) else (grads,)
-        mus = state.mu if isinstance(grads, Theta) else (state.mu,)
-        nus = state.nu if isinstance(grads, Theta) else (state.nu,)
-        mu = [(1.0 - b1) * g + b1 * m for g, m in zip(fields, mus)]
-        nu = [(1.0 - b2) * g * g + b2 * v for g, v in zip(fields, nus)]
+        rates = lrs if isinstance(grads, Theta) else packed_lrs  # the same tree as grads
+        mu = jax.tree.map(lambda g, m: (1.0 - b1) * g + b1 * m, grads, state.mu)
+        nu = jax.tree.map(lambda g, v: (1.0 - b2) * g * g + b2 * v, grads, state.nu)
         t = (state.count + 1).astype(jnp.float32)
         keep1, keep2 = 1.0 - jnp.power(jnp.float32(b1), t), 1.0 - jnp.power(jnp.float32(b2), t)
         factor = schedule(state.count)  # the schedule sees the steps taken before this one
-        updates = [(-lr * factor) * ((m / keep1) / (jnp.sqrt(v / keep2) + eps)).astype(m.dtype)
-                   for m, v, lr in zip(mu, nu, rates)]
-        if isinstance(grads, Theta):
-            return Theta(*updates), AdamState(state.count + 1, Theta(*mu), Theta(*nu))
-        return updates[0], AdamState(state.count + 1, mu[0], nu[0])
+
+        def step(m, v, lr):
+            return (-lr * factor) * ((m / keep1) / (jnp.sqrt(v / keep2) + eps)).astype(m.dtype)
+
+        updates = jax.tree.map(step, mu, nu, rates)
+        return updates, AdamState(state.count + 1, mu, nu)
 
     return Optimizer(init, update)
 
 
-def apply_updates(theta: Theta, updates: Theta) -> Theta:
-    """``theta + updates``, field by field, in each field's dtype."""
-    return Theta(*((p + u).astype(p.dtype) for p, u in zip(theta, updates)))
+def apply_updates(theta, updates):
+    """``theta + updates``, field by field (or packed, :func:`pack`), in each field's dtype."""
+    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), theta, updates)
 
 
 def finite_grads(grads):
@@ -162,11 +160,17 @@ def finite_grads(grads):
     return jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
 
 
+def _clamp_bounds(cfg: FitConfig, size: float, unit: float):
+    """``((xy lo, hi), (log_scale lo, hi))`` of :func:`clamp_theta`."""
+    return (-0.5 * size / unit, 1.5 * size / unit), (math.log(0.05), math.log(cfg.max_scale * size))
+
+
 def clamp_packed(p: jax.Array, cfg: FitConfig, size: float, unit: float) -> jax.Array:
     """:func:`clamp_theta` of a packed ``[N, 8]`` theta: one clip against per-column bounds."""
+    (xy_lo, xy_hi), (ls_lo, ls_hi) = _clamp_bounds(cfg, size, unit)
     inf = np.float32(np.inf)
-    lo = np.array([-0.5 * size / unit] * 2 + [math.log(0.05)] + [-inf] * 5, np.float32)
-    hi = np.array([1.5 * size / unit] * 2 + [math.log(cfg.max_scale * size)] + [inf] * 5, np.float32)
+    lo = np.array([xy_lo] * 2 + [ls_lo] + [-inf] * 5, np.float32)
+    hi = np.array([xy_hi] * 2 + [ls_hi] + [inf] * 5, np.float32)
     return jnp.clip(p, lo, hi)
 
 
@@ -174,6 +178,5 @@ def clamp_theta(theta: Theta, cfg: FitConfig, size: float, unit: float) -> Theta
     """Keeps scales in ``[0.05, cfg.max_scale * size]`` pixels and centres within
     ``[-0.5, 1.5] * size`` pixels (``size``: the canvas' longer side, pixels);
     pruning catches what leaves the canvas anyway."""
-    return theta._replace(
-        log_scale=jnp.clip(theta.log_scale, math.log(0.05), math.log(cfg.max_scale * size)),
-        xy=jnp.clip(theta.xy, -0.5 * size / unit, 1.5 * size / unit))
+    (xy_lo, xy_hi), (ls_lo, ls_hi) = _clamp_bounds(cfg, size, unit)
+    return theta._replace(log_scale=jnp.clip(theta.log_scale, ls_lo, ls_hi), xy=jnp.clip(theta.xy, xy_lo, xy_hi))
