@@ -351,6 +351,10 @@ def test_packed_carry_steps_as_the_fields_do():
     for a, b in zip(jax.tree.leaves(unpack(pack(theta))), jax.tree.leaves(theta)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert pack(theta).shape == (8, 8)
+    with pytest.raises(TypeError, match="pack: t must be a Theta"):
+        pack(tuple(theta))
+    with pytest.raises(ValueError, match=r"unpack: p must have shape \[\.\.\., N, 8\]"):
+        unpack(jnp.zeros((8, 7)))
     outs = [run_chunk(fit_step, static, data, carry, jnp.int32(0), jnp.int32(10), RESPAWN, True, AHEAD, form)
             for form in (None, PACKED)]
     (c0, (l0, n0)), (c1, (l1, n1)) = outs

@@ -65,12 +65,16 @@ PACKED_WIDTH = sum(_WIDTHS)
 
 def pack(t: Theta) -> jax.Array:
     """:class:`Theta` -> ``[..., N, 8]`` (columns in field order; leading axes, e.g. scenes, kept)."""
+    if not isinstance(t, Theta):
+        raise TypeError(f"pack: t must be a Theta, got {type(t).__name__}")
     lead = t.log_scale.shape
     return jnp.concatenate([jnp.reshape(f, lead + (w,)) for f, w in zip(t, _WIDTHS)], axis=-1)
 
 
 def unpack(p: jax.Array) -> Theta:
     """``[..., N, 8]`` -> :class:`Theta`; the inverse of :func:`pack`."""
+    if jnp.ndim(p) < 2 or jnp.shape(p)[-1] != PACKED_WIDTH:
+        raise ValueError(f"unpack: p must have shape [..., N, {PACKED_WIDTH}], got {jnp.shape(p)}")
     out, at = [], 0
     for w, shape in zip(_WIDTHS, ((2,), (), (), (), (3,))):
         out.append(p[..., at:at + w].reshape(p.shape[:-1] + shape))
