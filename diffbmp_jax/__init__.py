@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it (a subpackage re-exported under its own name).
 _EXPORTS = {
     "Atlas": "diffbmp_jax.scene.atlas", "Primitives": "diffbmp_jax.scene.primitives",
-    "render": "diffbmp_jax.rendering.api", "composite": "diffbmp_jax.rendering.api",
+    "render": "diffbmp_jax.rendering.api", "render_mse": "diffbmp_jax.rendering.api",
+    "composite": "diffbmp_jax.rendering.api",
     "default_template": "diffbmp_jax.rendering.api", "BACKENDS": "diffbmp_jax.rendering.api",
     "MaskBlur": "diffbmp_jax.rendering.blur",
     "load_stamps": "diffbmp_jax.stamps.load",

@@ -150,4 +150,33 @@ xla::ffi::Error make_inputs(xla::ffi::Buffer<xla::ffi::F32> xy,
   return Error::Success();
 }
 
+// The pixel-loss arguments of diffbmp_forward_loss: the target and the
+// background of every scene.
+struct LossInputs {
+  BatchedPtr<float> target;  // [H, W, 3]
+  BatchedPtr<float> bg;      // [H, W, 3], or [1, 1, 3]: one colour
+  int bg_step;               // floats from one pixel's background to the next: 3, or 0
+  float grad_scale;
+};
+
+// Decodes and checks the loss arguments of a call on an H x W canvas.
+inline xla::ffi::Error loss_inputs(xla::ffi::Buffer<xla::ffi::F32> target,
+                                   xla::ffi::Buffer<xla::ffi::F32> bg, const BatchLayout& L, int H,
+                                   int W, float grad_scale, LossInputs& out) {
+  using xla::ffi::Error;
+  const int r = L.rank;
+  const auto td = target.dimensions(), bd = bg.dimensions();
+  if ((int)td.size() != 3 + r || td[r] != H || td[r + 1] != W || td[r + 2] != 3)
+    return Error::InvalidArgument("target must have shape [H,W,3] of the canvas");
+  const bool per_pixel = (int)bd.size() == 3 + r && bd[r] == H && bd[r + 1] == W && bd[r + 2] == 3;
+  const bool one_colour = (int)bd.size() == 3 + r && bd[r] == 1 && bd[r + 1] == 1 && bd[r + 2] == 3;
+  if (!per_pixel && !one_colour)
+    return Error::InvalidArgument("background must have shape [H,W,3] or [1,1,3]");
+  out.bg_step = per_pixel && (int64_t)H * W > 1 ? 3 : 0;
+  out.grad_scale = grad_scale;
+  Error e = Error::Success();
+  if ((e = batched_ptr<float>(target, 3, L, "target", out.target)).failure()) return e;
+  return batched_ptr<float>(bg, 3, L, "background", out.bg);
+}
+
 }  // namespace diffbmp

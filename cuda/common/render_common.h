@@ -29,6 +29,22 @@
 //          unless atlas_grad, and padded like the atlas (the border's entries are
 //          meaningless: the caller drops them)
 //
+// diffbmp_forward_loss (a module may leave it out: the Python side asks the
+// module which targets it exports): the forward with the pixel loss of a fit
+// folded in. The image over a background is I = C + T bg; with the residual
+// r = I - target per pixel and channel, the loss is s * sum r^2 (s chosen by
+// the caller, e.g. 1 / (3 H W) for the mean) and its cotangents dC = 2 s r,
+// dT = sum_c dC_c bg_c are exactly what the backward takes: no pass over the
+// image between the two kernels.
+//   args:  the 8 forward args, target [H,W,3], background [H,W,3] or [1,1,3]
+//          (one colour for every pixel)
+//   attrs: color_blend, alpha_max, use_rgb, grad_scale (f32): 2 s
+//   rets:  d_color [H,W,3] = grad_scale r, transmittance [H,W],
+//          d_transmittance [H,W], stop [H,W] int32 (as the forward's),
+//          sq_error [tiles_y * tiles_x]: sum r^2 over each 16 x 16 tile's
+//          pixels and channels (row-major tiles; summed in a fixed order, so the
+//          loss is the same bits run to run), lists (as the forward's)
+//
 // The CUDA handlers take one more attribute and return one more buffer, after
 // the above: pair_capacity (s64) and workspace [bytes] uint8, the memory of
 // their binning (cuda/gpu/workspace.h) when `lists` is too small to hold it
@@ -67,7 +83,7 @@ namespace diffbmp {
 // Version of the buffer contract above: the compiled modules export it and the
 // Python side refuses modules of another version (a checkout's Python beside
 // kernels installed from an older tree).
-constexpr int kContractVersion = 3;
+constexpr int kContractVersion = 4;
 
 constexpr int kTile = 16;                   // tile side in pixels
 constexpr float kMinTransmittance = 1e-6f;  // early termination threshold
@@ -325,6 +341,22 @@ DB_HD bool composite_sample(const Prim& p, const TI* mask, const TI* rgb, const 
   for (int c = 0; c < 3; ++c) C[c] += T * a * col[c];
   T *= 1.0f - a;
   return true;
+}
+
+// The pixel loss of diffbmp_forward_loss at one pixel of final colour C and
+// transmittance T: writes dC (grad_scale r) and dT (sum_c dC_c bg_c), returns
+// sum_c r_c^2, with r = C + T bg - target.
+DB_HD float pixel_loss(const float C[3], float T, const float* bg, const float* target,
+                       float grad_scale, float dC[3], float& dT) {
+  float e = 0.0f, t = 0.0f;
+  for (int c = 0; c < 3; ++c) {
+    const float r = C[c] + T * bg[c] - target[c];
+    e += r * r;
+    dC[c] = grad_scale * r;
+    t += dC[c] * bg[c];
+  }
+  dT = t;
+  return e;
 }
 
 // What a backward sample leaves for the atlas gradient: dL/d(mask sample) and

@@ -173,10 +173,26 @@ void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_t
 // misses a pixel costs nothing there. (A per-pixel walk tested every
 // candidate of the tile at every pixel: most of the CPU step at demo sizes.)
 
-// One scene on at most `max_threads` threads.
+// The pixel loss of one scene (diffbmp_forward_loss): its target and background,
+// and where d_transmittance and the tiles' squared errors go.
+struct SceneLoss {
+  const float* target;  // [H, W, 3]
+  const float* bg;      // bg_step floats a pixel
+  int bg_step;
+  float grad_scale;
+  float* d_trans;   // [H, W]
+  float* sq_error;  // [tiles]
+};
+
+// One scene on at most `max_threads` threads. With `loss`, `color` receives
+// d_color instead (render_common.h, diffbmp_forward_loss).
 void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W,
-             int max_threads, float* color, float* trans, int32_t* stop) {
+             int max_threads, float* color, float* trans, int32_t* stop,
+             const SceneLoss* loss = nullptr) {
   const Binning b = bin(in, H, W);
+  // A tile's rows run in order on one thread: each tile's sum is the same bits for
+  // any thread count.
+  if (loss) std::fill(loss->sq_error, loss->sq_error + b.tiles_x * b.tiles_y, 0.0f);
   for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
                                                 const int32_t* end, const Span* spans) {
     float T[kTile], C[kTile][3];
@@ -207,12 +223,21 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
         }
       }
     }
+    float row_error = 0.0f;
     for (int i = 0; i < nx; ++i) {
       const int64_t pix = (int64_t)py * W + x0 + i;  // 64-bit: 3 * H * W can pass 2^31
-      for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[i][c];
+      if (loss) {
+        float dC[3];
+        row_error += pixel_loss(C[i], T[i], loss->bg + loss->bg_step * pix, loss->target + 3 * pix,
+                                loss->grad_scale, dC, loss->d_trans[pix]);
+        for (int c = 0; c < 3; ++c) color[3 * pix + c] = dC[c];
+      } else {
+        for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[i][c];
+      }
       trans[pix] = T[i];
       stop[pix] = stopped[i];
     }
+    if (loss) loss->sq_error[(py / kTile) * b.tiles_x + x0 / kTile] += row_error;
   });
 }
 
@@ -341,6 +366,42 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
   return ffi::Error::Success();
 }
 
+ffi::Error ForwardLossImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
+                           ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
+                           ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
+                           ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb,
+                           ffi::Buffer<ffi::F32> target, ffi::Buffer<ffi::F32> background,
+                           float color_blend, float alpha_max, int32_t use_rgb, float grad_scale,
+                           ffi::ResultBuffer<ffi::F32> d_color, ffi::ResultBuffer<ffi::F32> trans,
+                           ffi::ResultBuffer<ffi::F32> d_trans, ffi::ResultBuffer<ffi::S32> stop,
+                           ffi::ResultBuffer<ffi::F32> sq_error,
+                           ffi::ResultBuffer<ffi::U8> /*tile lists: CUDA's, unused here*/) {
+  BatchLayout L;
+  if (auto err = batch_layout(trans->dimensions(), 2, L); err.failure()) return err;
+  BatchedInputs<float> in;
+  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
+                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+      err.failure())
+    return err;
+  const auto td = trans->dimensions();
+  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
+  LossInputs li;
+  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, li); err.failure()) return err;
+  const int64_t pixels = (int64_t)H * W;
+  const int64_t tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
+  if ((int64_t)sq_error->element_count() != L.count * tiles)
+    return ffi::Error::InvalidArgument("sq_error must have one entry per tile of the canvas");
+  for_each_scene(L.count, [&](int64_t b, int threads) {
+    const BatchIndex at = batch_index(L, b);
+    const SceneLoss loss{li.target.at(at), li.bg.at(at), li.bg_step, li.grad_scale,
+                         d_trans->typed_data() + pixels * b, sq_error->typed_data() + tiles * b};
+    forward(in.scene(at), color_blend, alpha_max, use_rgb != 0, H, W, threads,
+            d_color->typed_data() + 3 * pixels * b, trans->typed_data() + pixels * b,
+            stop->typed_data() + pixels * b, &loss);
+  });
+  return ffi::Error::Success();
+}
+
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                         ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
@@ -415,3 +476,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpForwardCpu, diffbmp::ForwardImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpBackwardCpu, diffbmp::BackwardImpl,
                               ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_BACKWARD_REST);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpForwardLossCpu, diffbmp::ForwardLossImpl,
+                              ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_FORWARD_LOSS_REST);

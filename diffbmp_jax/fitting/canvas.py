@@ -23,10 +23,10 @@ from diffbmp_jax.rendering.blur import MaskBlur, annealed_blur
 from diffbmp_jax.rendering.mipmap import Prefiltered, prefilter
 from diffbmp_jax.fitting.config import BACKGROUNDS, FitConfig
 from diffbmp_jax.scene.primitives import Primitives
-from diffbmp_jax.rendering.api import composite, render
+from diffbmp_jax.rendering.api import composite, render, render_mse
 from diffbmp_jax.validation import as_target
 
-__all__ = ["BACKGROUNDS", "background", "render_over", "check_background_image", "resolve_background",
+__all__ = ["BACKGROUNDS", "background", "render_over", "mse_over", "check_background_image", "resolve_background",
            "target_over", "step_canvas", "step_blur", "step_atlases", "step_target"]
 
 
@@ -97,6 +97,17 @@ def render_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, 
                           antialias=cfg.antialias, mask_blur=None if prefiltered is not None else blur,
                           prefiltered=prefiltered)
     return composite(color, alpha, bg)
+
+
+def mse_over(cfg: FitConfig, params: Primitives, atlas: Atlas, template, bg, target, height: int, width: int,
+             blur: MaskBlur | None = None, prefiltered: Prefiltered | None = None) -> jax.Array:
+    """Mean squared error of :func:`render_over` (same arguments) against ``target [H, W, 3]``:
+    a scalar, from :func:`~diffbmp_jax.rendering.api.render_mse` (the loss folded into the
+    forward kernel where the kernels have it)."""
+    return render_mse(params, atlas, target, bg, height=height, width=width, template=template,
+                      color_blend=cfg.color_blend, alpha_max=cfg.alpha_max, backend=cfg.backend,
+                      antialias=cfg.antialias, mask_blur=None if prefiltered is not None else blur,
+                      prefiltered=prefiltered)
 
 
 def check_background_image(cfg: FitConfig, image, height: int, width: int, *, name_shape: str = "shape"):

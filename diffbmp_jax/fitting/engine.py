@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from diffbmp_jax.rendering.compiling import jit
-from diffbmp_jax.fitting.canvas import background, render_over, step_atlases, step_canvas, step_target
+from diffbmp_jax.fitting.canvas import background, mse_over, render_over, step_atlases, step_canvas, step_target
 from diffbmp_jax.fitting.config import FitConfig
 from diffbmp_jax.fitting.loop import Ahead, CarryForm, run_chunk, scan_steps
 from diffbmp_jax.fitting.losses import combined_loss
@@ -65,6 +65,13 @@ class PixelLoss(NamedTuple):
 
     def score(self, static: "Static", data: "Data", image):
         return psnr(image, data.target, weight=data.weight)
+
+    def plain_mse(self, static: "Static", data: "Data") -> bool:
+        """True when the loss is the unweighted MSE alone: then a step computes it with
+        :func:`~diffbmp_jax.fitting.canvas.mse_over` (folded into the forward kernel)
+        instead of rendering the image and scoring it."""
+        cfg = static.cfg
+        return cfg.l1_weight == 0 and cfg.ssim_weight == 0 and data.weight is None and data.target is not None
 
 
 PIXEL_LOSS = PixelLoss()
@@ -194,10 +201,17 @@ def step(static: Static, data: Data, carry, t, steps):
     target = None if data.target is None else step_target(cfg, data.target, data.target_alpha, bg,
                                                           data.bg_image, h, w)
 
+    # Exactly PixelLoss (a subclass may score the image its own way).
+    plain_mse = type(static.objective) is PixelLoss and static.objective.plain_mse(static, data)
+
     def loss_fn(th):
         th = unpack(th) if packed else th
-        image = render_theta(static, th, data.atlas, data.template, bg, blur, data.prefiltered)
-        loss = static.objective.loss(static, data, image, target, key)
+        if plain_mse:
+            loss = cfg.mse_weight * mse_over(cfg, to_params(th, static.unit), data.atlas, data.template, bg,
+                                             target, h, w, blur, data.prefiltered)
+        else:
+            image = render_theta(static, th, data.atlas, data.template, bg, blur, data.prefiltered)
+            loss = static.objective.loss(static, data, image, target, key)
         if static.temporal_weight > 0:
             loss = loss + static.temporal_weight * _motion(th, carry[2])
         return loss

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +14,13 @@ from diffbmp_jax.rendering import registry, mipmap
 from diffbmp_jax.rendering.blur import check_mask_blur
 from diffbmp_jax import validation as V
 from diffbmp_jax.scene.atlas import Atlas
-from diffbmp_jax.rendering.kernels import KernelConfig, render_kernel
+from diffbmp_jax.rendering.kernels import KernelConfig, mse_kernel, render_kernel
 from diffbmp_jax.scene.primitives import Primitives
 from diffbmp_jax.rendering.reference import render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-__all__ = ["render", "composite", "default_template", "available_backends", "check_scene", "check_params",
+__all__ = ["render", "render_mse", "composite", "default_template", "available_backends", "check_scene", "check_params",
            "check_template", "check_prefiltered", "BACKENDS"]
 
 
@@ -159,6 +161,99 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
       ``(color [H, W, 3], alpha [H, W])``: premultiplied colour ``C`` and
       coverage ``A``; compose over a background ``B`` with :func:`composite`.
     """
+    scene = _prepare(params, atlas, height, width, template, color_blend, alpha_max, backend, atlas_grad,
+                     atlas_bf16, antialias, mask_blur, prefiltered)
+    if scene.params.num == 0:
+        return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)
+    color, trans = _dispatch(backend, lambda platform: _kernel_render(scene, backend), scene.reference)
+    return color, 1.0 - trans
+
+
+def render_mse(params: Primitives, atlas: Atlas, target, background, *, height: int, width: int, template=None,
+               color_blend: float = 0.0, alpha_max: float = 0.99, backend: str = "auto", atlas_grad: bool = False,
+               atlas_bf16: bool = False, antialias: bool = False, mask_blur=None, prefiltered=None):
+    """Mean squared error of the render over ``background`` against ``target`` (a scalar).
+
+    The same value as ``jnp.mean((composite(*render(...), background) - target) ** 2)``
+    with the same arguments (:func:`render`'s, to float rounding), computed where the
+    kernels allow it by one forward kernel that also writes the loss's gradient per
+    pixel: no pass over the image between the forward and the backward kernel (a
+    fitting step's MSE).
+
+    Args:
+      target: ``[H, W, 3]`` float image the render is compared with.
+      background: what shows through uncovered pixels: a scalar, an RGB triple
+        ``[3]`` or an image ``[H, W, 3]`` (e.g. noise).
+      The others: as :func:`render`'s.
+
+    Differentiable in reverse mode with respect to ``params``, ``target``,
+    ``background`` and (through ``prefiltered`` or the atlas) the bitmaps; forward
+    mode needs ``backend="reference"``.
+    """
+    scene = _prepare(params, atlas, height, width, template, color_blend, alpha_max, backend, atlas_grad,
+                     atlas_bf16, antialias, mask_blur, prefiltered)
+    target = V.as_float_array("target", target, (height, width, 3))
+    bg = _background_of(background, height, width)
+
+    def unfused(color, trans):
+        image = composite(color, 1.0 - trans, bg)
+        return jnp.mean(jnp.square(image - target))
+
+    if scene.params.num == 0:
+        return unfused(jnp.zeros((height, width, 3), jnp.float32), jnp.ones((height, width), jnp.float32))
+
+    def kernel(platform):
+        fused = (registry.exported_everywhere(registry.FORWARD_LOSS) if platform is None
+                 else registry.exports(platform, registry.FORWARD_LOSS))
+        if not fused:
+            return unfused(*_kernel_render(scene, backend))
+        return _kernel_call(backend, lambda: mse_kernel(scene.kernel_config(), scene.params, scene.template,
+                                                        scene.mask, scene.kernel_rgb(), target,
+                                                        jnp.broadcast_to(bg, (1, 1, 3)) if bg.ndim < 3 else bg))
+
+    return _dispatch(backend, kernel, lambda: unfused(*scene.reference()))
+
+
+def _background_of(background, height: int, width: int) -> jax.Array:
+    """``background`` as float32 ``[3]`` or ``[H, W, 3]``; errors naming it otherwise."""
+    bg = V.as_float_array("background", background)
+    if bg.ndim == 0:
+        return jnp.broadcast_to(bg, (3,))
+    if bg.shape in ((3,), (height, width, 3)):
+        return bg
+    raise ValueError(f"background must be a scalar, an RGB triple (3,) or an image ({height}, {width}, 3), "
+                     f"got shape {tuple(bg.shape)}")
+
+
+class _Scene(NamedTuple):
+    """A render's arguments after the checks, as the kernels and the reference take them."""
+    params: Primitives
+    template: jax.Array  # [N] int32 (ids into the mip levels with antialias)
+    mask: jax.Array      # [P', h, w] the atlas as sampled (filtered, levels)
+    rgb: Any             # [P', h, w, 3] or None without colours
+    height: int
+    width: int
+    color_blend: float
+    alpha_max: float
+    atlas_grad: bool
+    atlas_bf16: bool
+
+    def kernel_config(self) -> KernelConfig:
+        return KernelConfig(self.height, self.width, self.color_blend, self.alpha_max, self.rgb is not None,
+                            self.atlas_grad, self.atlas_bf16)
+
+    def kernel_rgb(self):
+        return self.rgb if self.rgb is not None else jnp.zeros((1, 1, 1, 3), jnp.float32)
+
+    def reference(self):
+        safe_template = jnp.clip(self.template, 0, self.mask.shape[0] - 1)
+        return render_reference(self.params, self.mask, self.rgb, safe_template, self.height, self.width,
+                                self.color_blend, self.alpha_max)
+
+
+def _prepare(params, atlas, height, width, template, color_blend, alpha_max, backend, atlas_grad, atlas_bf16,
+             antialias, mask_blur, prefiltered) -> _Scene:
+    """Checks :func:`render`'s arguments and filters the atlas as the call samples it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if atlas_bf16 and backend != "cuda":
@@ -167,7 +262,6 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         params, atlas, height=height, width=width, template=template, color_blend=color_blend,
         alpha_max=alpha_max)
     mask_blur = check_mask_blur(mask_blur)
-    n, p = params.num, atlas.num
     use_rgb = color_blend > 0.0
     mask = jnp.asarray(atlas.mask, jnp.float32)
     rgb = jnp.asarray(atlas.rgb, jnp.float32) if use_rgb else None
@@ -181,44 +275,46 @@ def render(params: Primitives, atlas: Atlas, *, height: int, width: int, templat
         mask, rgb, template = mipmap.lod_scene(params.scale, mask, rgb, template, prefiltered=prefiltered)
     else:
         mask, rgb = prefiltered
-    p = mask.shape[0]
+    return _Scene(params, template, mask, rgb, height, width, color_blend, alpha_max, bool(atlas_grad),
+                  bool(atlas_bf16))
 
-    if n == 0:
-        return jnp.zeros((height, width, 3), jnp.float32), jnp.zeros((height, width), jnp.float32)
 
-    def reference():
-        safe_template = jnp.clip(template, 0, p - 1)
-        return render_reference(params, mask, rgb, safe_template, height, width, color_blend, alpha_max)
+def _kernel_call(backend: str, call):
+    """``call()``, with forward-mode differentiation refused in words."""
+    try:
+        return call()
+    except TypeError as e:
+        if "forward-mode" not in str(e):
+            raise
+        raise TypeError(f"render(backend={backend!r}): the cpu and cuda kernels are differentiable in "
+                        "reverse mode only (jax.grad, jax.vjp, jacrev); for jax.jvp, jacfwd or hessian "
+                        "use backend='reference'") from None
 
-    def kernel():
-        cfg = KernelConfig(height, width, color_blend, alpha_max, use_rgb, bool(atlas_grad),
-                           bool(atlas_bf16))
-        r = rgb if use_rgb else jnp.zeros((1, 1, 1, 3), jnp.float32)
-        try:
-            return render_kernel(cfg, params, template, mask, r)
-        except TypeError as e:
-            if "forward-mode" not in str(e):
-                raise
-            raise TypeError(f"render(backend={backend!r}): the cpu and cuda kernels are differentiable in "
-                            "reverse mode only (jax.grad, jax.vjp, jacrev); for jax.jvp, jacfwd or hessian "
-                            "use backend='reference'") from None
 
+def _kernel_render(scene: _Scene, backend: str):
+    """``(C, T)`` from the kernels."""
+    return _kernel_call(backend, lambda: render_kernel(scene.kernel_config(), scene.params, scene.template,
+                                                       scene.mask, scene.kernel_rgb()))
+
+
+def _dispatch(backend: str, kernel, reference):
+    """``kernel(platform)`` or ``reference()`` as ``backend`` asks: ``platform`` is "cpu" or "CUDA"
+    inside a branch per platform, None where XLA picks each platform's handler itself."""
     if backend == "reference":
-        color, trans = reference()
-    elif backend in ("cpu", "cuda"):
+        return reference()
+    if backend in ("cpu", "cuda"):
         # Only the asked-for backend is checked: cuda_available lists the devices, not for a cpu render.
         usable = registry.registered("cpu") if backend == "cpu" else registry.cuda_available()
         if not usable:
             raise RuntimeError(f"backend={backend!r} is not available here ({_why_not(backend)}); "
                                f"available backends: {', '.join(available_backends())}")
-        color, trans = kernel()
-    elif registry.kernels_everywhere():
-        color, trans = kernel()
-    else:  # a branch per platform, the reference where no kernels are built
-        branches = {plat: (kernel if registry.registered(name) else reference)
-                    for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
-        color, trans = jax.lax.platform_dependent(**branches, default=reference)
-    return color, 1.0 - trans
+        return kernel(None)
+    if registry.kernels_everywhere():
+        return kernel(None)
+    # A branch per platform, the reference where no kernels are built.
+    branches = {plat: (functools.partial(kernel, name) if registry.registered(name) else reference)
+                for plat, name in (("cpu", "cpu"), ("cuda", "CUDA"))}
+    return jax.lax.platform_dependent(**branches, default=reference)
 
 
 def check_prefiltered(prefiltered, atlas: Atlas, *, antialias: bool, use_rgb: bool, mask_blur) -> mipmap.Prefiltered:

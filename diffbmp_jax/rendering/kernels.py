@@ -8,6 +8,11 @@ forward's tile binning (its ``lists``, ``O(N + tiles + pairs)`` bytes) is a
 residual too, so the backward walks each pixel's list again without binning
 again; the cpu backward bins again.
 
+``mse_kernel`` is the mean squared error of the render over a background
+against a target through the forward-with-loss target: the forward writes the
+loss's cotangents per pixel (and each tile's squared error) itself, so a fit's
+step runs no pass over the image between the two kernels.
+
 Batching: ``jax.vmap`` (nested up to 4 deep) of anything built on these calls
 renders all scenes in one kernel launch per call, not one after another.
 """
@@ -142,11 +147,10 @@ def _dense(cotangent, like):
     return jnp.asarray(cotangent, jnp.float32)
 
 
-def _bwd(cfg, res, cotangents):
-    params, template, mask, rgb, trans, stop, lists, flag = res
+def _scene_cotangents(cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag):
+    """The backward kernel's cotangents of ``(params, template, mask, rgb)`` from the image's
+    ``(d_color, d_trans)``; the atlas's are zeros unless ``flag`` (the forward's residual)."""
     cfg = cfg._replace(atlas_grad=bool(flag))
-    d_color = _dense(cotangents[0], jax.ShapeDtypeStruct(trans.shape + (3,), jnp.float32))
-    d_trans = _dense(cotangents[1], trans)
     d_xy, d_scale, d_rot, d_op, d_col, d_mask, d_rgb = _backward_call(
         cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists)
     d_params = Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col)
@@ -159,4 +163,86 @@ def _bwd(cfg, res, cotangents):
     return d_params, d_template, d_mask_out, d_rgb_out
 
 
+def _bwd(cfg, res, cotangents):
+    params, template, mask, rgb, trans, stop, lists, flag = res
+    d_color = _dense(cotangents[0], jax.ShapeDtypeStruct(trans.shape + (3,), jnp.float32))
+    d_trans = _dense(cotangents[1], trans)
+    return _scene_cotangents(cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag)
+
+
 render_kernel.defvjp(_fwd, _bwd, symbolic_zeros=True)
+
+
+# ----------------------------------------------------------------------------- the loss folded in
+
+def tiles_of(height: int, width: int) -> int:
+    """Tiles of an ``height x width`` canvas: what the forward-with-loss sums its squared error over."""
+    return -(-height // lowering.TILE) * -(-width // lowering.TILE)
+
+
+def _forward_loss_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
+    """``(d_color, T, d_trans, stop, sq_error [tiles], lists)`` of the mean squared error of
+    ``C + T bg`` against ``target`` (``grad_scale = 2 / (3 H W)``)."""
+    h, w = cfg.height, cfg.width
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
+    out_types = (
+        jax.ShapeDtypeStruct((h, w, 3), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.float32),
+        jax.ShapeDtypeStruct((h, w), jnp.int32),
+        jax.ShapeDtypeStruct((tiles_of(h, w),), jnp.float32),
+    )
+    return lowering.call(_target(registry.FORWARD_LOSS, cfg), out_types,
+                         *kernel_inputs(params, template, mask, rgb), target, bg,
+                         grad_scale=np.float32(2.0 / (3 * h * w)), **kernel_attrs(cfg))
+
+
+def _mean_of(sq_error, cfg: KernelConfig):
+    return jnp.sum(sq_error, axis=-1) * np.float32(1.0 / (3 * cfg.height * cfg.width))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def mse_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb, target, bg):
+    """Mean over ``H x W x 3`` of ``(C + T bg - target)^2``: the render over ``bg`` against ``target``.
+
+    ``target`` is ``[H, W, 3]``, ``bg`` ``[H, W, 3]`` or ``[1, 1, 3]`` (one colour);
+    the other arguments as :func:`render_kernel`'s. Differentiable in reverse
+    mode with respect to all of them (template aside).
+    """
+    *_, sq_error, _ = _forward_loss_call(cfg, params, template, mask, rgb, target, bg)
+    return _mean_of(sq_error, cfg)
+
+
+def _perturbed(x) -> bool:
+    return bool(x.perturbed)
+
+
+def _fwd_loss(cfg, params, template, mask, rgb, target, bg):
+    atlas_grad = cfg.atlas_grad or mask.perturbed or (cfg.use_rgb and rgb.perturbed)
+    # Which of target and bg are differentiated, as the residuals' static structure.
+    wants = tuple(((),) if _perturbed(x) else () for x in (target, bg))
+    params, template, mask, rgb, target, bg = _value((params, template, mask, rgb, target, bg))
+    d_color, trans, d_trans, stop, sq_error, lists = _forward_loss_call(cfg, params, template, mask, rgb,
+                                                                        target, bg)
+    res = (params, template, mask, rgb, trans, stop, d_color, d_trans, lists, ((),) if atlas_grad else (),
+           bg, wants)
+    return _mean_of(sq_error, cfg), res
+
+
+def _bwd_loss(cfg, res, g):
+    params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag, bg, wants = res
+    g = _dense(g, jax.ShapeDtypeStruct((), jnp.float32))
+    # The kernels' cotangents are those of g = 1; the step's scale (g) multiplies the
+    # parameters' gradients, where XLA fuses it into whatever reads them.
+    d_scene = _scene_cotangents(cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag)
+    d_scene = jax.tree.map(lambda d: d if d.dtype == jax.dtypes.float0 else g * d, d_scene)
+    # d loss / d target = -d_color; d loss / d bg = d_color * T, summed where bg was broadcast.
+    d_target = -g * d_color if wants[0] else None
+    d_bg = None
+    if wants[1]:
+        full = g * d_color * trans[..., None]
+        d_bg = jnp.sum(full, axis=(0, 1), keepdims=True) if bg.shape[:2] == (1, 1) else full
+    return (*d_scene, d_target, d_bg)
+
+
+mse_kernel.defvjp(_fwd_loss, _bwd_loss, symbolic_zeros=True)

@@ -11,6 +11,9 @@ Targets (same names on every platform, see ``cuda/common/render_common.h`` for
 the buffer contract):
   ``diffbmp_forward``  -> colour, transmittance, stop index per pixel
   ``diffbmp_backward`` -> gradients of the primitive fields (and of the atlas)
+  ``diffbmp_forward_loss`` -> the forward with a fit's pixel loss folded in: the
+  loss's cotangents per pixel and the squared error per tile. A module may leave
+  it out; :func:`exported_everywhere` says whether every built module has it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from diffbmp_jax.validation import check_count, env_count
 
 FORWARD = "diffbmp_forward"
 BACKWARD = "diffbmp_backward"
+FORWARD_LOSS = "diffbmp_forward_loss"
 
 _MODULES = {"cpu": "_diffbmp_jax_kernels.cpu", "CUDA": "_diffbmp_jax_kernels.cuda"}
 
-CONTRACT = 3
+CONTRACT = 4
 """Version of the kernels' buffer contract this Python code calls (``kContractVersion``)."""
 
 
@@ -49,9 +53,39 @@ def registered(platform: str) -> bool:
         raise RuntimeError(f"the installed {platform} kernels ({module.__file__}) implement buffer contract "
                            f"{version}, this diffbmp_jax ({__file__}) calls contract {CONTRACT}: reinstall "
                            "the package from this tree (python -m pip install .)")
-    for name, capsule in module.registrations().items():
+    names = module.registrations()
+    for name, capsule in names.items():
         jax.ffi.register_ffi_target(name, capsule, platform=platform)
+    _EXPORTED[platform] = frozenset(names)
     return True
+
+
+_EXPORTED: dict[str, frozenset] = {}
+
+
+def exports(platform: str, target: str) -> bool:
+    """True when the kernels of ``platform`` ("cpu" or "CUDA") are built and export ``target``."""
+    return registered(platform) and target in _EXPORTED[platform]
+
+
+def exported_everywhere(target: str) -> bool:
+    """True when the cpu kernels export ``target``, and so do the CUDA kernels if JAX sees a GPU.
+
+    A render that calls the kernels directly lets XLA pick each platform's handler
+    when it compiles, so a target may be called that way only when no platform
+    the process can compute on lacks it (a CUDA module built on a machine without
+    a GPU is never compiled for).
+    """
+    if not exports("cpu", target):
+        return False
+    return not _sees_cuda() or exports("CUDA", target)
+
+
+def _sees_cuda() -> bool:
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:
+        return False
 
 
 CPU_ENV = {"DIFFBMP_NUM_THREADS": "threads of the cpu kernels",
@@ -103,8 +137,4 @@ def kernels_everywhere() -> bool:
                 return False
         except RuntimeError:
             pass
-    try:
-        has_cuda = bool(jax.devices("cuda"))
-    except RuntimeError:
-        has_cuda = False
-    return not has_cuda or registered("CUDA")
+    return not _sees_cuda() or registered("CUDA")
