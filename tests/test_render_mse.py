@@ -191,3 +191,17 @@ def test_a_fitting_step_takes_the_folded_loss(options):
 def test_other_losses_score_the_image(options):
     _, jaxpr = _one_step(db.fitting.engine.PIXEL_LOSS, **options)
     assert registry.FORWARD_LOSS not in jaxpr
+
+
+def test_forward_mode_is_refused_in_words():
+    rng = np.random.default_rng(8)
+    atlas = random_atlas(rng)
+    params = random_scene(rng, 5, 12, 12)
+    target = jnp.zeros((12, 12, 3))
+    with pytest.raises(TypeError, match=r"render_mse\(backend='cpu'\).*reverse mode"):
+        jax.jvp(lambda p: _mse(p, atlas, target, 1.0, "cpu", 12, 12), (params,), (params,))
+    # The reference supports it, and agrees with the reverse-mode gradient.
+    f = lambda op: _mse(dataclasses.replace(params, opacity_logit=op), atlas, target, 1.0, "reference", 12, 12)
+    d = jnp.ones_like(params.opacity_logit)
+    _, tangent = jax.jvp(f, (params.opacity_logit,), (d,))
+    np.testing.assert_allclose(float(tangent), float(jnp.sum(jax.grad(f)(params.opacity_logit))), rtol=1e-4)

@@ -209,7 +209,8 @@ def render_mse(params: Primitives, atlas: Atlas, target, background, *, height: 
             return unfused(*_kernel_render(scene, backend))
         return _kernel_call(backend, lambda: mse_kernel(scene.kernel_config(), scene.params, scene.template,
                                                         scene.mask, scene.kernel_rgb(), target,
-                                                        jnp.broadcast_to(bg, (1, 1, 3)) if bg.ndim < 3 else bg))
+                                                        jnp.broadcast_to(bg, (1, 1, 3)) if bg.ndim < 3 else bg),
+                            "render_mse")
 
     return _dispatch(backend, kernel, lambda: unfused(*scene.reference()))
 
@@ -279,14 +280,14 @@ def _prepare(params, atlas, height, width, template, color_blend, alpha_max, bac
                   bool(atlas_bf16))
 
 
-def _kernel_call(backend: str, call):
-    """``call()``, with forward-mode differentiation refused in words."""
+def _kernel_call(backend: str, call, name: str = "render"):
+    """``call()``, with forward-mode differentiation refused in words (``name``: the public function)."""
     try:
         return call()
     except TypeError as e:
         if "forward-mode" not in str(e):
             raise
-        raise TypeError(f"render(backend={backend!r}): the cpu and cuda kernels are differentiable in "
+        raise TypeError(f"{name}(backend={backend!r}): the cpu and cuda kernels are differentiable in "
                         "reverse mode only (jax.grad, jax.vjp, jacrev); for jax.jvp, jacfwd or hessian "
                         "use backend='reference'") from None
 
