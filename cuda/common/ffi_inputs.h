@@ -150,6 +150,34 @@ xla::ffi::Error make_inputs(xla::ffi::Buffer<xla::ffi::F32> xy,
   return Error::Success();
 }
 
+// The scene arguments of a forward call (diffbmp_forward, diffbmp_forward_loss)
+// whose transmittance result has dimensions `trans_dims`: the batch layout (in
+// `in.layout`), every scene's inputs and the canvas size H x W. At most
+// `max_scenes` scenes a call.
+template <typename AT, xla::ffi::DataType DT, typename Dims>
+xla::ffi::Error forward_inputs(Dims trans_dims, int64_t max_scenes,
+                               xla::ffi::Buffer<xla::ffi::F32> xy,
+                               xla::ffi::Buffer<xla::ffi::F32> scale,
+                               xla::ffi::Buffer<xla::ffi::F32> rotation,
+                               xla::ffi::Buffer<xla::ffi::F32> opacity_logit,
+                               xla::ffi::Buffer<xla::ffi::F32> color_logit,
+                               xla::ffi::Buffer<xla::ffi::S32> tmpl, xla::ffi::Buffer<DT> mask,
+                               xla::ffi::Buffer<DT> rgb, bool use_rgb, BatchedInputs<AT>& in,
+                               int& H, int& W) {
+  BatchLayout L;
+  if (auto err = batch_layout(trans_dims, 2, L); err.failure()) return err;
+  if (L.count > max_scenes)
+    return xla::ffi::Error::InvalidArgument("at most " + std::to_string(max_scenes) +
+                                            " scenes per call");
+  if (auto err = make_inputs<AT, DT>(xy, scale, rotation, opacity_logit, color_logit, tmpl, mask,
+                                     rgb, use_rgb, L, in);
+      err.failure())
+    return err;
+  H = (int)trans_dims[L.rank];
+  W = (int)trans_dims[L.rank + 1];
+  return xla::ffi::Error::Success();
+}
+
 // The pixel-loss arguments of diffbmp_forward_loss: the target and the
 // background of every scene.
 struct LossInputs {

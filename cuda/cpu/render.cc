@@ -348,17 +348,15 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                        float alpha_max, int32_t use_rgb, ffi::ResultBuffer<ffi::F32> color,
                        ffi::ResultBuffer<ffi::F32> trans, ffi::ResultBuffer<ffi::S32> stop,
                        ffi::ResultBuffer<ffi::U8> /*tile lists: CUDA's, unused here*/) {
-  BatchLayout L;
-  if (auto err = batch_layout(trans->dimensions(), 2, L); err.failure()) return err;
   BatchedInputs<float> in;
-  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
-                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+  int H, W;
+  if (auto err = forward_inputs<float, ffi::F32>(trans->dimensions(), INT64_MAX, xy, scale, rotation,
+                                                opacity_logit, color_logit, tmpl, mask, rgb,
+                                                use_rgb != 0, in, H, W);
       err.failure())
     return err;
-  const auto td = trans->dimensions();
-  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
   const int64_t pixels = (int64_t)H * W;
-  for_each_scene(L.count, [&](int64_t b, int threads) {
+  for_each_scene(in.layout.count, [&](int64_t b, int threads) {
     forward(in.scene(b), color_blend, alpha_max, use_rgb != 0, H, W, threads,
             color->typed_data() + 3 * pixels * b, trans->typed_data() + pixels * b,
             stop->typed_data() + pixels * b);
@@ -376,15 +374,14 @@ ffi::Error ForwardLossImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale
                            ffi::ResultBuffer<ffi::F32> d_trans, ffi::ResultBuffer<ffi::S32> stop,
                            ffi::ResultBuffer<ffi::F32> sq_error,
                            ffi::ResultBuffer<ffi::U8> /*tile lists: CUDA's, unused here*/) {
-  BatchLayout L;
-  if (auto err = batch_layout(trans->dimensions(), 2, L); err.failure()) return err;
   BatchedInputs<float> in;
-  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
-                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+  int H, W;
+  if (auto err = forward_inputs<float, ffi::F32>(trans->dimensions(), INT64_MAX, xy, scale, rotation,
+                                                opacity_logit, color_logit, tmpl, mask, rgb,
+                                                use_rgb != 0, in, H, W);
       err.failure())
     return err;
-  const auto td = trans->dimensions();
-  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
+  const BatchLayout& L = in.layout;
   LossInputs li;
   if (auto err = loss_inputs(target, background, L, H, W, grad_scale, li); err.failure()) return err;
   const int64_t pixels = (int64_t)H * W;
