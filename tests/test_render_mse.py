@@ -1,4 +1,5 @@
-"""render_mse: the fit's pixel loss folded into the forward kernel, against the reference."""
+"""render_mse: the fit's pixel loss folded into the kernels (the forward with the loss, and
+forward, loss and backward in one call), against the reference."""
 
 import dataclasses
 import functools
@@ -19,7 +20,8 @@ from scenes import off_texel_edges, random_atlas, random_scene, rel_err
 GRAD_TOL = 1e-4
 FIELDS = ("xy", "scale", "rotation", "opacity_logit", "color_logit")
 
-pytestmark = pytest.mark.skipif(not registry.exports("cpu", registry.FORWARD_LOSS),
+pytestmark = pytest.mark.skipif(not (registry.exports("cpu", registry.FORWARD_LOSS)
+                                     and registry.exports("cpu", registry.MSE_GRAD)),
                                 reason="the cpu kernels are not built")
 
 
@@ -36,19 +38,22 @@ def _mse(params, atlas, target, bg, backend, height, width, **kw):
 @pytest.mark.parametrize("color_blend", [0.0, 0.5])
 @pytest.mark.parametrize("bg_kind", ["white", "triple", "image"])
 def test_value_and_gradients_match_the_reference(seed, color_blend, bg_kind):
+    """Both kernel paths: the primitives' gradient alone (forward, loss and backward in one call)
+    and with the target's and background's too (the forward with the loss, then the backward)."""
     rng = np.random.default_rng(seed)
     height, width = [(33, 47), (40, 24), (32, 32)][seed]
     atlas = random_atlas(rng, num=2 + seed, h=7 + seed, w=9 - seed)
     params = off_texel_edges(random_scene(rng, 40 + 9 * seed, height, width), atlas, height, width)
     target = jnp.asarray(rng.random((height, width, 3)), jnp.float32)
     bg = _backgrounds(rng, height, width)[bg_kind]
-    grad = jax.jit(jax.value_and_grad(_mse, argnums=(0, 2, 3)), static_argnums=(4, 5, 6),
-                   static_argnames=("color_blend",))
-    v_ref, g_ref = grad(params, atlas, target, bg, "reference", height, width, color_blend=color_blend)
-    v_cpu, g_cpu = grad(params, atlas, target, bg, "cpu", height, width, color_blend=color_blend)
-    assert abs(float(v_cpu) - float(v_ref)) <= 1e-5 * float(v_ref)
-    for name in FIELDS:
-        assert rel_err(getattr(g_cpu[0], name), getattr(g_ref[0], name)) < GRAD_TOL, name
+    for argnums in ((0,), (0, 2, 3)):
+        grad = jax.jit(jax.value_and_grad(_mse, argnums=argnums), static_argnums=(4, 5, 6),
+                       static_argnames=("color_blend",))
+        v_ref, g_ref = grad(params, atlas, target, bg, "reference", height, width, color_blend=color_blend)
+        v_cpu, g_cpu = grad(params, atlas, target, bg, "cpu", height, width, color_blend=color_blend)
+        assert abs(float(v_cpu) - float(v_ref)) <= 1e-5 * float(v_ref)
+        for name in FIELDS:
+            assert rel_err(getattr(g_cpu[0], name), getattr(g_ref[0], name)) < GRAD_TOL, (argnums, name)
     assert rel_err(g_cpu[1], g_ref[1]) < GRAD_TOL  # target
     assert rel_err(g_cpu[2], g_ref[2]) < GRAD_TOL  # background
     assert jnp.shape(g_cpu[2]) == jnp.shape(bg)
@@ -69,15 +74,23 @@ def test_gradient_against_finite_differences():
         assert abs(fd - float(g[n])) <= 2e-3 * max(abs(fd), 1e-4) + 1e-6, (n, fd, float(g[n]))
 
 
-def test_the_forward_kernel_computes_the_loss():
-    """With the cpu kernels, one forward-with-loss call and the backward: no image in between."""
+def _targets_called(f, *args) -> set:
+    return set(re.findall(r"target=(diffbmp_\w+)", str(jax.make_jaxpr(f)(*args))))
+
+
+def test_which_kernels_each_use_calls():
+    """The value alone: the forward with the loss. The primitives' gradient: forward, loss and
+    backward in one call, nothing per pixel between kernels. With the target's gradient too: the
+    forward with the loss, then the backward."""
     rng = np.random.default_rng(1)
     atlas = random_atlas(rng)
     params = random_scene(rng, 10, 20, 20)
     target = jnp.zeros((20, 20, 3), jnp.float32)
-    jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: _mse(p, atlas, target, 1.0, "cpu", 20, 20)))(params))
-    assert re.search(rf"target={registry.FORWARD_LOSS}\b", jaxpr)
-    assert not re.search(rf"target={registry.FORWARD}\b", jaxpr)  # the plain forward is not called
+    f = lambda p, t: _mse(p, atlas, t, 1.0, "cpu", 20, 20)
+    assert _targets_called(f, params, target) == {registry.FORWARD_LOSS}
+    assert _targets_called(jax.grad(f), params, target) == {registry.MSE_GRAD}
+    assert _targets_called(jax.grad(f, argnums=(0, 1)), params, target) == {registry.FORWARD_LOSS,
+                                                                            registry.BACKWARD}
 
 
 def test_same_as_composite_then_mean_with_the_kernels():
@@ -181,7 +194,7 @@ def test_a_fitting_step_takes_the_folded_loss(options):
     rendering the image and scoring it would, to float rounding."""
     (fused, (loss, _)), jaxpr = _one_step(db.fitting.engine.PIXEL_LOSS, **options)
     (plain, (loss0, _)), jaxpr0 = _one_step(_ImageLoss(), **options)
-    assert registry.FORWARD_LOSS in jaxpr and registry.FORWARD_LOSS not in jaxpr0
+    assert registry.MSE_GRAD in jaxpr and registry.MSE_GRAD not in jaxpr0
     np.testing.assert_allclose(float(loss), float(loss0), rtol=1e-5)  # sums in another order
     for a, b in zip(jax.tree.leaves(fused[0]), jax.tree.leaves(plain[0])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
@@ -190,7 +203,7 @@ def test_a_fitting_step_takes_the_folded_loss(options):
 @pytest.mark.parametrize("options", [{"l1_weight": 0.5}, {"ssim_weight": 0.2}])
 def test_other_losses_score_the_image(options):
     _, jaxpr = _one_step(db.fitting.engine.PIXEL_LOSS, **options)
-    assert registry.FORWARD_LOSS not in jaxpr
+    assert registry.FORWARD_LOSS not in jaxpr and registry.MSE_GRAD not in jaxpr
 
 
 def test_forward_mode_is_refused_in_words():
@@ -205,3 +218,33 @@ def test_forward_mode_is_refused_in_words():
     d = jnp.ones_like(params.opacity_logit)
     _, tangent = jax.jvp(f, (params.opacity_logit,), (d,))
     np.testing.assert_allclose(float(tangent), float(jnp.sum(jax.grad(f)(params.opacity_logit))), rtol=1e-4)
+
+
+def test_one_call_is_the_same_bits_for_any_threads_and_grouping(monkeypatch):
+    """Forward, loss and backward in one call keep the backward's guarantee: each tile's squared
+    error and each primitive's fields are summed in a fixed order, so the loss and the gradients
+    are the same bits for any thread count and any grouping of the tiles, a batch as its loop."""
+    rng = np.random.default_rng(12)
+    height, width, b = 40, 56, 3
+    atlas = random_atlas(rng)
+    scenes = [random_scene(rng, 50, height, width) for _ in range(b)]
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *scenes)
+    targets = jnp.asarray(rng.random((b, height, width, 3)), jnp.float32)
+    f = jax.value_and_grad(lambda p, t: _mse(p, atlas, t, 0.5, "cpu", height, width))
+    one, many = jax.jit(f), jax.jit(jax.vmap(f))
+    runs = []
+    for threads, group in (("1", None), ("2", None), ("5", None), ("2", "1"), ("3", "40")):
+        monkeypatch.setenv("DIFFBMP_NUM_THREADS", threads)
+        if group is None:
+            monkeypatch.delenv("DIFFBMP_CPU_PAIRS_PER_GROUP", raising=False)
+        else:
+            monkeypatch.setenv("DIFFBMP_CPU_PAIRS_PER_GROUP", group)
+        runs.append(([one(scenes[i], targets[i]) for i in range(b)], many(params, targets)))
+    for looped, (values, grads) in runs:
+        for i in range(b):
+            assert float(looped[i][0]) == float(runs[0][0][i][0]) == float(values[i])
+            for name in FIELDS:
+                np.testing.assert_array_equal(np.asarray(getattr(looped[i][1], name)),
+                                              np.asarray(getattr(runs[0][0][i][1], name)), err_msg=name)
+                np.testing.assert_array_equal(np.asarray(getattr(grads, name)[i]),
+                                              np.asarray(getattr(looped[i][1], name)), err_msg=name)

@@ -3,6 +3,7 @@
 //   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_FORWARD_REST
 //   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_BACKWARD_REST
 //   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_FORWARD_LOSS_REST
+//   Ffi::Bind() [backend contexts] DB_FFI_SCENE_ARGS(atlas dtype) DB_FFI_MSE_GRAD_REST
 //
 // in the order of the buffer contract in render_common.h (the CUDA handlers
 // put the stream and the scratch allocator first).
@@ -61,3 +62,17 @@
       .Ret<xla::ffi::Buffer<xla::ffi::S32>>() /*stop*/            \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*sq_error*/        \
       .Ret<xla::ffi::Buffer<xla::ffi::U8>>() /*tile lists*/
+
+#define DB_FFI_MSE_GRAD_REST                                      \
+  .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*target*/              \
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*background*/      \
+      .Attr<float>("color_blend")                                 \
+      .Attr<float>("alpha_max")                                   \
+      .Attr<int32_t>("use_rgb")                                   \
+      .Attr<float>("grad_scale")                                  \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_xy*/            \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_scale*/         \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_rotation*/      \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_opacity*/       \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_color*/         \
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*sq_error*/

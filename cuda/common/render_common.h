@@ -45,6 +45,15 @@
 //          pixels and channels (row-major tiles; summed in a fixed order, so the
 //          loss is the same bits run to run), lists (as the forward's)
 //
+// diffbmp_mse_grad (optional too): forward, pixel loss and backward in one call,
+// for the gradient of the loss above with respect to the primitive fields (the
+// atlas not differentiated): nothing per pixel leaves the kernel.
+//   args:  the 8 forward args, target, background (as diffbmp_forward_loss)
+//   attrs: color_blend, alpha_max, use_rgb, grad_scale
+//   rets:  d_xy [N,2], d_scale [N], d_rotation [N], d_opacity_logit [N],
+//          d_color_logit [N,3] (the backward's, for the cotangents 2 s r, i.e.
+//          of the loss s * sum r^2), sq_error [tiles] (as diffbmp_forward_loss)
+//
 // The CUDA handlers take one more attribute and return one more buffer, after
 // the above: pair_capacity (s64) and workspace [bytes] uint8, the memory of
 // their binning (cuda/gpu/workspace.h) when `lists` is too small to hold it

@@ -173,16 +173,58 @@ void for_each_row(const Binning& b, const AtlasDims& ad, int H, int W, int max_t
 // misses a pixel costs nothing there. (A per-pixel walk tested every
 // candidate of the tile at every pixel: most of the CPU step at demo sizes.)
 
-// The pixel loss of one scene (diffbmp_forward_loss): its target and background,
-// and where d_transmittance and the tiles' squared errors go.
+// The pixel loss of one scene (diffbmp_forward_loss, diffbmp_mse_grad): its target
+// and background, and where each tile's squared error (and for the forward,
+// d_transmittance) goes.
 struct SceneLoss {
   const float* target;  // [H, W, 3]
   const float* bg;      // bg_step floats a pixel
   int bg_step;
   float grad_scale;
-  float* d_trans;   // [H, W]
+  float* d_trans;   // [H, W] (the forward's; unused by mse_grad)
   float* sq_error;  // [tiles]
+
+  float* tile_error(const Binning& b, int py, int x0) const {
+    return sq_error + (py / kTile) * b.tiles_x + x0 / kTile;
+  }
 };
+
+// One tile row's pixels after front-to-back compositing.
+struct RowState {
+  float T[kTile], C[kTile][3];
+  int32_t stopped[kTile];
+};
+
+// Composites the candidates [begin, end) of a tile row (pixels x0 .. x0 + nx - 1 of row py).
+void composite_row(const Binning& b, const Inputs& in, float k, float alpha_max, bool use_rgb,
+                   int py, int x0, int nx, const int32_t* begin, const int32_t* end,
+                   const Span* spans, RowState& r) {
+  for (int i = 0; i < nx; ++i) {
+    r.T[i] = 1.0f;
+    r.C[i][0] = r.C[i][1] = r.C[i][2] = 0.0f;
+    r.stopped[i] = -1;
+  }
+  int open = nx;  // pixels still compositing
+  for (const int32_t* it = end; it != begin && open > 0;) {  // front (top) to back
+    const int n = *--it;
+    const Span& sp = spans[it - begin];
+    if (sp.lo > sp.hi) continue;
+    const Prim& p = b.prims[n];
+    for (int px = sp.lo; px <= sp.hi; ++px) {
+      const int i = px - x0;
+      if (r.stopped[i] >= 0) continue;  // terminated early in front of this primitive
+      float fx, fy;
+      to_bitmap(p, in.ad, (float)px, (float)py, fx, fy);
+      if (!inside(in.ad, fx, fy)) continue;
+      const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
+      if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, r.C[i], r.T[i])) continue;
+      if (r.T[i] < kMinTransmittance) {
+        r.stopped[i] = n;
+        --open;
+      }
+    }
+  }
+}
 
 // One scene on at most `max_threads` threads. With `loss`, `color` receives
 // d_color instead (render_common.h, diffbmp_forward_loss).
@@ -195,49 +237,24 @@ void forward(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, in
   if (loss) std::fill(loss->sq_error, loss->sq_error + b.tiles_x * b.tiles_y, 0.0f);
   for_each_row(b, in.ad, H, W, max_threads, [&](int py, int x0, int x1, const int32_t* begin,
                                                 const int32_t* end, const Span* spans) {
-    float T[kTile], C[kTile][3];
-    int32_t stopped[kTile];
+    RowState r;
     const int nx = x1 - x0 + 1;
-    for (int i = 0; i < nx; ++i) {
-      T[i] = 1.0f;
-      C[i][0] = C[i][1] = C[i][2] = 0.0f;
-      stopped[i] = -1;
-    }
-    int open = nx;  // pixels still compositing
-    for (const int32_t* it = end; it != begin && open > 0;) {  // front (top) to back
-      const int n = *--it;
-      const Span& sp = spans[it - begin];
-      if (sp.lo > sp.hi) continue;
-      const Prim& p = b.prims[n];
-      for (int px = sp.lo; px <= sp.hi; ++px) {
-        const int i = px - x0;
-        if (stopped[i] >= 0) continue;  // terminated early in front of this primitive
-        float fx, fy;
-        to_bitmap(p, in.ad, (float)px, (float)py, fx, fy);
-        if (!inside(in.ad, fx, fy)) continue;
-        const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
-        if (!composite_sample(p, in.mask, in.rgb, t, k, alpha_max, use_rgb, C[i], T[i])) continue;
-        if (T[i] < kMinTransmittance) {
-          stopped[i] = n;
-          --open;
-        }
-      }
-    }
+    composite_row(b, in, k, alpha_max, use_rgb, py, x0, nx, begin, end, spans, r);
     float row_error = 0.0f;
     for (int i = 0; i < nx; ++i) {
       const int64_t pix = (int64_t)py * W + x0 + i;  // 64-bit: 3 * H * W can pass 2^31
       if (loss) {
         float dC[3];
-        row_error += pixel_loss(C[i], T[i], loss->bg + loss->bg_step * pix, loss->target + 3 * pix,
+        row_error += pixel_loss(r.C[i], r.T[i], loss->bg + loss->bg_step * pix, loss->target + 3 * pix,
                                 loss->grad_scale, dC, loss->d_trans[pix]);
         for (int c = 0; c < 3; ++c) color[3 * pix + c] = dC[c];
       } else {
-        for (int c = 0; c < 3; ++c) color[3 * pix + c] = C[i][c];
+        for (int c = 0; c < 3; ++c) color[3 * pix + c] = r.C[i][c];
       }
-      trans[pix] = T[i];
-      stop[pix] = stopped[i];
+      trans[pix] = r.T[i];
+      stop[pix] = r.stopped[i];
     }
-    if (loss) loss->sq_error[(py / kTile) * b.tiles_x + x0 / kTile] += row_error;
+    if (loss) *loss->tile_error(b, py, x0) += row_error;
   });
 }
 
@@ -251,11 +268,22 @@ int64_t pairs_per_group() {
   return (int64_t)1 << 22;
 }
 
-void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atlas_grad, int H,
-              int W, int max_threads, const float* trans, const int32_t* stop,
-              const float* d_color, const float* d_trans, float* grads /* [N, 8] */,
-              float* d_mask, float* d_rgb) {
-  const Binning b = bin(in, H, W);
+// What the backward walk of one tile row starts from, per pixel: the cotangents
+// of its colour and transmittance, its final transmittance, and the deepest
+// index it composited (INT32_MAX: nothing to do).
+struct RowCotangents {
+  float dC[kTile][3], dT[kTile], T_final[kTile];
+  int32_t first[kTile];
+};
+
+// The backward of one scene. `row_start(py, x0, nx, begin, end, spans, r)` fills
+// `r` for a tile row and returns whether any of its pixels has a cotangent:
+// read from the forward's buffers (diffbmp_backward), or computed right there
+// by the forward and the loss (diffbmp_mse_grad).
+template <typename RowStart>
+void backward(const Binning& b, const Inputs& in, float k, float alpha_max, bool use_rgb,
+              bool atlas_grad, int H, int W, int max_threads, RowStart&& row_start,
+              float* grads /* [N, 8] */, float* d_mask, float* d_rgb) {
   // One accumulator per (tile, candidate) pair, beside the tile lists: tiles go to
   // whichever thread is free (dynamic scheduling: their costs differ wildly), no
   // atomics in the hot loop, and the pairs are added below in list order, so the
@@ -276,20 +304,13 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
                                                   const int32_t* end, const Span* spans) {
       float* g_tile = pair_grads.data() + (size_t)(begin - b.ids.data() - pair0) * kGradFields;
       const int nx = x1 - x0 + 1;
-      float dC[kTile][3], dT[kTile], T_final[kTile], T_after[kTile], B[kTile][3];
-      int32_t first[kTile];  // the pixel's deepest composited index; INT32_MAX: nothing to do
-      bool any = false;
+      RowCotangents r;
+      if (!row_start(py, x0, nx, begin, end, spans, r)) return;
+      float T_after[kTile], B[kTile][3];
       for (int i = 0; i < nx; ++i) {
-        const int64_t pix = (int64_t)py * W + x0 + i;
-        for (int c = 0; c < 3; ++c) dC[i][c] = d_color[3 * pix + c];
-        dT[i] = d_trans[pix];
-        T_final[i] = T_after[i] = trans[pix];
+        T_after[i] = r.T_final[i];
         B[i][0] = B[i][1] = B[i][2] = 0.0f;
-        const bool zero = dC[i][0] == 0.0f && dC[i][1] == 0.0f && dC[i][2] == 0.0f && dT[i] == 0.0f;
-        first[i] = zero ? INT32_MAX : stop[pix];
-        any = any || !zero;
       }
-      if (!any) return;
       // Back to front over what the forward composited (index >= stop).
       for (const int32_t* it = begin; it != end; ++it) {
         const Span& sp = spans[it - begin];
@@ -299,14 +320,14 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
         float* g = g_tile + (size_t)(it - begin) * kGradFields;
         for (int px = sp.lo; px <= sp.hi; ++px) {
           const int i = px - x0;
-          if (n < first[i]) continue;
+          if (n < r.first[i]) continue;
           float fx, fy;
           to_bitmap(p, in.ad, (float)px, (float)py, fx, fy);
           if (!inside(in.ad, fx, fy)) continue;
           const Taps t = make_taps(in.ad, p.tmpl, fx, fy);
           AtlasSampleGrad ag;
-          if (!backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb, atlas_grad, dC[i],
-                               dT[i], T_final[i], T_after[i], B[i], g, ag))
+          if (!backward_sample(p, in.ad, in.mask, in.rgb, t, fx, fy, k, alpha_max, use_rgb, atlas_grad,
+                               r.dC[i], r.dT[i], r.T_final[i], T_after[i], B[i], g, ag))
             continue;
           if (atlas_grad) {
             for (int q = 0; q < 4; ++q) {
@@ -325,6 +346,61 @@ void backward(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atl
     }
     t0 = t1;
   }
+}
+
+// diffbmp_backward's rows: the cotangents and the forward's residuals, read.
+void backward_from(const Inputs& in, float k, float alpha_max, bool use_rgb, bool atlas_grad, int H,
+                   int W, int max_threads, const float* trans, const int32_t* stop,
+                   const float* d_color, const float* d_trans, float* grads, float* d_mask,
+                   float* d_rgb) {
+  const Binning b = bin(in, H, W);
+  backward(b, in, k, alpha_max, use_rgb, atlas_grad, H, W, max_threads,
+           [&](int py, int x0, int nx, const int32_t*, const int32_t*, const Span*, RowCotangents& r) {
+             bool any = false;
+             for (int i = 0; i < nx; ++i) {
+               const int64_t pix = (int64_t)py * W + x0 + i;
+               for (int c = 0; c < 3; ++c) r.dC[i][c] = d_color[3 * pix + c];
+               r.dT[i] = d_trans[pix];
+               r.T_final[i] = trans[pix];
+               const bool zero = r.dC[i][0] == 0.0f && r.dC[i][1] == 0.0f && r.dC[i][2] == 0.0f &&
+                                 r.dT[i] == 0.0f;
+               r.first[i] = zero ? INT32_MAX : stop[pix];
+               any = any || !zero;
+             }
+             return any;
+           },
+           grads, d_mask, d_rgb);
+}
+
+// diffbmp_mse_grad: each tile row composited, scored and walked back in one go,
+// on one binning; nothing per pixel is written.
+void mse_grad(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, int W,
+              int max_threads, const SceneLoss& loss, float* grads) {
+  const Binning b = bin(in, H, W);
+  // A tile's rows run in order on one thread, in one group: each tile's sum is the
+  // same bits for any thread count.
+  std::fill(loss.sq_error, loss.sq_error + b.tiles_x * b.tiles_y, 0.0f);
+  backward(b, in, k, alpha_max, use_rgb, false, H, W, max_threads,
+           [&](int py, int x0, int nx, const int32_t* begin, const int32_t* end, const Span* spans,
+               RowCotangents& r) {
+             RowState f;
+             composite_row(b, in, k, alpha_max, use_rgb, py, x0, nx, begin, end, spans, f);
+             float row_error = 0.0f;
+             bool any = false;
+             for (int i = 0; i < nx; ++i) {
+               const int64_t pix = (int64_t)py * W + x0 + i;
+               row_error += pixel_loss(f.C[i], f.T[i], loss.bg + loss.bg_step * pix, loss.target + 3 * pix,
+                                       loss.grad_scale, r.dC[i], r.dT[i]);
+               r.T_final[i] = f.T[i];
+               const bool zero = r.dC[i][0] == 0.0f && r.dC[i][1] == 0.0f && r.dC[i][2] == 0.0f &&
+                                 r.dT[i] == 0.0f;
+               r.first[i] = zero ? INT32_MAX : f.stopped[i];
+               any = any || !zero;
+             }
+             *loss.tile_error(b, py, x0) += row_error;
+             return any;
+           },
+           grads, nullptr, nullptr);
 }
 
 // Runs f(scene, threads) for every scene of a batch. With at least as many
@@ -399,6 +475,26 @@ ffi::Error ForwardLossImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale
   return ffi::Error::Success();
 }
 
+// The five field gradients of a call, dense over its scenes.
+struct FieldOutputs {
+  float *xy, *scale, *rotation, *opacity_logit, *color_logit;
+
+  // Scene b's gradients from its [N, 8] accumulators (geometry_grad's order).
+  void write(const float* grads, int N, int64_t b) const {
+    float *gxy = xy + 2 * (int64_t)N * b, *gs = scale + N * b, *gr = rotation + N * b,
+          *go = opacity_logit + N * b, *gc = color_logit + 3 * N * b;
+    for (int n = 0; n < N; ++n) {
+      const float* g = grads + (size_t)n * kGradFields;
+      gxy[2 * n] = g[0];
+      gxy[2 * n + 1] = g[1];
+      gs[n] = g[2];
+      gr[n] = g[3];
+      go[n] = g[4];
+      for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
+    }
+  }
+};
+
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
                         ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
                         ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
@@ -441,26 +537,57 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
       std::fill(d_rgb->typed_data(), d_rgb->typed_data() + d_rgb->element_count(), 0.0f);
     }
   }
+  const FieldOutputs out{d_xy->typed_data(), d_scale->typed_data(), d_rotation->typed_data(),
+                         d_opacity_logit->typed_data(), d_color_logit->typed_data()};
   const int N = in.base.N;
   for_each_scene(scenes, [&](int64_t b, int threads) {
     std::vector<float> grads((size_t)N * kGradFields);
     const BatchIndex at = batch_index(L, b);
-    backward(in.scene(at), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, threads,
-             trans_b.at(at), stop_b.at(at), d_color_b.at(at), d_trans_b.at(at),
-             grads.data(), want_atlas ? d_mask->typed_data() + atlas_elems * b : nullptr,
-             want_atlas && use_rgb ? d_rgb->typed_data() + 3 * atlas_elems * b : nullptr);
-    float *gxy = d_xy->typed_data() + 2 * (int64_t)N * b, *gs = d_scale->typed_data() + N * b,
-          *gr = d_rotation->typed_data() + N * b, *go = d_opacity_logit->typed_data() + N * b,
-          *gc = d_color_logit->typed_data() + 3 * N * b;
-    for (int n = 0; n < N; ++n) {
-      const float* g = grads.data() + (size_t)n * kGradFields;
-      gxy[2 * n] = g[0];
-      gxy[2 * n + 1] = g[1];
-      gs[n] = g[2];
-      gr[n] = g[3];
-      go[n] = g[4];
-      for (int c = 0; c < 3; ++c) gc[3 * n + c] = g[5 + c];
-    }
+    backward_from(in.scene(at), color_blend, alpha_max, use_rgb != 0, want_atlas, H, W, threads,
+                  trans_b.at(at), stop_b.at(at), d_color_b.at(at), d_trans_b.at(at),
+                  grads.data(), want_atlas ? d_mask->typed_data() + atlas_elems * b : nullptr,
+                  want_atlas && use_rgb ? d_rgb->typed_data() + 3 * atlas_elems * b : nullptr);
+    out.write(grads.data(), N, b);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error MseGradImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> rotation, ffi::Buffer<ffi::F32> opacity_logit,
+                       ffi::Buffer<ffi::F32> color_logit, ffi::Buffer<ffi::S32> tmpl,
+                       ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> rgb,
+                       ffi::Buffer<ffi::F32> target, ffi::Buffer<ffi::F32> background,
+                       float color_blend, float alpha_max, int32_t use_rgb, float grad_scale,
+                       ffi::ResultBuffer<ffi::F32> d_xy, ffi::ResultBuffer<ffi::F32> d_scale,
+                       ffi::ResultBuffer<ffi::F32> d_rotation,
+                       ffi::ResultBuffer<ffi::F32> d_opacity_logit,
+                       ffi::ResultBuffer<ffi::F32> d_color_logit,
+                       ffi::ResultBuffer<ffi::F32> sq_error) {
+  BatchLayout L;
+  if (auto err = batch_layout(d_scale->dimensions(), 1, L); err.failure()) return err;
+  BatchedInputs<float> in;
+  if (auto err = make_inputs<float, ffi::F32>(xy, scale, rotation, opacity_logit, color_logit,
+                                             tmpl, mask, rgb, use_rgb != 0, L, in);
+      err.failure())
+    return err;
+  const auto td = target.dimensions();
+  if ((int)td.size() != 3 + L.rank) return ffi::Error::InvalidArgument("target must have shape [H,W,3]");
+  const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
+  LossInputs li;
+  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, li); err.failure()) return err;
+  const int64_t tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
+  if ((int64_t)sq_error->element_count() != L.count * tiles)
+    return ffi::Error::InvalidArgument("sq_error must have one entry per tile of the canvas");
+  const FieldOutputs out{d_xy->typed_data(), d_scale->typed_data(), d_rotation->typed_data(),
+                         d_opacity_logit->typed_data(), d_color_logit->typed_data()};
+  const int N = in.base.N;
+  for_each_scene(L.count, [&](int64_t b, int threads) {
+    std::vector<float> grads((size_t)N * kGradFields);
+    const BatchIndex at = batch_index(L, b);
+    const SceneLoss loss{li.target.at(at), li.bg.at(at), li.bg_step, li.grad_scale, nullptr,
+                         sq_error->typed_data() + tiles * b};
+    mse_grad(in.scene(at), color_blend, alpha_max, use_rgb != 0, H, W, threads, loss, grads.data());
+    out.write(grads.data(), N, b);
   });
   return ffi::Error::Success();
 }
@@ -476,3 +603,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpBackwardCpu, diffbmp::BackwardImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpForwardLossCpu, diffbmp::ForwardLossImpl,
                               ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_FORWARD_LOSS_REST);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DiffbmpMseGradCpu, diffbmp::MseGradImpl,
+                              ffi::Ffi::Bind() DB_FFI_SCENE_ARGS(ffi::F32) DB_FFI_MSE_GRAD_REST);

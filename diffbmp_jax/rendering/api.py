@@ -203,13 +203,16 @@ def render_mse(params: Primitives, atlas: Atlas, target, background, *, height: 
         return unfused(jnp.zeros((height, width, 3), jnp.float32), jnp.ones((height, width), jnp.float32))
 
     def kernel(platform):
-        fused = (registry.exported_everywhere(registry.FORWARD_LOSS) if platform is None
-                 else registry.exports(platform, registry.FORWARD_LOSS))
-        if not fused:
+        def has(target_name):
+            return (registry.exported_everywhere(target_name) if platform is None
+                    else registry.exports(platform, target_name))
+
+        if not has(registry.FORWARD_LOSS):
             return unfused(*_kernel_render(scene, backend))
-        return _kernel_call(backend, lambda: mse_kernel(scene.kernel_config(), scene.params, scene.template,
-                                                        scene.mask, scene.kernel_rgb(), target,
-                                                        jnp.broadcast_to(bg, (1, 1, 3)) if bg.ndim < 3 else bg),
+        bg_kernel = jnp.broadcast_to(bg, (1, 1, 3)) if bg.ndim < 3 else bg
+        return _kernel_call(backend, lambda: mse_kernel(scene.kernel_config(), has(registry.MSE_GRAD), scene.params,
+                                                        scene.template, scene.mask, scene.kernel_rgb(), target,
+                                                        bg_kernel),
                             "render_mse")
 
     return _dispatch(backend, kernel, lambda: unfused(*scene.reference()))

@@ -11,7 +11,9 @@ again; the cpu backward bins again.
 ``mse_kernel`` is the mean squared error of the render over a background
 against a target through the forward-with-loss target: the forward writes the
 loss's cotangents per pixel (and each tile's squared error) itself, so a fit's
-step runs no pass over the image between the two kernels.
+step runs no pass over the image between the two kernels; where the platform
+has the one-call target, a gradient with respect to the primitives alone runs
+forward, loss and backward in one call.
 
 Batching: ``jax.vmap`` (nested up to 4 deep) of anything built on these calls
 renders all scenes in one kernel launch per call, not one after another.
@@ -201,13 +203,36 @@ def _mean_of(sq_error, cfg: KernelConfig):
     return jnp.sum(sq_error, axis=-1) * np.float32(1.0 / (3 * cfg.height * cfg.width))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def mse_kernel(cfg: KernelConfig, params: Primitives, template, mask, rgb, target, bg):
+def _mse_grad_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
+    """``(Primitives of gradients, sq_error [tiles])`` of the same loss, in one call."""
+    h, w = cfg.height, cfg.width
+    n = params.scale.shape[0]
+    mask, rgb = _atlas_inputs(cfg, mask, rgb)
+    out_types = (
+        jax.ShapeDtypeStruct((n, 2), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.float32),
+        jax.ShapeDtypeStruct((n, 3), jnp.float32),
+        jax.ShapeDtypeStruct((tiles_of(h, w),), jnp.float32),
+    )
+    d_xy, d_scale, d_rot, d_op, d_col, sq_error = lowering.call(
+        _target(registry.MSE_GRAD, cfg), out_types, *kernel_inputs(params, template, mask, rgb), target, bg,
+        grad_scale=np.float32(2.0 / (3 * h * w)), **kernel_attrs(cfg))
+    return Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col), sq_error
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def mse_kernel(cfg: KernelConfig, one_call: bool, params: Primitives, template, mask, rgb, target, bg):
     """Mean over ``H x W x 3`` of ``(C + T bg - target)^2``: the render over ``bg`` against ``target``.
 
     ``target`` is ``[H, W, 3]``, ``bg`` ``[H, W, 3]`` or ``[1, 1, 3]`` (one colour);
     the other arguments as :func:`render_kernel`'s. Differentiable in reverse
-    mode with respect to all of them (template aside).
+    mode with respect to all of them (template aside). ``one_call``: the
+    platform's kernels have ``diffbmp_mse_grad``, which a gradient with respect
+    to the primitives alone (the fits' case) then takes: forward, loss and
+    backward in one call, its gradients kept until the backward pass scales them;
+    otherwise the forward with the loss, then the backward.
     """
     *_, sq_error, _ = _forward_loss_call(cfg, params, template, mask, rgb, target, bg)
     return _mean_of(sq_error, cfg)
@@ -217,11 +242,14 @@ def _perturbed(x) -> bool:
     return bool(x.perturbed)
 
 
-def _fwd_loss(cfg, params, template, mask, rgb, target, bg):
+def _fwd_loss(cfg, one_call, params, template, mask, rgb, target, bg):
     atlas_grad = cfg.atlas_grad or mask.perturbed or (cfg.use_rgb and rgb.perturbed)
     # Which of target and bg are differentiated, as the residuals' static structure.
     wants = tuple(((),) if _perturbed(x) else () for x in (target, bg))
     params, template, mask, rgb, target, bg = _value((params, template, mask, rgb, target, bg))
+    if one_call and not atlas_grad and wants == ((), ()):
+        grads, sq_error = _mse_grad_call(cfg, params, template, mask, rgb, target, bg)
+        return _mean_of(sq_error, cfg), (grads,)
     d_color, trans, d_trans, stop, sq_error, lists = _forward_loss_call(cfg, params, template, mask, rgb,
                                                                         target, bg)
     res = (params, template, mask, rgb, trans, stop, d_color, d_trans, lists, ((),) if atlas_grad else (),
@@ -229,9 +257,11 @@ def _fwd_loss(cfg, params, template, mask, rgb, target, bg):
     return _mean_of(sq_error, cfg), res
 
 
-def _bwd_loss(cfg, res, g):
-    params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag, bg, wants = res
+def _bwd_loss(cfg, one_call, res, g):
     g = _dense(g, jax.ShapeDtypeStruct((), jnp.float32))
+    if len(res) == 1:  # the one call's gradients: only the primitives were differentiated
+        return (jax.tree.map(lambda d: g * d, res[0]),) + (None,) * 5
+    params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag, bg, wants = res
     # The kernels' cotangents are those of g = 1; the step's scale (g) multiplies the
     # parameters' gradients, where XLA fuses it into whatever reads them.
     d_scene = _scene_cotangents(cfg, params, template, mask, rgb, trans, stop, d_color, d_trans, lists, flag)

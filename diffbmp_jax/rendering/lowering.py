@@ -79,9 +79,14 @@ kernel_call_p = Primitive("diffbmp_kernel_call")
 kernel_call_p.multiple_results = True
 
 
+def _base(target: str) -> str:
+    return target.removesuffix("_bf16")
+
+
 def is_forward(target: str) -> bool:
-    """True for ``diffbmp_forward`` (and its bf16 twin), False for the backward targets."""
-    return registry.BACKWARD not in target
+    """True for the forward targets (``diffbmp_forward``, ``diffbmp_forward_loss`` and their bf16
+    twins), which keep their tile lists for a backward; False for the others."""
+    return _base(target) in (registry.FORWARD, registry.FORWARD_LOSS)
 
 
 def call(target: str, result_types, *args, **attrs):
@@ -136,10 +141,13 @@ def _lower(ctx, *operands, target, attributes, **_):
 
 def _call_shape(target: str, avals_in, avals_out) -> tuple[int, int, int]:
     """(scenes, primitives per scene, tiles per scene) of one call, from its batched shapes."""
-    if not is_forward(target):  # results d_xy, d_scale [*B, N], ...; args ..., transmittance [*B', H, W]
+    if not is_forward(target):  # results d_xy, d_scale [*B, N], ...
         batch_and_n = avals_out[1].shape
         scenes, n = math.prod(batch_and_n[:-1]), batch_and_n[-1]
-        height, width = avals_in[8].shape[-2:]
+        if _base(target) == registry.MSE_GRAD:  # args ..., target [*B', H, W, 3]
+            height, width = avals_in[8].shape[-3:-1]
+        else:  # args ..., transmittance [*B', H, W]
+            height, width = avals_in[8].shape[-2:]
     else:  # results color [*B, H, W, 3], ...; args xy, scale [*B', N], ...
         scenes = math.prod(avals_out[0].shape[:-3])
         height, width = avals_out[0].shape[-3:-1]
@@ -157,9 +165,12 @@ def _binning(target: str, avals_in, avals_out, max_pairs) -> tuple[int, int]:
 def _lower_cuda(ctx, *operands, target, attributes, max_pairs, **_):
     pairs, need = _binning(target, ctx.avals_in, ctx.avals_out, max_pairs)
     # The forward bins into its lists, the backward reads them, when they were sized for it;
-    # otherwise (lists empty) each bins into a workspace of its own.
-    lists = ctx.avals_out[-1] if is_forward(target) else ctx.avals_in[-1]
-    own = 0 if math.prod(lists.shape) >= need else need
+    # otherwise (lists empty) each bins into a workspace of its own, as the one-call gradient does.
+    if _base(target) == registry.MSE_GRAD:
+        own = need
+    else:
+        lists = ctx.avals_out[-1] if is_forward(target) else ctx.avals_in[-1]
+        own = 0 if math.prod(lists.shape) >= need else need
     workspace = jax.core.ShapedArray((own,), np.dtype(np.uint8))
     ctx = dataclasses.replace(ctx, avals_out=(*ctx.avals_out, workspace))
     results = jax.ffi.ffi_lowering(target)(ctx, *operands, pair_capacity=np.int64(pairs),

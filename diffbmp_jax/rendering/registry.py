@@ -12,8 +12,11 @@ the buffer contract):
   ``diffbmp_forward``  -> colour, transmittance, stop index per pixel
   ``diffbmp_backward`` -> gradients of the primitive fields (and of the atlas)
   ``diffbmp_forward_loss`` -> the forward with a fit's pixel loss folded in: the
-  loss's cotangents per pixel and the squared error per tile. A module may leave
-  it out; :func:`exported_everywhere` says whether every built module has it.
+  loss's cotangents per pixel and the squared error per tile
+  ``diffbmp_mse_grad`` -> forward, that loss and backward in one call: the fields'
+  gradients and the squared error per tile
+A module may leave the last two out; :func:`exported_everywhere` says whether every
+platform's module has one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from diffbmp_jax.validation import check_count, env_count
 FORWARD = "diffbmp_forward"
 BACKWARD = "diffbmp_backward"
 FORWARD_LOSS = "diffbmp_forward_loss"
+MSE_GRAD = "diffbmp_mse_grad"
 
 _MODULES = {"cpu": "_diffbmp_jax_kernels.cpu", "CUDA": "_diffbmp_jax_kernels.cuda"}
 
