@@ -142,6 +142,7 @@ _X64 = textwrap.dedent("""
     v = db.fit_video(np.stack([target] * 2), atlas, steps=4, steps_next=2, **opts)  # the masked engine runs
     dtypes = {str(getattr(r.params, f).dtype) for f in ("xy", "scale", "rotation", "opacity_logit", "color_logit")}
     dtypes |= {str(r.image.dtype), str(db.render(r.params, atlas, height=16, width=16)[0].dtype)}
+    dtypes |= {str(db.render_mse(r.params, atlas, target, 1.0, height=16, width=16).dtype)}  # the folded loss
     finite = all(np.isfinite(x).all() for x in (r.psnr, v.psnr))
     print("X64", sorted(dtypes), finite)
 """)
