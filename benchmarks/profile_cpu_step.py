@@ -6,8 +6,8 @@ times the engine's compiled chunk of ``log_every`` steps (median of
 ``jax.profiler``: XLA's CPU runtime reports every operation it runs, and the
 compiled HLO says which custom call is which kernel. Per step (ms, share):
 
-* ``forward kernel`` / ``backward kernel``: the C++ FFI handlers (the forward with the
-  loss folded in where the step's loss is the plain MSE: the respawn's renders run the
+* ``forward kernel`` / ``backward kernel``: the C++ FFI handlers; where the step's loss is
+  the plain MSE, ``forward, loss and backward (one call)`` (the respawn's renders run the
   plain forward);
 * ``matrix products``: the antialiasing pyramid (mip levels, two batched products);
 * ``other XLA ops``: fusions (blur, noise, loss, Adam, respawn's share, ...);
@@ -94,7 +94,8 @@ def traced_split(run, hlo: str, steps: int) -> dict:
             continue  # runtime and Python frames, not operations
         if name in targets:
             cat = {"diffbmp_forward": "forward kernel", "diffbmp_forward_loss": "forward kernel (loss folded in)",
-                   "diffbmp_backward": "backward kernel"}.get(targets[name], "other custom calls")
+                   "diffbmp_backward": "backward kernel",
+                   "diffbmp_mse_grad": "forward, loss and backward (one call)"}.get(targets[name], "other custom calls")
         elif name.startswith(("dot", "ynn_fusion")) or "dot" in name:
             cat = "matrix products"
         elif name.startswith(("while", "cond", "call")):
