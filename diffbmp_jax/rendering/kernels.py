@@ -182,9 +182,15 @@ def tiles_of(height: int, width: int) -> int:
     return -(-height // lowering.TILE) * -(-width // lowering.TILE)
 
 
+def _loss_attrs(cfg: KernelConfig) -> dict:
+    """The folded targets' attributes: the kernel call's, and ``grad_scale = 2 / (3 H W)``
+    (the MSE's gradient per unit residual)."""
+    return dict(grad_scale=np.float32(2.0 / (3 * cfg.height * cfg.width)), **kernel_attrs(cfg))
+
+
 def _forward_loss_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
     """``(d_color, T, d_trans, stop, sq_error [tiles], lists)`` of the mean squared error of
-    ``C + T bg`` against ``target`` (``grad_scale = 2 / (3 H W)``)."""
+    ``C + T bg`` against ``target``."""
     h, w = cfg.height, cfg.width
     mask, rgb = _atlas_inputs(cfg, mask, rgb)
     out_types = (
@@ -195,8 +201,7 @@ def _forward_loss_call(cfg: KernelConfig, params, template, mask, rgb, target, b
         jax.ShapeDtypeStruct((tiles_of(h, w),), jnp.float32),
     )
     return lowering.call(_target(registry.FORWARD_LOSS, cfg), out_types,
-                         *kernel_inputs(params, template, mask, rgb), target, bg,
-                         grad_scale=np.float32(2.0 / (3 * h * w)), **kernel_attrs(cfg))
+                         *kernel_inputs(params, template, mask, rgb), target, bg, **_loss_attrs(cfg))
 
 
 def _mean_of(sq_error, cfg: KernelConfig):
@@ -205,7 +210,6 @@ def _mean_of(sq_error, cfg: KernelConfig):
 
 def _mse_grad_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
     """``(Primitives of gradients, sq_error [tiles])`` of the same loss, in one call."""
-    h, w = cfg.height, cfg.width
     n = params.scale.shape[0]
     mask, rgb = _atlas_inputs(cfg, mask, rgb)
     out_types = (
@@ -214,11 +218,11 @@ def _mse_grad_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
         jax.ShapeDtypeStruct((n,), jnp.float32),
         jax.ShapeDtypeStruct((n,), jnp.float32),
         jax.ShapeDtypeStruct((n, 3), jnp.float32),
-        jax.ShapeDtypeStruct((tiles_of(h, w),), jnp.float32),
+        jax.ShapeDtypeStruct((tiles_of(cfg.height, cfg.width),), jnp.float32),
     )
     d_xy, d_scale, d_rot, d_op, d_col, sq_error = lowering.call(
         _target(registry.MSE_GRAD, cfg), out_types, *kernel_inputs(params, template, mask, rgb), target, bg,
-        grad_scale=np.float32(2.0 / (3 * h * w)), **kernel_attrs(cfg))
+        **_loss_attrs(cfg))
     return Primitives(xy=d_xy, scale=d_scale, rotation=d_rot, opacity_logit=d_op, color_logit=d_col), sq_error
 
 
