@@ -20,8 +20,8 @@ from diffbmp_jax.rendering.reference import render_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-__all__ = ["render", "render_mse", "composite", "default_template", "available_backends", "check_scene", "check_params",
-           "check_template", "check_prefiltered", "BACKENDS"]
+__all__ = ["render", "render_mse", "composite", "default_template", "available_backends", "check_scene",
+           "check_params", "check_template", "check_prefiltered", "BACKENDS"]
 
 
 def default_template(num_primitives: int, num_bitmaps: int) -> jax.Array:
@@ -176,9 +176,10 @@ def render_mse(params: Primitives, atlas: Atlas, target, background, *, height: 
 
     The same value as ``jnp.mean((composite(*render(...), background) - target) ** 2)``
     with the same arguments (:func:`render`'s, to float rounding), computed where the
-    kernels allow it by one forward kernel that also writes the loss's gradient per
-    pixel: no pass over the image between the forward and the backward kernel (a
-    fitting step's MSE).
+    kernels allow it with the loss folded into them: the value by a forward kernel
+    that scores each pixel as it finishes it, the gradient with respect to ``params``
+    alone (a fitting step's) by one call that composites, scores and walks each tile
+    back, with nothing per pixel written (docs/DESIGN.md §3.4.1).
 
     Args:
       target: ``[H, W, 3]`` float image the render is compared with.
