@@ -200,6 +200,20 @@ def test_a_fitting_step_takes_the_folded_loss(options):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+def test_a_fitting_step_in_one_call_or_two_is_the_same_bits():
+    """Hiding the one-call target, the step takes the forward with the loss and the backward,
+    and computes exactly the same loss and parameters."""
+    (one, (loss1, _)), jaxpr1 = _one_step(db.fitting.engine.PIXEL_LOSS)
+    with registry.without(registry.MSE_GRAD):
+        (two, (loss2, _)), jaxpr2 = _one_step(db.fitting.engine.PIXEL_LOSS)
+    assert registry.MSE_GRAD in jaxpr1 and registry.MSE_GRAD not in jaxpr2
+    assert registry.FORWARD_LOSS in jaxpr2 and registry.BACKWARD in jaxpr2
+    assert float(loss1) == float(loss2)
+    for a, b in zip(jax.tree.leaves(one[0]), jax.tree.leaves(two[0])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert registry.exports("cpu", registry.MSE_GRAD)  # restored on leaving
+
+
 @pytest.mark.parametrize("options", [{"l1_weight": 0.5}, {"ssim_weight": 0.2}])
 def test_other_losses_score_the_image(options):
     _, jaxpr = _one_step(db.fitting.engine.PIXEL_LOSS, **options)

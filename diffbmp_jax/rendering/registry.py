@@ -21,6 +21,7 @@ platform's module has one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -70,6 +71,21 @@ _EXPORTED: dict[str, frozenset] = {}
 def exports(platform: str, target: str) -> bool:
     """True when the kernels of ``platform`` ("cpu" or "CUDA") are built and export ``target``."""
     return registered(platform) and target in _EXPORTED[platform]
+
+
+@contextlib.contextmanager
+def without(target: str):
+    """Inside the block every module's exports read as if ``target`` were not among them, so a
+    computation traced there takes the path it would take without it (benchmarks and tests
+    compare the paths this way); restored on leaving."""
+    for platform in _MODULES:
+        registered(platform)
+    saved = dict(_EXPORTED)
+    _EXPORTED.update({p: names - {target} for p, names in saved.items()})
+    try:
+        yield
+    finally:
+        _EXPORTED.update(saved)
 
 
 def exported_everywhere(target: str) -> bool:
