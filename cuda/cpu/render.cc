@@ -274,6 +274,14 @@ int64_t pairs_per_group() {
 struct RowCotangents {
   float dC[kTile][3], dT[kTile], T_final[kTile];
   int32_t first[kTile];
+
+  // Sets pixel i's first index from its stop index (its dC and dT set); returns whether
+  // it has anything to walk (a cotangent other than zero).
+  bool start(int i, int32_t stop) {
+    const bool zero = dC[i][0] == 0.0f && dC[i][1] == 0.0f && dC[i][2] == 0.0f && dT[i] == 0.0f;
+    first[i] = zero ? INT32_MAX : stop;
+    return !zero;
+  }
 };
 
 // The backward of one scene. `row_start(py, x0, nx, begin, end, spans, r)` fills
@@ -362,10 +370,7 @@ void backward_from(const Inputs& in, float k, float alpha_max, bool use_rgb, boo
                for (int c = 0; c < 3; ++c) r.dC[i][c] = d_color[3 * pix + c];
                r.dT[i] = d_trans[pix];
                r.T_final[i] = trans[pix];
-               const bool zero = r.dC[i][0] == 0.0f && r.dC[i][1] == 0.0f && r.dC[i][2] == 0.0f &&
-                                 r.dT[i] == 0.0f;
-               r.first[i] = zero ? INT32_MAX : stop[pix];
-               any = any || !zero;
+               any = r.start(i, stop[pix]) || any;
              }
              return any;
            },
@@ -392,10 +397,7 @@ void mse_grad(const Inputs& in, float k, float alpha_max, bool use_rgb, int H, i
                row_error += pixel_loss(f.C[i], f.T[i], loss.bg + loss.bg_step * pix, loss.target + 3 * pix,
                                        loss.grad_scale, r.dC[i], r.dT[i]);
                r.T_final[i] = f.T[i];
-               const bool zero = r.dC[i][0] == 0.0f && r.dC[i][1] == 0.0f && r.dC[i][2] == 0.0f &&
-                                 r.dT[i] == 0.0f;
-               r.first[i] = zero ? INT32_MAX : f.stopped[i];
-               any = any || !zero;
+               any = r.start(i, f.stopped[i]) || any;
              }
              *loss.tile_error(b, py, x0) += row_error;
              return any;
