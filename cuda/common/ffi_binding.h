@@ -49,13 +49,17 @@
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_mask*/        \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_rgb*/
 
-#define DB_FFI_FORWARD_LOSS_REST                                  \
+// target, background and the attributes of both folded-loss targets.
+#define DB_FFI_LOSS_ARGS                                          \
   .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*target*/              \
       .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*background*/      \
       .Attr<float>("color_blend")                                 \
       .Attr<float>("alpha_max")                                   \
       .Attr<int32_t>("use_rgb")                                   \
-      .Attr<float>("grad_scale")                                  \
+      .Attr<float>("grad_scale")
+
+#define DB_FFI_FORWARD_LOSS_REST                                  \
+  DB_FFI_LOSS_ARGS                                                \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_color*/         \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*transmittance*/   \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_trans*/         \
@@ -64,12 +68,7 @@
       .Ret<xla::ffi::Buffer<xla::ffi::U8>>() /*tile lists*/
 
 #define DB_FFI_MSE_GRAD_REST                                      \
-  .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*target*/              \
-      .Arg<xla::ffi::Buffer<xla::ffi::F32>>() /*background*/      \
-      .Attr<float>("color_blend")                                 \
-      .Attr<float>("alpha_max")                                   \
-      .Attr<int32_t>("use_rgb")                                   \
-      .Attr<float>("grad_scale")                                  \
+  DB_FFI_LOSS_ARGS                                                \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_xy*/            \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_scale*/         \
       .Ret<xla::ffi::Buffer<xla::ffi::F32>>() /*d_rotation*/      \

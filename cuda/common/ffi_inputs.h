@@ -185,13 +185,19 @@ struct LossInputs {
   BatchedPtr<float> bg;      // [H, W, 3], or [1, 1, 3]: one colour
   int bg_step;               // floats from one pixel's background to the next: 3, or 0
   float grad_scale;
+  int64_t tiles;             // tiles of the canvas: each scene's entries of sq_error
 };
 
-// Decodes and checks the loss arguments of a call on an H x W canvas.
+// Decodes and checks the loss arguments of a call on an H x W canvas, and that
+// its sq_error result (`sq_error_count` entries) has one entry per tile of every scene.
 inline xla::ffi::Error loss_inputs(xla::ffi::Buffer<xla::ffi::F32> target,
                                    xla::ffi::Buffer<xla::ffi::F32> bg, const BatchLayout& L, int H,
-                                   int W, float grad_scale, LossInputs& out) {
+                                   int W, float grad_scale, int64_t sq_error_count,
+                                   LossInputs& out) {
   using xla::ffi::Error;
+  out.tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
+  if (sq_error_count != L.count * out.tiles)
+    return Error::InvalidArgument("sq_error must have one entry per tile of the canvas");
   const int r = L.rank;
   const auto td = target.dimensions(), bd = bg.dimensions();
   if ((int)td.size() != 3 + r || td[r] != H || td[r + 1] != W || td[r + 2] != 3)

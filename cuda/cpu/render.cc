@@ -461,15 +461,14 @@ ffi::Error ForwardLossImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale
     return err;
   const BatchLayout& L = in.layout;
   LossInputs li;
-  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, li); err.failure()) return err;
+  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, sq_error->element_count(), li);
+      err.failure())
+    return err;
   const int64_t pixels = (int64_t)H * W;
-  const int64_t tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
-  if ((int64_t)sq_error->element_count() != L.count * tiles)
-    return ffi::Error::InvalidArgument("sq_error must have one entry per tile of the canvas");
   for_each_scene(L.count, [&](int64_t b, int threads) {
     const BatchIndex at = batch_index(L, b);
     const SceneLoss loss{li.target.at(at), li.bg.at(at), li.bg_step, li.grad_scale,
-                         d_trans->typed_data() + pixels * b, sq_error->typed_data() + tiles * b};
+                         d_trans->typed_data() + pixels * b, sq_error->typed_data() + li.tiles * b};
     forward(in.scene(at), color_blend, alpha_max, use_rgb != 0, H, W, threads,
             d_color->typed_data() + 3 * pixels * b, trans->typed_data() + pixels * b,
             stop->typed_data() + pixels * b, &loss);
@@ -576,10 +575,9 @@ ffi::Error MseGradImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
   if ((int)td.size() != 3 + L.rank) return ffi::Error::InvalidArgument("target must have shape [H,W,3]");
   const int H = (int)td[L.rank], W = (int)td[L.rank + 1];
   LossInputs li;
-  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, li); err.failure()) return err;
-  const int64_t tiles = (int64_t)((W + kTile - 1) / kTile) * ((H + kTile - 1) / kTile);
-  if ((int64_t)sq_error->element_count() != L.count * tiles)
-    return ffi::Error::InvalidArgument("sq_error must have one entry per tile of the canvas");
+  if (auto err = loss_inputs(target, background, L, H, W, grad_scale, sq_error->element_count(), li);
+      err.failure())
+    return err;
   const FieldOutputs out{d_xy->typed_data(), d_scale->typed_data(), d_rotation->typed_data(),
                          d_opacity_logit->typed_data(), d_color_logit->typed_data()};
   const int N = in.base.N;
@@ -587,7 +585,7 @@ ffi::Error MseGradImpl(ffi::Buffer<ffi::F32> xy, ffi::Buffer<ffi::F32> scale,
     std::vector<float> grads((size_t)N * kGradFields);
     const BatchIndex at = batch_index(L, b);
     const SceneLoss loss{li.target.at(at), li.bg.at(at), li.bg_step, li.grad_scale, nullptr,
-                         sq_error->typed_data() + tiles * b};
+                         sq_error->typed_data() + li.tiles * b};
     mse_grad(in.scene(at), color_blend, alpha_max, use_rgb != 0, H, W, threads, loss, grads.data());
     out.write(grads.data(), N, b);
   });

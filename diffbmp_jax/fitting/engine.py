@@ -68,7 +68,7 @@ class PixelLoss(NamedTuple):
 
     def plain_mse(self, static: "Static", data: "Data") -> bool:
         """True when the loss is the unweighted MSE alone: then a step computes it with
-        :func:`~diffbmp_jax.fitting.canvas.mse_over` (folded into the forward kernel)
+        :func:`~diffbmp_jax.fitting.canvas.mse_over` (folded into the kernels)
         instead of rendering the image and scoring it."""
         cfg = static.cfg
         return cfg.l1_weight == 0 and cfg.ssim_weight == 0 and data.weight is None and data.target is not None

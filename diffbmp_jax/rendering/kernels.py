@@ -93,6 +93,12 @@ def _forward_call(cfg: KernelConfig, params, template, mask, rgb):
                          *kernel_inputs(params, template, mask, rgb), **kernel_attrs(cfg))
 
 
+def _field_types(n: int) -> tuple:
+    """Result types of the five field gradients of ``n`` primitives (xy, scale, rotation,
+    opacity logit, colour logits), as the backward targets return them."""
+    return tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in ((n, 2), (n,), (n,), (n,), (n, 3)))
+
+
 def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance, stop, d_color, d_trans,
                    lists):
     """The parameter gradients and (padded, empty unless ``cfg.atlas_grad``) atlas gradients."""
@@ -103,11 +109,7 @@ def _backward_call(cfg: KernelConfig, params, template, mask, rgb, transmittance
     atlas_shape = mask.shape if cfg.atlas_grad else (0,) + mask.shape[1:]
     rgb_shape = rgb.shape if (cfg.atlas_grad and cfg.use_rgb) else (0,) + rgb.shape[1:]
     out_types = (
-        jax.ShapeDtypeStruct((n, 2), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n, 3), jnp.float32),
+        *_field_types(n),
         jax.ShapeDtypeStruct(atlas_shape, jnp.float32),
         jax.ShapeDtypeStruct(rgb_shape, jnp.float32),
     )
@@ -212,14 +214,7 @@ def _mse_grad_call(cfg: KernelConfig, params, template, mask, rgb, target, bg):
     """``(Primitives of gradients, sq_error [tiles])`` of the same loss, in one call."""
     n = params.scale.shape[0]
     mask, rgb = _atlas_inputs(cfg, mask, rgb)
-    out_types = (
-        jax.ShapeDtypeStruct((n, 2), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n, 3), jnp.float32),
-        jax.ShapeDtypeStruct((tiles_of(cfg.height, cfg.width),), jnp.float32),
-    )
+    out_types = (*_field_types(n), jax.ShapeDtypeStruct((tiles_of(cfg.height, cfg.width),), jnp.float32))
     d_xy, d_scale, d_rot, d_op, d_col, sq_error = lowering.call(
         _target(registry.MSE_GRAD, cfg), out_types, *kernel_inputs(params, template, mask, rgb), target, bg,
         **_loss_attrs(cfg))
@@ -242,14 +237,10 @@ def mse_kernel(cfg: KernelConfig, one_call: bool, params: Primitives, template, 
     return _mean_of(sq_error, cfg)
 
 
-def _perturbed(x) -> bool:
-    return bool(x.perturbed)
-
-
 def _fwd_loss(cfg, one_call, params, template, mask, rgb, target, bg):
     atlas_grad = cfg.atlas_grad or mask.perturbed or (cfg.use_rgb and rgb.perturbed)
     # Which of target and bg are differentiated, as the residuals' static structure.
-    wants = tuple(((),) if _perturbed(x) else () for x in (target, bg))
+    wants = tuple(((),) if x.perturbed else () for x in (target, bg))
     params, template, mask, rgb, target, bg = _value((params, template, mask, rgb, target, bg))
     if one_call and not atlas_grad and wants == ((), ()):
         grads, sq_error = _mse_grad_call(cfg, params, template, mask, rgb, target, bg)
